@@ -1,0 +1,3 @@
+"""dlrun: one command for small deep-learning experiments."""
+
+__version__ = "0.1.0"

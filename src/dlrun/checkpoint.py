@@ -1,0 +1,144 @@
+"""Checkpoints: written atomically, read without running code.
+
+A checkpoint holds the model, the optimizer, the epoch, every RNG state (torch, CUDA, numpy,
+python and the loop's shuffling generator) and the resolved config. It is written to a temporary
+file, fsynced and renamed over the old one, so a crash never leaves a half-written checkpoint in
+place; it is read with ``torch.load(weights_only=True)``, so a file from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlrun import files
+from dlrun.errors import DlrunError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FORMAT = "dlrun-checkpoint"
+VERSION = 1
+
+
+def locate(resume: str) -> tuple[Path, Path | None]:
+    """``resume=`` value -> (checkpoint file, the run directory it belongs to, if any)."""
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.exists():
+            raise DlrunError(f"resume={resume}: no checkpoints/last.pt in that directory")
+        return ckpt, path if (path / ".hydra").is_dir() else None
+    if not path.exists():
+        raise DlrunError(f"resume={resume}: no such file or directory")
+    run_dir = path.parent.parent
+    in_run = path.parent.name == "checkpoints" and (run_dir / ".hydra").is_dir()
+    return path, run_dir if in_run else None
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically and durably (temp file, fsync, rename)."""
+    import torch
+
+    with files.replace(path, "wb", durable=True) as f:
+        torch.save(state, f)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a dlrun checkpoint, refusing anything else with a one-line reason."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DlrunError(f"checkpoint {path}: no such file") from None
+    except IsADirectoryError:
+        raise DlrunError(f"checkpoint {path}: is a directory, expected a .pt file") from None
+    except PermissionError:
+        raise DlrunError(f"checkpoint {path}: not readable (permission denied)") from None
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
+        raise DlrunError(
+            f"checkpoint {path}: refused, it holds objects other than tensors and plain data "
+            f"({reason[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise DlrunError(
+            f"checkpoint {path}: truncated or not a checkpoint ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DlrunError(f"checkpoint {path}: not a dlrun checkpoint")
+    if state.get("version") != VERSION:
+        raise DlrunError(
+            f"checkpoint {path}: format version {state.get('version')}, this dlrun reads {VERSION}"
+        )
+    return state
+
+
+def load_model(path: Path, state: dict[str, Any], model: nn.Module) -> None:
+    """Load weights, or say exactly which keys or shapes differ from this run's model."""
+    theirs: dict[str, Any] = state["model"]
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(theirs))
+    unexpected = sorted(set(theirs) - set(ours))
+    shapes = [
+        f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}"
+        for k, v in ours.items()
+        if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if unexpected:
+            parts.append("unexpected " + ", ".join(unexpected))
+        if shapes:
+            parts.append("shape (checkpoint vs this run) " + "; ".join(shapes))
+        raise DlrunError(f"checkpoint {path}: model differs from this run's: " + "; ".join(parts))
+    model.load_state_dict(theirs)
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+        "loop": generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["kind"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["gauss"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    generator.set_state(state["loop"])

@@ -1,0 +1,135 @@
+"""The `dlrun` command: Hydra composes the config; dlrun reports every user mistake in one line.
+
+Only Hydra, OmegaConf and the schema are imported here: `dlrun --help`, `dlrun --cfg job` and
+config errors are answered without importing torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+
+import hydra
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dlrun import schema
+from dlrun.errors import DlrunError
+
+schema.register()
+
+
+class _NoJobErrorEcho(logging.Filter):
+    """Hydra logs 'Error executing job ...' before re-raising; dlrun reports the error itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Error executing job")
+
+
+logging.getLogger("hydra.core.utils").addFilter(_NoJobErrorEcho())
+
+
+@hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    from dlrun.run import execute  # imports torch: only once there is work to do
+
+    return execute(cfg)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
+    try:
+        sys.argv = [sys.argv[0], *resume_argv(sys.argv[1:])]
+        _hydra_main()
+    except (DlrunError, HydraException, OmegaConfBaseException) as exc:
+        if full_error:
+            raise
+        print(f"dlrun: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        if full_error:
+            raise
+        sys.exit(130)
+    except Exception as exc:
+        if full_error:
+            raise
+        print(
+            f"dlrun: internal error: {type(exc).__name__}: {one_line(exc)} "
+            "(the run log has the traceback; HYDRA_FULL_ERROR=1 prints it)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, folded into one line that names the key."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if isinstance(exc, MissingConfigException) and "Available options" in text:
+        head = lines[0].split("': ", 1)[-1] if lines[0].startswith("In '") else lines[0]
+        options = [
+            ln
+            for ln in text.split("Available options", 1)[1].splitlines()[1:]
+            if ln.startswith("\t")
+        ]
+        return f"{head} (available: {', '.join(o.strip() for o in options)})"
+    message = lines[0].rstrip(".")
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+        message += ": " + str(cause).strip().splitlines()[0]
+    key = re.search(r"full_key: (\S+)", text + "\n" + str(cause or ""))
+    if key and key.group(1) not in message:
+        message += f" (key: {key.group(1)})"
+    return message
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """`resume=RUN_DIR`: recompose the run's own overrides (then the new ones) into RUN_DIR.
+
+    `dlrun resume=outputs/...` alone continues the run exactly as it was configured, and
+    `dlrun resume=outputs/... trainer.epochs=20000` extends it. The original .hydra/ record is
+    kept; this invocation's config goes to .hydra/resume-<time>/.
+    """
+    if "-m" in argv or "--multirun" in argv:
+        return argv
+    at = next((i for i, a in enumerate(argv) if a.startswith("resume=")), None)
+    if at is None:
+        return argv
+    from dlrun.checkpoint import locate
+
+    _, run_dir = locate(argv[at].split("=", 1)[1])
+    if run_dir is None:
+        return argv  # a bare .pt file: this invocation's config, a new run directory
+    records = sorted(run_dir.glob(".hydra/resume-*/overrides.yaml"))
+    latest = records[-1] if records else run_dir / ".hydra" / "overrides.yaml"
+    old = [str(o) for o in OmegaConf.load(latest)] if latest.exists() else []
+    given = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
+    kept = [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return [
+        *argv[:at],
+        *kept,
+        *argv[at:],
+        f"hydra.run.dir={_quote(str(run_dir))}",
+        f"hydra.output_subdir=.hydra/resume-{stamp}-{os.getpid()}",
+    ]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""What a person sees while a run goes: a rich progress bar on a terminal, plain lines otherwise.
+
+Everything shown also goes to the run log (the "dlrun" logger, which Hydra writes to dlrun.log).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from rich.console import Console as RichConsole
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+log = logging.getLogger("dlrun")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+    return str(value)
+
+
+def metrics_text(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "time_s")
+
+
+class Console:
+    def __init__(self, progress: bool, total_epochs: int) -> None:
+        self.out = RichConsole(highlight=False, soft_wrap=True)
+        self.live = progress and sys.stdout.isatty() and not os.environ.get("CI")
+        self.total = total_epochs
+        self.width = len(str(total_epochs))
+        self._progress: Progress | None = None
+        self._task = None
+        self._last = ""
+
+    def print(self, text: str, style: str | None = None) -> None:
+        log.info(text)
+        self.out.print(text, style=style, markup=False)
+
+    def start(self, done: int) -> None:
+        if not self.live:
+            return
+        self._progress = Progress(
+            TextColumn("epoch"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.out,
+            transient=False,
+        )
+        self._task = self._progress.add_task("train", total=self.total, completed=done, metrics="")
+        self._progress.start()
+
+    def epoch(self, epoch: int, phase: str, metrics: dict[str, Any]) -> None:
+        line = f"epoch {epoch:>{self.width}}/{self.total} {phase:<5} {metrics_text(metrics)}"
+        log.info(line)
+        if self._progress is not None:
+            self._last = f"{phase} {metrics_text(metrics)}"
+            self._progress.update(self._task, completed=epoch, metrics=self._last)
+        else:
+            self.out.print(line, markup=False, highlight=False)
+
+    def advance(self, epoch: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=epoch)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def table(self, title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+        for row in rows:
+            log.info("%s: %s", title, " ".join(row))
+        table = Table(title=title, title_justify="left")
+        for col in header:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        self.out.print(table)

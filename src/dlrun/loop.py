@@ -1,0 +1,115 @@
+"""The one train/validate loop every task runs through.
+
+Data lives on the device; a batch is an index slice of a per-epoch permutation drawn from the
+loop's own generator (checkpointed, so a resumed run draws the same batches). Losses stay on the
+device and are read once per logged epoch: no per-step .item(), .cpu() or printing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from dlrun.schema import TrainerConfig
+    from dlrun.tasks.base import Task
+
+
+class Hooks(Protocol):
+    """What the loop reports to (metrics, checkpoints, console); the loop writes nothing itself."""
+
+    def on_train(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_validate(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, epoch: int, checkpoint: bool) -> None: ...
+
+
+def to_floats(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """One host sync for a whole dict of 0-dim tensors."""
+    keys = list(metrics)
+    values = [torch.as_tensor(metrics[k]) for k in keys]
+    numbers = torch.stack([v.double().reshape(()).cpu() for v in values]).tolist() if keys else []
+    return {  # counts stay integers
+        k: int(x) if not (v.is_floating_point() or v.is_complex()) else x
+        for k, v, x in zip(keys, values, numbers, strict=True)
+    }
+
+
+def validate(task: Task, model: nn.Module) -> dict[str, float]:
+    start = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        metrics = to_floats(task.evaluate(model))
+    metrics["time_s"] = time.perf_counter() - start
+    return metrics
+
+
+def fit(
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    trainer: TrainerConfig,
+    generator: torch.Generator,
+    hooks: Hooks,
+    start_epoch: int = 0,
+    validated_epoch: int | None = None,
+) -> int:
+    """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed."""
+    data = task.train_data
+    n = data[0].shape[0] if data else 0
+    bs = trainer.batch_size
+    starts = list(range(0, n, bs))
+    # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
+    weights = torch.tensor(
+        [min(bs, n - s) / n for s in starts], dtype=torch.float64, device=task.device
+    )
+    step = task.uses_optimizer and optimizer is not None
+
+    epoch = start_epoch
+    for epoch in range(start_epoch + 1, trainer.epochs + 1):
+        begin = time.perf_counter()
+        model.train()
+        order = (
+            torch.randperm(n, generator=generator, device=task.device) if trainer.shuffle else None
+        )
+        losses = []
+        for s in starts:
+            if order is None:
+                batch = tuple(t[s : s + bs] for t in data)
+            else:
+                idx = order[s : s + bs]
+                batch = tuple(t[idx] for t in data)
+            if step:
+                optimizer.zero_grad(set_to_none=True)
+                loss = task.loss(model, batch)
+                loss.backward()
+                optimizer.step()
+            else:
+                with torch.no_grad():
+                    loss = task.loss(model, batch)
+            losses.append(loss.detach())
+
+        last = epoch == trainer.epochs
+        stop = task.converged(model)
+        if last or stop or epoch % trainer.log_every == 0:
+            mean = torch.stack(losses).double() @ weights if losses else torch.zeros(())
+            train_loss = float(mean)  # the epoch's one host sync
+            hooks.on_train(epoch, {"loss": train_loss, "time_s": time.perf_counter() - begin})
+        if last or stop or epoch % trainer.validate_every == 0:
+            hooks.on_validate(epoch, validate(task, model))
+            validated_epoch = epoch
+        checkpoint = (
+            last or stop or (trainer.checkpoint_every > 0 and epoch % trainer.checkpoint_every == 0)
+        )
+        hooks.on_epoch_end(epoch, checkpoint)
+        if stop:
+            break
+
+    if validated_epoch != epoch:  # e.g. trainer.epochs=0: still score the model once
+        hooks.on_validate(epoch, validate(task, model))
+    return epoch

@@ -1,0 +1,135 @@
+"""The run directory's record files: metrics.jsonl, summary.json and env.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dlrun import files
+
+PACKAGES = (
+    "dlrun",
+    "torch",
+    "torchvision",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "scikit-learn",
+    "rich",
+    "matplotlib",
+)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null rather than produce invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with files.replace(path) as f:
+        json.dump(_clean(obj), f, indent=2)
+        f.write("\n")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class MetricsLog:
+    """metrics.jsonl: one row per logged phase of an epoch, appended and flushed as it happens."""
+
+    def __init__(self, path: Path, resume_epoch: int | None = None) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        self.dropped = 0
+        if resume_epoch is not None and path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if row.get("epoch", 0) <= resume_epoch:
+                    self.rows.append(row)
+                else:
+                    self.dropped += 1  # trained again from the checkpoint
+            with files.replace(path) as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.rows)
+        self._file = open(path, "a")  # noqa: SIM115 - open for the run's lifetime
+
+    def append(self, epoch: int, split: str, metrics: dict[str, float]) -> dict[str, Any]:
+        row = {"epoch": epoch, "split": split, **metrics}
+        self.rows.append(row)
+        self._file.write(json.dumps(_clean(row)) + "\n")
+        self._file.flush()
+        return row
+
+    def last(self, split: str) -> dict[str, Any] | None:
+        return next((r for r in reversed(self.rows) if r["split"] == split), None)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def git_commit() -> str | None:
+    """The project's commit when dlrun runs from a git checkout (None when installed)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out + ("-dirty" if dirty else "") if out else None
+
+
+def environment(device_name: str) -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cuda_available": torch.cuda.is_available(),
+        "device": device_name,
+        "cpu_threads": torch.get_num_threads(),
+        "packages": versions,
+        "git_commit": git_commit(),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "cwd": os.getcwd(),
+    }

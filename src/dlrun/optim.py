@@ -1,0 +1,52 @@
+"""Optimizer configs -> torch.optim optimizers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from dlrun.schema import AdamConfig, AdamWConfig, OptimizerConfig, RMSpropConfig, SGDConfig
+
+
+def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    params = list(params)
+    # AdamWConfig first: it is an AdamConfig too
+    if isinstance(cfg, AdamWConfig):
+        return torch.optim.AdamW(
+            params,
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            amsgrad=cfg.amsgrad,
+        )
+    if isinstance(cfg, AdamConfig):
+        return torch.optim.Adam(
+            params,
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            amsgrad=cfg.amsgrad,
+        )
+    if isinstance(cfg, SGDConfig):
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            dampening=cfg.dampening,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    if isinstance(cfg, RMSpropConfig):
+        return torch.optim.RMSprop(
+            params,
+            lr=cfg.lr,
+            alpha=cfg.alpha,
+            eps=cfg.eps,
+            momentum=cfg.momentum,
+            centered=cfg.centered,
+            weight_decay=cfg.weight_decay,
+        )
+    raise TypeError(f"no optimizer for {type(cfg).__name__}")

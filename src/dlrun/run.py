@@ -1,0 +1,324 @@
+"""One run, start to finish: config -> device, task, model, optimizer -> the loop -> the record.
+
+The Hydra task function (cli.py) hands the composed config here. This is the only place that ties
+the task, the loop, checkpoints, metrics files, plots and the console together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dlrun import checkpoint, loop, metrics, optim, plots, schema, tasks
+from dlrun import device as devices
+from dlrun.console import Console, metrics_text
+from dlrun.errors import ConfigError, DlrunError
+from dlrun.tasks.base import Task
+
+log = logging.getLogger("dlrun")
+
+
+def execute(cfg: DictConfig) -> float | None:
+    """The Hydra task function's body: returns the objective (what sweepers optimise)."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        config = schema.to_objects(cfg)
+    except ConfigError:
+        _remove_if_empty(run_dir, hydra_cfg.mode)
+        raise
+    return Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices)).main()
+
+
+def _remove_if_empty(run_dir: Path, mode: RunMode | None) -> None:
+    """A single run refused at validation leaves no directory behind (sweeps keep a record)."""
+    if mode == RunMode.MULTIRUN:
+        return
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", "dlrun.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Run:
+    def __init__(
+        self, config: schema.Config, plain: dict[str, Any], run_dir: Path, choices: dict[str, Any]
+    ) -> None:
+        self.config = config
+        self.plain = plain
+        self.run_dir = run_dir
+        self.choices = choices
+        self.console = Console(config.trainer.progress, config.trainer.epochs)
+        self.started = time.time()
+        previous = metrics.read_json(run_dir / "summary.json") if config.resume else None
+        self.summary: dict[str, Any] = {
+            "task": config.task.name,
+            "status": "running",
+            "epochs_completed": 0,
+            "epochs": config.trainer.epochs,
+            "final": {},
+            "best": {},
+            "objective": None,
+            "objective_name": None,
+            "maximize": None,
+            "seed": config.seed,
+            "device": None,
+            "optimizer": choices.get("optimizer"),
+            "wall_s": 0.0,
+            "error": None,
+            "resumes": (previous or {}).get("resumes", []),
+        }
+        self._wall_before = float((previous or {}).get("wall_s") or 0.0)
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def main(self) -> float | None:
+        self._write_summary()
+        try:
+            objective = self._train()
+        except KeyboardInterrupt:
+            self.console.stop()
+            self._write_summary("interrupted")
+            self.console.print(
+                f"interrupted after epoch {self.epoch}; continue with: dlrun resume={self.run_dir}",
+                style="yellow",
+            )
+            raise
+        except BaseException as exc:
+            self.console.stop()
+            self._write_summary("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            log.exception("run failed")
+            raise
+        return objective
+
+    def _write_summary(self, status: str = "running", error: str | None = None) -> None:
+        self.summary.update(
+            status=status,
+            error=error,
+            epochs_completed=self.epoch,
+            wall_s=round(self._wall_before + time.time() - self.started, 3),
+        )
+        metrics.write_json(self.run_dir / "summary.json", self.summary)
+
+    # ------------------------------------------------------------------ the run
+
+    def _train(self) -> float | None:
+        config = self.config
+        device = devices.resolve(config.device)
+        seed_everything(config.seed)
+        task = tasks.create(config.task, config.data, device)
+        model = task.build_model().to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = (
+            optim.build(config.optimizer, params) if task.uses_optimizer and params else None
+        )
+        generator = torch.Generator(device=device)
+        generator.manual_seed(config.seed)
+
+        self.summary.update(
+            device=devices.describe(device), objective_name=task.objective, maximize=task.maximize
+        )
+        self._header(device)
+        best = None
+        if config.resume:
+            self.epoch, best = self._resume(task, model, optimizer, generator)
+        self._write_env(device)
+        history = metrics.MetricsLog(
+            self.run_dir / "metrics.jsonl", resume_epoch=self.epoch if config.resume else None
+        )
+        if history.dropped:
+            log.info(
+                "dropped %d metric rows after epoch %d: trained again", history.dropped, self.epoch
+            )
+        recorder = Recorder(self, task, model, optimizer, generator, history, best)
+        last_val = history.last("val")
+        self.console.start(self.epoch)
+        try:
+            loop.fit(
+                task,
+                model,
+                optimizer,
+                config.trainer,
+                generator,
+                recorder,
+                start_epoch=self.epoch,
+                validated_epoch=last_val["epoch"] if last_val else None,
+            )
+        finally:
+            self.console.stop()
+            history.close()
+        return self._finish(task, model, history.rows, recorder.best)
+
+    def _resume(
+        self,
+        task: Task,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        generator: torch.Generator,
+    ) -> tuple[int, dict[str, Any] | None]:
+        path, _ = checkpoint.locate(self.config.resume)
+        state = checkpoint.load(path)
+        if state["task"] != task.name:
+            raise DlrunError(
+                f"checkpoint {path}: is from task {state['task']}, this run is task {task.name} "
+                f"(add task={state['task']})"
+            )
+        checkpoint.load_model(path, state, model)
+        if optimizer is not None:
+            if state.get("optimizer") and state.get("optimizer_type") == type(optimizer).__name__:
+                chosen = [
+                    {k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups
+                ]
+                optimizer.load_state_dict(state["optimizer"])
+                for group, settings in zip(optimizer.param_groups, chosen, strict=True):
+                    group.update(settings)  # this run's optimizer.* settings win
+            else:
+                self.console.print(
+                    f"optimizer changed ({state.get('optimizer_type')} -> "
+                    f"{type(optimizer).__name__}): its state starts fresh"
+                )
+        checkpoint.set_rng_state(state["rng"], generator)
+        epoch = int(state["epoch"])
+        self.summary["resumes"].append(
+            {"from": str(path), "epoch": epoch, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
+        self.console.print(f"resumed from {path} at epoch {epoch}")
+        return epoch, state.get("best")
+
+    def _header(self, device: torch.device) -> None:
+        c = self.choices
+        self.console.print(
+            f"dlrun task={c.get('task')} optimizer={c.get('optimizer')} "
+            f"device={devices.describe(device)} seed={self.config.seed}"
+        )
+        for key in ("task", "optimizer", "trainer", "data"):
+            self.console.print(
+                f"  {key:<9} {json.dumps(self.plain[key], separators=(',', ':'))}", style="dim"
+            )
+        self.console.print(f"  run dir   {self.run_dir}", style="dim")
+
+    def _write_env(self, device: torch.device) -> None:
+        path = self.run_dir / "env.json"
+        env = metrics.environment(devices.describe(device))
+        first = metrics.read_json(path) if self.config.resume else None
+        if first is not None:  # keep the original run's record; add this invocation's
+            first.setdefault("resumes", []).append(env)
+            env = first
+        metrics.write_json(path, env)
+
+    def _finish(
+        self,
+        task: Task,
+        model: torch.nn.Module,
+        history: list[dict[str, Any]],
+        best: dict[str, Any] | None,
+    ) -> float | None:
+        final = {
+            k: v
+            for k, v in (
+                next((r for r in reversed(history) if r["split"] == "val"), None) or {}
+            ).items()
+            if k not in ("split", "time_s")
+        }
+        objective = final.get(task.objective)
+        self.summary.update(final=final, best=best or {}, objective=objective)
+        self._write_summary("completed")
+
+        model.eval()
+        with torch.no_grad():
+            text = task.report(model)
+        if text:
+            self.console.print(text)
+        rows = [
+            (k, metrics_text({"": v}).strip(), metrics_text({"": (best or {}).get(k, "")}).strip())
+            for k, v in final.items()
+            if k != "epoch"
+        ]
+        self.console.table(
+            f"{task.name}: {self.epoch} epochs in {self.summary['wall_s']:.1f}s "
+            f"(best at epoch {(best or {}).get('epoch', '-')})",
+            rows,
+            ("metric", "final", "best"),
+        )
+        if self.config.trainer.plots:
+            try:
+                figures = {"curves": plots.curves(history, task.objective)}
+                with torch.no_grad():
+                    figures.update(task.figures(model, history))
+                plots.save(figures, self.run_dir / "plots")
+            except Exception as exc:  # a plot must never cost the run its result
+                log.exception("plotting failed")
+                self.console.print(f"warning: plots not written ({exc})", style="yellow")
+        self.console.print(f"run directory: {self.run_dir}")
+        return objective
+
+
+class Recorder:
+    """The loop's hooks: metrics rows, console lines, best.pt and last.pt."""
+
+    def __init__(
+        self,
+        run: Run,
+        task: Task,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        generator: torch.Generator,
+        history: metrics.MetricsLog,
+        best: dict[str, Any] | None,
+    ) -> None:
+        self.run, self.task, self.model = run, task, model
+        self.optimizer, self.generator, self.history = optimizer, generator, history
+        self.best = best
+        self.ckpt_dir = run.run_dir / "checkpoints"
+
+    def on_train(self, epoch: int, values: dict[str, float]) -> None:
+        self.history.append(epoch, "train", values)
+        self.run.console.epoch(epoch, "train", values)
+
+    def on_validate(self, epoch: int, values: dict[str, float]) -> None:
+        self.history.append(epoch, "val", values)
+        self.run.console.epoch(epoch, "val", values)
+        value = values.get(self.task.objective)
+        if value is None or math.isnan(value):
+            return
+        old = None if self.best is None else self.best.get(self.task.objective)
+        if old is None or (value > old if self.task.maximize else value < old):
+            self.best = {"epoch": epoch, **{k: v for k, v in values.items() if k != "time_s"}}
+            checkpoint.save(self.ckpt_dir / "best.pt", self.state(epoch))
+
+    def on_epoch_end(self, epoch: int, save: bool) -> None:
+        if save:
+            checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
+        self.run.epoch = epoch
+        self.run.console.advance(epoch)
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format": checkpoint.FORMAT,
+            "version": checkpoint.VERSION,
+            "task": self.task.name,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "optimizer_type": type(self.optimizer).__name__ if self.optimizer is not None else None,
+            "rng": checkpoint.rng_state(self.generator),
+            "best": self.best,
+            "config": self.run.plain,
+        }

@@ -1,0 +1,246 @@
+"""The typed config schema.
+
+YAML in conf/ is composed on top of these dataclasses (registered in Hydra's ConfigStore), so a
+misspelled key or a wrong type fails at compose time with Hydra's own message. Values that compose
+but make no sense (a negative learning rate, an unknown device) are refused by ``to_objects``,
+which turns the composed config into these plain dataclasses before any work starts.
+
+This module must not import torch: config errors are answered in well under a second.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dlrun.errors import ConfigError
+
+
+def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: expected {expected}")
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    shuffle: bool = True
+    validate_every: int = 1
+    checkpoint_every: int = 1  # 0: only at the end
+    log_every: int = 1
+    progress: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 0, "trainer.epochs", "an integer >= 0", self.epochs)
+        _check(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
+        for key in ("validate_every", "log_every"):
+            value = getattr(self, key)
+            _check(value >= 1, f"trainer.{key}", "an integer >= 1", value)
+        _check(
+            self.checkpoint_every >= 0,
+            "trainer.checkpoint_every",
+            "an integer >= 0 (0: only at the end)",
+            self.checkpoint_every,
+        )
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 0.01
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optimizer.lr", "a number > 0", self.lr)
+        _check(self.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0", self.weight_decay)
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 <= self.momentum < 1, "optimizer.momentum", "a number in [0, 1)", self.momentum)
+        _check(
+            not self.nesterov or (self.momentum > 0 and self.dampening == 0),
+            "optimizer.nesterov",
+            "false unless optimizer.momentum > 0 and optimizer.dampening = 0",
+            self.nesterov,
+        )
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    amsgrad: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "optimizer.betas",
+            "two numbers in [0, 1), e.g. [0.9,0.999]",
+            list(self.betas),
+        )
+        _check(self.eps > 0, "optimizer.eps", "a number > 0", self.eps)
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    weight_decay: float = 0.01
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 <= self.alpha < 1, "optimizer.alpha", "a number in [0, 1)", self.alpha)
+        _check(0 <= self.momentum < 1, "optimizer.momentum", "a number in [0, 1)", self.momentum)
+        _check(self.eps > 0, "optimizer.eps", "a number > 0", self.eps)
+
+
+OPTIMIZER_SCHEMAS: dict[str, type[OptimizerConfig]] = {
+    "sgd": SGDConfig,
+    "adam": AdamConfig,
+    "adamw": AdamWConfig,
+    "rmsprop": RMSpropConfig,
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataConfig:
+    """Where a task finds data it does not generate itself."""
+
+    root: str = "${oc.env:DLRUN_DATA,data}"
+    path: str | None = None
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass
+class TaskConfig:
+    """Base of every task's settings; ``name`` is the task's key in the registry."""
+
+    name: ClassVar[str]
+
+
+@dataclass
+class FizzBuzzConfig(TaskConfig):
+    name: ClassVar[str] = "fizzbuzz"
+    num_digits: int = 10
+    hidden: int = 100
+    train_from: int = 101  # train on train_from .. 2**num_digits - 1
+    play_to: int = 100  # validate by playing 1 .. play_to
+
+    def __post_init__(self) -> None:
+        _check(
+            1 <= self.num_digits <= 30, "task.num_digits", "an integer in [1, 30]", self.num_digits
+        )
+        _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
+        _check(self.play_to >= 1, "task.play_to", "an integer >= 1", self.play_to)
+        _check(
+            self.play_to < self.train_from < 2**self.num_digits,
+            "task.train_from",
+            f"an integer in (task.play_to, 2**task.num_digits) = ({self.play_to}, "
+            f"{2**self.num_digits}), so that the numbers played were never trained on",
+            self.train_from,
+        )
+
+
+@dataclass
+class SineBPConfig(TaskConfig):
+    name: ClassVar[str] = "sine-bp"
+    hidden: int = 25
+    amplitude: float = 20.0
+    points: int = 100  # x = 0, 1/points, ..., (points-1)/points
+    init: str = "uniform"  # uniform: weights U[0,1), zero biases (the seed); torch: nn.Linear's
+
+    def __post_init__(self) -> None:
+        _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
+        _check(self.points >= 2, "task.points", "an integer >= 2", self.points)
+        _check(self.init in ("uniform", "torch"), "task.init", "one of uniform, torch", self.init)
+
+
+TASK_SCHEMAS: tuple[type[TaskConfig], ...] = (FizzBuzzConfig, SineBPConfig)
+
+
+# --------------------------------------------------------------------------- the whole run
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass
+class Config:
+    task: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"
+    seed: int = 0
+    resume: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(_DEVICE.fullmatch(self.device)),
+            "device",
+            "one of auto, cpu, cuda, cuda:N, mps",
+            self.device,
+        )
+        _check(0 <= self.seed < 2**63, "seed", "an integer >= 0", self.seed)
+
+
+def register() -> None:
+    """Put the schemas where the YAML in conf/ finds them (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="dlrun_schema", node=Config)
+    for name, schema in OPTIMIZER_SCHEMAS.items():
+        cs.store(group="schema/optimizer", name=name, node=schema)
+    for schema in TASK_SCHEMAS:
+        cs.store(group="schema/task", name=schema.name, node=schema)
+
+
+def to_objects(cfg: DictConfig) -> Config:
+    """Composed config -> validated plain dataclasses (raises ConfigError naming the key)."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # omegaconf wraps errors raised in __post_init__
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    assert isinstance(config, Config)
+    return config
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """A resolved, plain-dict copy of the composed config (for checkpoints and logs)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return container
