@@ -6,38 +6,54 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
-import logging
+import itertools
 import os
 import re
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dlrun import schema
-from dlrun.errors import DlrunError
+from dlrun.errors import ConfigError, DlrunError
 
 schema.register()
 
 
-class _NoJobErrorEcho(logging.Filter):
-    """Hydra logs 'Error executing job ...' before re-raising; dlrun reports the error itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Error executing job")
-
-
-logging.getLogger("hydra.core.utils").addFilter(_NoJobErrorEcho())
+_failures: list[BaseException] = []
 
 
 @hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from dlrun.run import execute  # imports torch: only once there is work to do
+    """Hydra's task function. Errors are kept, not raised, so that Hydra neither prints its own
+    report nor stops a sweep at the first failed job; main() reports them afterwards."""
+    try:
+        try:
+            config = schema.to_objects(cfg)  # refuse bad values before importing torch
+        except ConfigError:
+            _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+            raise
+        from dlrun.run import execute  # imports torch: only once there is work to do
 
-    return execute(cfg)
+        return execute(cfg, config)
+    except Exception as exc:
+        _failures.append(exc)
+        return None
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A single run refused at validation leaves no directory behind (sweeps keep a record)."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN or not run_dir.is_dir():
+        return
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", "dlrun.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main() -> None:
@@ -46,7 +62,10 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     try:
         sys.argv = [sys.argv[0], *resume_argv(sys.argv[1:])]
+        _failures.clear()
         _hydra_main()
+        if _failures:
+            raise _failures[0]
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
         if full_error:
             raise
@@ -75,11 +94,8 @@ def one_line(exc: BaseException) -> str:
         return type(exc).__name__
     if isinstance(exc, MissingConfigException) and "Available options" in text:
         head = lines[0].split("': ", 1)[-1] if lines[0].startswith("In '") else lines[0]
-        options = [
-            ln
-            for ln in text.split("Available options", 1)[1].splitlines()[1:]
-            if ln.startswith("\t")
-        ]
+        listing = text.split("Available options", 1)[1].splitlines()[1:]
+        options = list(itertools.takewhile(lambda ln: ln.startswith("\t"), listing))
         return f"{head} (available: {', '.join(o.strip() for o in options)})"
     message = lines[0].rstrip(".")
     cause = exc.__cause__

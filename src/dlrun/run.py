@@ -18,36 +18,22 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlrun import checkpoint, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
-from dlrun.errors import ConfigError, DlrunError
+from dlrun.errors import DlrunError
 from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
 
 
-def execute(cfg: DictConfig) -> float | None:
+def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     """The Hydra task function's body: returns the objective (what sweepers optimise)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        config = schema.to_objects(cfg)
-    except ConfigError:
-        _remove_if_empty(run_dir, hydra_cfg.mode)
-        raise
     return Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices)).main()
-
-
-def _remove_if_empty(run_dir: Path, mode: RunMode | None) -> None:
-    """A single run refused at validation leaves no directory behind (sweeps keep a record)."""
-    if mode == RunMode.MULTIRUN:
-        return
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", "dlrun.log"}:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -86,6 +72,8 @@ class Run:
         }
         self._wall_before = float((previous or {}).get("wall_s") or 0.0)
         self.epoch = 0
+        # a resume touches the run's records only once its checkpoint has been accepted
+        self.recording = not config.resume
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -103,12 +91,21 @@ class Run:
             raise
         except BaseException as exc:
             self.console.stop()
+            if not self.recording:  # a refused resume leaves no trace but the log
+                self._discard_resume_record()
             self._write_summary("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
             log.exception("run failed")
             raise
         return objective
 
+    def _discard_resume_record(self) -> None:
+        subdir = HydraConfig.get().output_subdir or ""
+        if subdir.startswith(".hydra/resume-"):
+            shutil.rmtree(self.run_dir / subdir, ignore_errors=True)
+
     def _write_summary(self, status: str = "running", error: str | None = None) -> None:
+        if not self.recording:
+            return
         self.summary.update(
             status=status,
             error=error,
@@ -139,6 +136,8 @@ class Run:
         best = None
         if config.resume:
             self.epoch, best = self._resume(task, model, optimizer, generator)
+            self.recording = True
+            self._write_summary()
         self._write_env(device)
         history = metrics.MetricsLog(
             self.run_dir / "metrics.jsonl", resume_epoch=self.epoch if config.resume else None

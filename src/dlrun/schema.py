@@ -22,7 +22,7 @@ from dlrun.errors import ConfigError
 
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: expected {expected}")
+        raise ConfigError(f"{key}={value} is not allowed: expected {expected}")
 
 
 # --------------------------------------------------------------------------- trainer
@@ -96,7 +96,7 @@ class AdamConfig(OptimizerConfig):
             len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
             "optimizer.betas",
             "two numbers in [0, 1), e.g. [0.9,0.999]",
-            list(self.betas),
+            list(self.betas),  # not ListConfig's repr
         )
         _check(self.eps > 0, "optimizer.eps", "a number > 0", self.eps)
 
