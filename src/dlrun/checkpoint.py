@@ -52,6 +52,8 @@ def load(path: Path) -> dict[str, Any]:
     """Read a dlrun checkpoint, refusing anything else with a one-line reason."""
     import torch
 
+    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise DlrunError(f"checkpoint {path}: truncated or not a checkpoint (not a torch archive)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dlrun import schema
-from dlrun.errors import ConfigError, DlrunError
+from dlrun.errors import DlrunError
 
 schema.register()
 
@@ -35,33 +36,35 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function. Errors are kept, not raised, so that Hydra neither prints its own
     report nor stops a sweep at the first failed job; main() reports them afterwards."""
     try:
-        try:
-            config = schema.to_objects(cfg)  # refuse bad values before importing torch
-        except ConfigError:
-            _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-            raise
+        config = schema.to_objects(cfg)  # refuse bad values before importing torch
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
+    except DlrunError as exc:
+        _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+        _failures.append(exc)
+        return None
     except Exception as exc:
         _failures.append(exc)
         return None
 
 
 def _remove_if_empty(run_dir: Path) -> None:
-    """A single run refused at validation leaves no directory behind (sweeps keep a record)."""
+    """A single run refused before it started leaves no directory behind (sweeps keep one)."""
     if HydraConfig.get().mode == RunMode.MULTIRUN or not run_dir.is_dir():
         return
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", "dlrun.log"}:
+    if {p.name for p in run_dir.iterdir()} <= {".hydra", "dlrun.log", "summary.json"}:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def main() -> None:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
+    argv = sys.argv[1:] if argv is None else argv
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     try:
-        sys.argv = [sys.argv[0], *resume_argv(sys.argv[1:])]
+        sys.argv = [saved_argv[0], *resume_argv(argv)]
         _failures.clear()
         _hydra_main()
         if _failures:
@@ -84,6 +87,11 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    finally:
+        sys.argv = saved_argv
+        if not full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        GlobalHydra.instance().clear()
 
 
 def one_line(exc: BaseException) -> str:
