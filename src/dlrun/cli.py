@@ -29,6 +29,7 @@ schema.register()
 
 
 _failures: list[BaseException] = []
+_STARTED = time.time() - 1.0
 
 
 @hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
@@ -55,6 +56,13 @@ def _remove_if_empty(run_dir: Path) -> None:
         return
     if {p.name for p in run_dir.iterdir()} <= {".hydra", "dlrun.log", "summary.json"}:
         shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in list(run_dir.parents)[:2]:  # outputs/<date>/, outputs/ if made just now
+            try:
+                if parent.stat().st_ctime < _STARTED:
+                    break
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def main(argv: list[str] | None = None) -> None:

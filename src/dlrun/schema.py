@@ -10,6 +10,7 @@ This module must not import torch: config errors are answered in well under a se
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -224,8 +225,24 @@ def register() -> None:
         cs.store(group="schema/task", name=schema.name, node=schema)
 
 
+def _refuse_unknown_keys(node: Any, prefix: str = "") -> None:
+    """`+key=value` slips past Hydra's struct check; a typed config still has no such key."""
+    if not isinstance(node, DictConfig):
+        return
+    kind = OmegaConf.get_type(node)
+    known = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
+    for key in node.keys():
+        if known is not None and key not in known:
+            raise ConfigError(
+                f"{prefix}{key}: no such key (known: {', '.join(sorted(known))}); "
+                "see `dlrun --cfg job`"
+            )
+        _refuse_unknown_keys(node._get_node(key), f"{prefix}{key}.")
+
+
 def to_objects(cfg: DictConfig) -> Config:
     """Composed config -> validated plain dataclasses (raises ConfigError naming the key)."""
+    _refuse_unknown_keys(cfg)
     try:
         config = OmegaConf.to_object(cfg)
     except ConfigError:
