@@ -134,10 +134,18 @@ OPTIMIZER_SCHEMAS: dict[str, type[OptimizerConfig]] = {
 
 @dataclass
 class DataConfig:
-    """Where a task finds data it does not generate itself."""
+    """Where a task finds data it does not generate itself.
+
+    A task that reads data subclasses this (e.g. with the data set's name), stores it under
+    ``schema/data`` with the task's name, and selects it in its YAML with
+    ``- /schema/data@data: <task>``, so its keys are typed and other tasks do not accept them.
+    """
 
     root: str = "${oc.env:DLRUN_DATA,data}"
     path: str | None = None
+
+
+DATA_SCHEMAS: dict[str, type[DataConfig]] = {}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -200,7 +208,7 @@ class Config:
     task: Any = MISSING
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: Any = field(default_factory=DataConfig)  # a task's DataConfig subclass
     device: str = "auto"
     seed: int = 0
     resume: str | None = None
@@ -223,6 +231,8 @@ def register() -> None:
         cs.store(group="schema/optimizer", name=name, node=schema)
     for schema in TASK_SCHEMAS:
         cs.store(group="schema/task", name=schema.name, node=schema)
+    for name, data_schema in DATA_SCHEMAS.items():
+        cs.store(group="schema/data", name=name, node=data_schema)
 
 
 def _refuse_unknown_keys(node: Any, prefix: str = "") -> None:
