@@ -11,18 +11,9 @@ from dlrun.schema import AdamConfig, AdamWConfig, OptimizerConfig, RMSpropConfig
 
 def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     params = list(params)
-    # AdamWConfig first: it is an AdamConfig too
-    if isinstance(cfg, AdamWConfig):
-        return torch.optim.AdamW(
-            params,
-            lr=cfg.lr,
-            betas=tuple(cfg.betas),
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            amsgrad=cfg.amsgrad,
-        )
-    if isinstance(cfg, AdamConfig):
-        return torch.optim.Adam(
+    if isinstance(cfg, AdamConfig):  # AdamWConfig is an AdamConfig with decoupled decay
+        adam = torch.optim.AdamW if isinstance(cfg, AdamWConfig) else torch.optim.Adam
+        return adam(
             params,
             lr=cfg.lr,
             betas=tuple(cfg.betas),

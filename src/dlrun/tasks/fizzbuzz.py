@@ -42,10 +42,14 @@ class FizzBuzz(Task):
     def __init__(self, cfg: FizzBuzzConfig, data: Any, device: torch.device) -> None:
         super().__init__(cfg, data, device)
         train = torch.arange(cfg.train_from, 2**cfg.num_digits, device=device)
-        self.train_data = (binary(train, cfg.num_digits), classes(train))
+        self.train_data = (self.encode(train), classes(train))
         self.numbers = torch.arange(1, cfg.play_to + 1, device=device)
-        self.play_x = binary(self.numbers, cfg.num_digits)
+        self.play_x = self.encode(self.numbers)
         self.play_y = classes(self.numbers)
+
+    def encode(self, numbers: torch.Tensor) -> torch.Tensor:
+        bits = binary(numbers, self.cfg.num_digits)
+        return 2 * bits - 1 if self.cfg.encoding == "signed" else bits
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(
