@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,10 +83,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"dlrun: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if full_error:
             raise
-        sys.exit(130)
+        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
     except Exception as exc:
         if full_error:
             raise

@@ -35,7 +35,7 @@ class Console:
         self.width = len(str(total_epochs))
         self._progress: Progress | None = None
         self._task = None
-        self._last = ""
+        self._shown: dict[str, str] = {}
 
     def print(self, text: str, style: str | None = None) -> None:
         log.info(text)
@@ -60,8 +60,9 @@ class Console:
         line = f"epoch {epoch:>{self.width}}/{self.total} {phase:<5} {metrics_text(metrics)}"
         log.info(line)
         if self._progress is not None:
-            self._last = f"{phase} {metrics_text(metrics)}"
-            self._progress.update(self._task, completed=epoch, metrics=self._last)
+            self._shown[phase] = f"{phase} {metrics_text(metrics)}"
+            text = " | ".join(self._shown[p] for p in ("train", "val") if p in self._shown)
+            self._progress.update(self._task, completed=epoch, metrics=text)
         else:
             self.out.print(line, markup=False, highlight=False)
 

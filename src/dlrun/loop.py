@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from dlrun.interrupt import Interrupted
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -27,6 +29,10 @@ class Hooks(Protocol):
     def on_validate(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
     def on_epoch_end(self, epoch: int, checkpoint: bool) -> None: ...
+
+    def stop_requested(self) -> int | None:
+        """A signal number when the user asked to stop (checked once per epoch)."""
+        ...
 
 
 def to_floats(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
@@ -96,6 +102,7 @@ def fit(
 
         last = epoch == trainer.epochs
         stop = task.converged(model)
+        signum = hooks.stop_requested()
         if last or stop or epoch % trainer.log_every == 0:
             mean = torch.stack(losses).double() @ weights if losses else torch.zeros(())
             train_loss = float(mean)  # the epoch's one host sync
@@ -104,9 +111,14 @@ def fit(
             hooks.on_validate(epoch, validate(task, model))
             validated_epoch = epoch
         checkpoint = (
-            last or stop or (trainer.checkpoint_every > 0 and epoch % trainer.checkpoint_every == 0)
+            last
+            or stop
+            or signum is not None
+            or (trainer.checkpoint_every > 0 and epoch % trainer.checkpoint_every == 0)
         )
         hooks.on_epoch_end(epoch, checkpoint)
+        if signum is not None:
+            raise Interrupted(signum)
         if stop:
             break
 

@@ -24,6 +24,7 @@ from dlrun import checkpoint, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import DlrunError
+from dlrun.interrupt import StopRequest
 from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
@@ -72,6 +73,8 @@ class Run:
         }
         self._wall_before = float((previous or {}).get("wall_s") or 0.0)
         self.epoch = 0
+        self.saved_epoch: int | None = None  # the epoch in checkpoints/last.pt
+        self.stop = StopRequest()
         # a resume touches the run's records only once its checkpoint has been accepted
         self.recording = not config.resume
 
@@ -84,10 +87,16 @@ class Run:
         except KeyboardInterrupt:
             self.console.stop()
             self._write_summary("interrupted")
-            self.console.print(
-                f"interrupted after epoch {self.epoch}; continue with: dlrun resume={self.run_dir}",
-                style="yellow",
-            )
+            if self.saved_epoch is None:
+                self.console.print(
+                    f"interrupted at epoch {self.epoch}, before any checkpoint", style="yellow"
+                )
+            else:
+                self.console.print(
+                    f"interrupted: checkpoint of epoch {self.saved_epoch} written; continue with: "
+                    f"dlrun resume={self.run_dir}",
+                    style="yellow",
+                )
             raise
         except BaseException as exc:
             self.console.stop()
@@ -150,16 +159,17 @@ class Run:
         last_val = history.last("val")
         self.console.start(self.epoch)
         try:
-            loop.fit(
-                task,
-                model,
-                optimizer,
-                config.trainer,
-                generator,
-                recorder,
-                start_epoch=self.epoch,
-                validated_epoch=last_val["epoch"] if last_val else None,
-            )
+            with self.stop:
+                loop.fit(
+                    task,
+                    model,
+                    optimizer,
+                    config.trainer,
+                    generator,
+                    recorder,
+                    start_epoch=self.epoch,
+                    validated_epoch=last_val["epoch"] if last_val else None,
+                )
         finally:
             self.console.stop()
             history.close()
@@ -305,8 +315,12 @@ class Recorder:
     def on_epoch_end(self, epoch: int, save: bool) -> None:
         if save:
             checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
+            self.run.saved_epoch = epoch
         self.run.epoch = epoch
         self.run.console.advance(epoch)
+
+    def stop_requested(self) -> int | None:
+        return self.run.stop.signum
 
     def state(self, epoch: int) -> dict[str, Any]:
         return {
