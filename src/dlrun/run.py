@@ -173,7 +173,7 @@ class Run:
         finally:
             self.console.stop()
             history.close()
-        return self._finish(task, model, history.rows, recorder.best)
+        return self._finish(task, model, history, recorder.best)
 
     def _resume(
         self,
@@ -236,16 +236,11 @@ class Run:
         self,
         task: Task,
         model: torch.nn.Module,
-        history: list[dict[str, Any]],
+        history: metrics.MetricsLog,
         best: dict[str, Any] | None,
     ) -> float | None:
-        final = {
-            k: v
-            for k, v in (
-                next((r for r in reversed(history) if r["split"] == "val"), None) or {}
-            ).items()
-            if k not in ("split", "time_s")
-        }
+        last_val = history.last("val") or {}
+        final = {k: v for k, v in last_val.items() if k not in ("split", "time_s")}
         objective = final.get(task.objective)
         self.summary.update(final=final, best=best or {}, objective=objective)
         self._write_summary("completed")
@@ -268,9 +263,9 @@ class Run:
         )
         if self.config.trainer.plots:
             try:
-                figures = {"curves": plots.curves(history, task.objective)}
+                figures = {"curves": plots.curves(history.rows, task.objective)}
                 with torch.no_grad():
-                    figures.update(task.figures(model, history))
+                    figures.update(task.figures(model, history.rows))
                 plots.save(figures, self.run_dir / "plots")
             except Exception as exc:  # a plot must never cost the run its result
                 log.exception("plotting failed")
