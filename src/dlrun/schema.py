@@ -145,7 +145,69 @@ class DataConfig:
     path: str | None = None
 
 
-DATA_SCHEMAS: dict[str, type[DataConfig]] = {}
+MNIST_NAMES = ("MNIST", "FashionMNIST", "KMNIST")  # torchvision classes with MNIST's format
+
+
+@dataclass
+class MNISTDataConfig(DataConfig):
+    """mnist-mlp: which torchvision data set, read from <root>/<name>/raw/."""
+
+    name: str = "MNIST"
+    download: bool = True  # fetch the files with torchvision when they are missing
+
+    def __post_init__(self) -> None:
+        _check(self.name in MNIST_NAMES, "data.name", f"one of {', '.join(MNIST_NAMES)}", self.name)
+
+
+@dataclass
+class HousingDataConfig(DataConfig):
+    """housing-regression: scikit-learn's California housing, cached under <root>, or
+    ``path``: a CSV with the 8 feature columns and MedHouseVal."""
+
+    test_fraction: float = 0.2  # held out for validation; the split is seeded by `seed`
+    download: bool = True  # let scikit-learn fetch the data set when <root> has no copy
+
+    def __post_init__(self) -> None:
+        _check(
+            0 < self.test_fraction < 1,
+            "data.test_fraction",
+            "a number in (0, 1)",
+            self.test_fraction,
+        )
+
+
+KMEANS_DATA_KINDS = ("uniform", "blobs")
+
+
+@dataclass
+class KMeansDataConfig(DataConfig):
+    """kmeans: generated points (``kind``, seeded by `seed`), or ``path``: a .csv or .npy file
+    with one point per row (then kind, n, d, centers and cluster_std are not used)."""
+
+    kind: str = "uniform"  # uniform: n x d on [0, 1) (the tutorial); blobs: sklearn's make_blobs
+    n: int = 100  # points
+    d: int = 2  # dimensions
+    centers: int = 3  # blobs: how many blobs
+    cluster_std: float = 1.0  # blobs: standard deviation of each blob
+
+    def __post_init__(self) -> None:
+        _check(
+            self.kind in KMEANS_DATA_KINDS,
+            "data.kind",
+            f"one of {', '.join(KMEANS_DATA_KINDS)}",
+            self.kind,
+        )
+        _check(self.n >= 1, "data.n", "an integer >= 1", self.n)
+        _check(self.d >= 1, "data.d", "an integer >= 1", self.d)
+        _check(self.centers >= 1, "data.centers", "an integer >= 1", self.centers)
+        _check(self.cluster_std >= 0, "data.cluster_std", "a number >= 0", self.cluster_std)
+
+
+DATA_SCHEMAS: dict[str, type[DataConfig]] = {
+    "mnist-mlp": MNISTDataConfig,
+    "housing-regression": HousingDataConfig,
+    "kmeans": KMeansDataConfig,
+}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -204,7 +266,72 @@ class SineBPConfig(TaskConfig):
         _check(self.init in ("uniform", "torch"), "task.init", "one of uniform, torch", self.init)
 
 
-TASK_SCHEMAS: tuple[type[TaskConfig], ...] = (FizzBuzzConfig, SineBPConfig)
+@dataclass
+class MNISTMLPConfig(TaskConfig):
+    name: ClassVar[str] = "mnist-mlp"
+    hidden: int = 128  # 784-hidden-10 MLP with ReLU
+
+    def __post_init__(self) -> None:
+        _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
+
+
+@dataclass
+class NWKernelConfig(TaskConfig):
+    name: ClassVar[str] = "nw-kernel"
+    variant: str = "parametric"  # parametric: learnable kernel width w; nonparametric: w = 1
+    n_train: int = 50  # training x: sorted uniform on [0, 5)
+    noise: float = 0.5  # standard deviation of the noise on the training y
+
+    def __post_init__(self) -> None:
+        _check(
+            self.variant in ("parametric", "nonparametric"),
+            "task.variant",
+            "one of parametric, nonparametric",
+            self.variant,
+        )
+        # leave-one-out training needs at least one other point to attend to
+        _check(self.n_train >= 2, "task.n_train", "an integer >= 2", self.n_train)
+        _check(self.noise >= 0, "task.noise", "a number >= 0", self.noise)
+
+
+@dataclass
+class HousingRegressionConfig(TaskConfig):
+    name: ClassVar[str] = "housing-regression"
+    # features to zero mean and unit variance with the training split's statistics (the
+    # tutorial fed them raw, which diverges at its lr 0.001)
+    standardize: bool = True
+
+
+KMEANS_INITS = ("k-means++", "random")
+
+
+@dataclass
+class KMeansConfig(TaskConfig):
+    name: ClassVar[str] = "kmeans"
+    k: int = 3  # clusters
+    init: str = "k-means++"  # k-means++ or random: k distinct data points (the tutorial)
+    # converged when the summed squared centre shift of an iteration is <= tol * the mean
+    # variance of the features (scikit-learn's rule); 0: only when the centres stop moving
+    tol: float = 1e-4
+    max_iter: int = 100  # Lloyd iterations at most (one per epoch)
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, "task.k", "an integer >= 1", self.k)
+        _check(
+            self.init in KMEANS_INITS, "task.init", f"one of {', '.join(KMEANS_INITS)}", self.init
+        )
+        _check(self.tol >= 0, "task.tol", "a number >= 0", self.tol)
+        _check(self.max_iter >= 1, "task.max_iter", "an integer >= 1", self.max_iter)
+
+
+TASK_SCHEMAS: tuple[type[TaskConfig], ...] = (
+    FizzBuzzConfig,
+    SineBPConfig,
+    MNISTMLPConfig,
+    NWKernelConfig,
+    HousingRegressionConfig,
+    KMeansConfig,
+)
 
 
 # --------------------------------------------------------------------------- the whole run

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "fizzbuzz": "dlrun.tasks.fizzbuzz",
     "sine-bp": "dlrun.tasks.sine_bp",
+    "mnist-mlp": "dlrun.tasks.mnist",
+    "nw-kernel": "dlrun.tasks.nw_kernel",
+    "housing-regression": "dlrun.tasks.housing",
+    "kmeans": "dlrun.tasks.kmeans",
 }
 
 

@@ -1,0 +1,321 @@
+"""k-means (a numpy tutorial): Lloyd's algorithm in torch, one iteration per epoch.
+
+Each epoch assigns every point to its nearest centre and moves each centre to the mean of its
+points. Distances come from ||x||^2 - 2 x.c + ||c||^2 in chunks of points, so memory stays
+bounded (never an (n, k, d) tensor). A cluster left empty is re-seeded from the point farthest
+from its centre, as scikit-learn does, and counted in ``empty_reseeded``. The centres, the labels
+and the counters are the model's buffers, so they land in the checkpoint and a resumed run
+continues from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlrun.errors import DlrunError
+from dlrun.schema import KMeansConfig, KMeansDataConfig
+from dlrun.tasks.base import Task
+
+CHUNK = 2**22  # (point, centre) pairs whose distances are computed at once
+
+
+def assign(x: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance of each point to its nearest centre, and that centre's index."""
+    k, d = centers.shape
+    rows = max(1, CHUNK // max(k, d))  # a chunk's (rows, k) scores and (rows, d) residuals
+    c_sq = (centers**2).sum(1)
+    dists, labels = [], []
+    for s in range(0, x.shape[0], rows):
+        xc = x[s : s + rows]
+        # ||c||^2 - 2 x.c (+ ||x||^2, which does not change the argmin)
+        scores = torch.addmm(c_sq, xc, centers.T, alpha=-2)
+        nearest = scores.argmin(1)
+        labels.append(nearest)
+        dists.append(((xc - centers[nearest]) ** 2).sum(1))  # exact, not the expansion's
+    return torch.cat(dists), torch.cat(labels)
+
+
+def kmeans_plus_plus(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Greedy k-means++ (scikit-learn's variant: the best of 2 + log k candidates per centre),
+    drawn from torch's global CPU RNG so that CPU and CUDA runs start alike."""
+    n = x.shape[0]
+    trials = 2 + int(math.log(k))
+    chosen = [int(torch.randint(n, (1,)))]
+    closest = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        weights = closest.double().cpu()
+        if not weights.sum() > 0:  # every point sits on a centre already
+            weights = torch.ones_like(weights)
+        candidates = torch.multinomial(weights, trials, replacement=True).tolist()
+        best = None
+        for c in candidates:
+            d2 = torch.minimum(closest, ((x - x[c]) ** 2).sum(1))
+            potential = float(d2.sum())
+            if best is None or potential < best[0]:
+                best = (potential, c, d2)
+        assert best is not None
+        chosen.append(best[1])
+        closest = best[2]
+    return x[torch.tensor(chosen, device=x.device)]
+
+
+def read_points(path: Path) -> np.ndarray:
+    """Points (n, d) from a .npy file or a CSV of numbers (an optional header row)."""
+    where = f"data.path={path}"
+    if not path.exists():
+        raise DlrunError(f"{where}: no such file")
+    if path.is_dir():
+        raise DlrunError(f"{where}: is a directory, expected a .csv or .npy file")
+    if path.suffix.lower() == ".npy":
+        try:
+            points = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DlrunError(f"{where}: not a readable .npy array ({exc})") from None
+        if points.ndim == 1:
+            points = points[:, None]
+        if points.ndim != 2 or not np.issubdtype(points.dtype, np.number):
+            raise DlrunError(
+                f"{where}: holds a {points.ndim}-d {points.dtype} array, expected numbers "
+                "shaped (points, dimensions)"
+            )
+        points = points.astype(np.float64)
+        bad = np.argwhere(~np.isfinite(points))
+        if len(bad):
+            i, j = bad[0]
+            raise DlrunError(
+                f"{where}: element [{i}, {j}] is {points[i, j]} (missing or infinite values are "
+                "not allowed)"
+            )
+        return points
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(line, row) for line, row in enumerate(csv.reader(f), start=1) if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DlrunError(f"{where}: cannot be read as CSV ({str(exc).splitlines()[0]})") from None
+    if rows and not _numeric(rows[0][1]):
+        rows = rows[1:]  # a header
+    if not rows:
+        raise DlrunError(f"{where}: has no data rows")
+    width = len(rows[0][1])
+    values = []
+    for line, row in rows:
+        if len(row) != width:
+            raise DlrunError(f"{where}: line {line} has {len(row)} fields, expected {width}")
+        parsed = []
+        for column, cell in enumerate(row, start=1):
+            if not cell.strip():
+                raise DlrunError(
+                    f"{where}: line {line}, column {column} is empty (missing values are not "
+                    "allowed)"
+                )
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DlrunError(
+                    f"{where}: line {line}, column {column}: {cell!r} is not a number"
+                ) from None
+            if not math.isfinite(value):
+                raise DlrunError(
+                    f"{where}: line {line}, column {column}: {cell!r} (missing or infinite "
+                    "values are not allowed)"
+                )
+            parsed.append(value)
+        values.append(parsed)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(cell) for cell in row]
+    except ValueError:
+        return False
+    return True
+
+
+class KMeansModel(nn.Module):
+    """No parameters: the centres and the run's counters are buffers."""
+
+    def __init__(self, centers: torch.Tensor, n: int) -> None:
+        super().__init__()
+        long = dict(dtype=torch.long, device=centers.device)
+        self.register_buffer("centers", centers.clone())
+        self.register_buffer("labels", torch.full((n,), -1, **long))  # as of the last validation
+        self.register_buffer("shift", torch.tensor(math.inf, device=centers.device))
+        self.register_buffer("iterations", torch.zeros((), **long))
+        self.register_buffer("empty_reseeded", torch.zeros((), **long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The index of each point's nearest centre."""
+        return assign(x, self.centers)[1]
+
+
+class KMeans(Task):
+    name = "kmeans"
+    objective = "inertia"
+    maximize = False
+    uses_optimizer = False  # loss() runs a Lloyd iteration on the model's buffers
+
+    cfg: KMeansConfig
+    data: KMeansDataConfig
+
+    def __init__(self, cfg: KMeansConfig, data: KMeansDataConfig, device: torch.device) -> None:
+        super().__init__(cfg, data, device)
+        points = self.load(data)
+        n = points.shape[0]
+        source = f"data.path={data.path}" if data.path else f"data.n={n}"
+        if cfg.k > n:
+            raise DlrunError(
+                f"task.k={cfg.k} is more clusters than the {n} points of {source}; "
+                f"expected task.k <= {n}"
+            )
+        x = torch.as_tensor(points, dtype=torch.float32, device=device)
+        # the points are kept around their mean (as scikit-learn does): distances round less;
+        # the model's centres are in the data's own coordinates
+        self.offset = x.mean(0)
+        self.xc = x - self.offset
+        # scikit-learn's rule: tol scaled by the mean variance of the features
+        self.tol = cfg.tol * float(self.xc.var(0, unbiased=False).mean())
+        # one batch per epoch holding every point: loss() is one full Lloyd iteration
+        self.train_data = (self.xc[None],)
+
+    @staticmethod
+    def load(data: KMeansDataConfig) -> np.ndarray:
+        if data.path:
+            return read_points(Path(data.path).expanduser())
+        if data.kind == "blobs":
+            from sklearn.datasets import make_blobs
+
+            # random_state=None: numpy's global RNG, seeded by the run
+            points, _ = make_blobs(
+                n_samples=data.n,
+                n_features=data.d,
+                centers=data.centers,
+                cluster_std=data.cluster_std,
+                random_state=None,
+            )
+            return points
+        return np.random.rand(data.n, data.d)  # the tutorial's data, from the run's seed
+
+    def build_model(self) -> nn.Module:
+        k = self.cfg.k
+        if self.cfg.init == "random":  # k distinct points
+            idx = torch.randperm(self.xc.shape[0])[:k].to(self.device)
+            centers = self.xc[idx] + self.offset
+        else:
+            centers = kmeans_plus_plus(self.xc, k) + self.offset
+        return KMeansModel(centers, self.xc.shape[0])
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """One Lloyd iteration; returns the mean squared distance under the centres it started
+        from (the training "loss")."""
+        x = batch[0][0]
+        n, k = x.shape[0], self.cfg.k
+        centers = model.centers - self.offset
+        d2, labels = assign(x, centers)
+        ones = torch.ones(n, dtype=x.dtype, device=x.device)
+        counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
+        empty = counts == 0
+        # the r-th empty cluster takes the r-th farthest point (no host sync: fixed shapes)
+        farthest = torch.topk(d2, k).indices
+        rank = (torch.cumsum(empty, 0) - 1).clamp_min(0)
+        slot = torch.where(empty, farthest[rank], n)  # n: a scratch slot for the others
+        moved = torch.cat([labels, labels.new_zeros(1)])
+        moved[slot] = torch.where(empty, torch.arange(k, device=x.device), 0)
+        labels = moved[:n]
+        counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
+        sums = torch.zeros_like(centers).index_add_(0, labels, x)
+        # a cluster still empty (it gave its only point away) keeps its centre: never NaN
+        means = sums / counts.clamp_min(1)[:, None] + self.offset
+        new = torch.where(counts[:, None] > 0, means, model.centers)
+        # measured on the stored centres: exactly 0 once the labels stop changing
+        model.shift.copy_(((new - model.centers) ** 2).sum())
+        model.centers.copy_(new)
+        model.iterations += 1
+        model.empty_reseeded += empty.sum()
+        return d2.mean()
+
+    def converged(self, model: nn.Module) -> bool:
+        if int(model.iterations) >= self.cfg.max_iter:
+            return True
+        return float(model.shift) <= self.tol
+
+    def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
+        d2, labels = assign(self.xc, model.centers - self.offset)
+        model.labels.copy_(labels)
+        inertia = d2.sum(dtype=torch.float64)
+        return {
+            "loss": inertia / self.xc.shape[0],
+            "inertia": inertia,
+            "empty_reseeded": model.empty_reseeded,
+        }
+
+    def labels(self, model: nn.Module) -> torch.Tensor:
+        """Each point's cluster: the labels of the last validation, else computed now."""
+        if int(model.labels.min()) >= 0:
+            return model.labels
+        return assign(self.xc, model.centers - self.offset)[1]
+
+    def report(self, model: nn.Module) -> str:
+        iterations = int(model.iterations)
+        sizes = torch.bincount(self.labels(model), minlength=self.cfg.k).tolist()
+        if iterations == 0:
+            state = "no iterations run"
+        elif float(model.shift) <= self.tol:
+            state = f"converged after {iterations} iterations"
+        else:
+            state = f"not converged after {iterations} iterations"
+        reseeded = int(model.empty_reseeded)
+        return f"k-means, k={self.cfg.k}: {state}; cluster sizes {sizes}" + (
+            f"; {reseeded} empty cluster(s) re-seeded" if reseeded else ""
+        )
+
+    def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
+        from dlrun import plots
+
+        n = self.xc.shape[0]
+        step = max(1, n // 20000)  # at most ~20k points drawn
+        points = (self.xc[::step] + self.offset).cpu().numpy()
+        labels = self.labels(model)[::step].cpu().numpy()
+        centers = model.centers.cpu().numpy()
+        if points.shape[1] == 1:  # one dimension: draw it on a line
+            points = np.column_stack([points, np.zeros(len(points))])
+            centers = np.column_stack([centers, np.zeros(len(centers))])
+        fig, ax = plots.figure(width=5.5, height=5)
+        ax.scatter(
+            points[:, 0],
+            points[:, 1],
+            c=labels % 10,
+            cmap="tab10",
+            vmin=-0.5,
+            vmax=9.5,
+            s=8,
+            alpha=0.7,
+        )
+        ax.scatter(
+            centers[:, 0],
+            centers[:, 1],
+            c="black",
+            marker="X",
+            s=120,
+            edgecolors="white",
+            label="centres",
+        )
+        inertia = history[-1].get("inertia") if history else None
+        title = f"k-means, k={self.cfg.k}"
+        if inertia is not None:
+            title += f" (inertia {inertia:.4g})"
+        if self.xc.shape[1] > 2:
+            title += ", first two dimensions"
+        ax.set(xlabel="x0", ylabel="x1" if self.xc.shape[1] > 1 else "", title=title)
+        ax.legend(loc="best")
+        return {"clusters": fig}
+
+
+TASK = KMeans
