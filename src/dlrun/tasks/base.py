@@ -52,3 +52,23 @@ class Task(ABC):
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Figure]:
         """Task-specific plots, by file stem; the run saves them under plots/."""
         return {}
+
+
+def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean cross-entropy of a (inputs, labels) batch."""
+    import torch.nn.functional as F
+
+    x, y = batch
+    return F.cross_entropy(model(x), y)
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """loss, accuracy and the count of correct answers, all still on the device."""
+    import torch.nn.functional as F
+
+    correct = (logits.argmax(1) == labels).sum()
+    return {
+        "loss": F.cross_entropy(logits, labels),
+        "accuracy": correct / len(labels),
+        "correct": correct,
+    }

@@ -7,11 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dlrun.schema import FizzBuzzConfig
-from dlrun.tasks.base import Task
+from dlrun.tasks.base import Task, classification_loss, classification_metrics
 
 WORDS = ("{}", "fizz", "buzz", "fizzbuzz")
 
@@ -59,17 +58,10 @@ class FizzBuzz(Task):
         )
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(model(x), y)
+        return classification_loss(model, batch)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
-        logits = model(self.play_x)
-        correct = (logits.argmax(1) == self.play_y).sum()
-        return {
-            "loss": F.cross_entropy(logits, self.play_y),
-            "accuracy": correct / len(self.play_y),
-            "correct": correct,
-        }
+        return dict(classification_metrics(model(self.play_x), self.play_y))
 
     def report(self, model: nn.Module) -> str:
         predicted = model(self.play_x).argmax(1).tolist()

@@ -8,7 +8,6 @@ The data is scikit-learn's California housing (20640 x 8, fetched into and read 
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 from dlrun.schema import HousingDataConfig, HousingRegressionConfig
+from dlrun.tables import number
 from dlrun.tasks.base import Task
 
 FEATURES = (
@@ -57,25 +57,10 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     raise DlrunError(
                         f"{where}: line {line} has {len(row)} fields, the header has {len(header)}"
                     )
-                parsed = []
-                for name, c in zip(names, columns, strict=True):
-                    if not row[c].strip():
-                        raise DlrunError(
-                            f"{where}: line {line}, column {name} is empty (missing values are "
-                            "not allowed)"
-                        )
-                    try:
-                        value = float(row[c])
-                    except ValueError:
-                        raise DlrunError(
-                            f"{where}: line {line}, column {name}: {row[c]!r} is not a number"
-                        ) from None
-                    if not math.isfinite(value):
-                        raise DlrunError(
-                            f"{where}: line {line}, column {name}: {row[c]!r} (missing or "
-                            "infinite values are not allowed)"
-                        )
-                    parsed.append(value)
+                parsed = [
+                    number(row[c], where, line, name)
+                    for name, c in zip(names, columns, strict=True)
+                ]
                 values.append(parsed)
     except FileNotFoundError:
         raise DlrunError(f"{where}: no such file") from None

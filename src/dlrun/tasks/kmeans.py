@@ -21,6 +21,7 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 from dlrun.schema import KMeansConfig, KMeansDataConfig
+from dlrun.tables import number
 from dlrun.tasks.base import Task
 
 CHUNK = 2**22  # (point, centre) pairs whose distances are computed at once
@@ -108,25 +109,7 @@ def read_points(path: Path) -> np.ndarray:
     for line, row in rows:
         if len(row) != width:
             raise DlrunError(f"{where}: line {line} has {len(row)} fields, expected {width}")
-        parsed = []
-        for column, cell in enumerate(row, start=1):
-            if not cell.strip():
-                raise DlrunError(
-                    f"{where}: line {line}, column {column} is empty (missing values are not "
-                    "allowed)"
-                )
-            try:
-                value = float(cell)
-            except ValueError:
-                raise DlrunError(
-                    f"{where}: line {line}, column {column}: {cell!r} is not a number"
-                ) from None
-            if not math.isfinite(value):
-                raise DlrunError(
-                    f"{where}: line {line}, column {column}: {cell!r} (missing or infinite "
-                    "values are not allowed)"
-                )
-            parsed.append(value)
+        parsed = [number(cell, where, line, column) for column, cell in enumerate(row, start=1)]
         values.append(parsed)
     return np.asarray(values, dtype=np.float64)
 

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dlrun.errors import DlrunError
 from dlrun.schema import MNISTDataConfig, MNISTMLPConfig
-from dlrun.tasks.base import Task
+from dlrun.tasks.base import Task, classification_loss, classification_metrics
 
 SIDE = 28  # images are SIDE x SIDE
 CLASSES = 10
@@ -156,17 +155,10 @@ class MNISTMLP(Task):
         )
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(model(x), y)
+        return classification_loss(model, batch)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
-        logits = model(self.test_x)
-        correct = (logits.argmax(1) == self.test_y).sum()
-        return {
-            "loss": F.cross_entropy(logits, self.test_y),
-            "accuracy": correct / len(self.test_y),
-            "correct": correct,
-        }
+        return dict(classification_metrics(model(self.test_x), self.test_y))
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
         from dlrun import plots
