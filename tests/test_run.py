@@ -124,11 +124,23 @@ def test_resume_keeps_the_original_overrides(dlrun) -> None:
 def test_resume_from_a_checkpoint_file_with_new_settings(dlrun) -> None:
     first = dlrun(*SHORT[1:], "trainer.epochs=2")
     ckpt = first.run_dir / "checkpoints" / "last.pt"
+    before = {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()}
     later = dlrun(f"resume={ckpt}", "trainer.epochs=3", "optimizer.lr=0.01")
     assert later.code == 0, later.err
-    state = torch.load(ckpt, weights_only=True)
+    assert later.run_dir != first.run_dir  # a .pt file starts a new run ...
+    after = {p: p.read_bytes() for p in first.run_dir.rglob("*") if p.is_file()}
+    assert after == before  # ... and leaves the one it came from alone
+    state = torch.load(later.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 3
     assert state["optimizer"]["param_groups"][0]["lr"] == 0.01  # the new setting wins
+    assert [m["epoch"] for m in later.metrics() if m["split"] == "train"] == [3]
+
+
+def test_resume_refuses_fewer_epochs_than_the_checkpoint_has(dlrun) -> None:
+    first = dlrun(*SHORT[1:], "trainer.epochs=4")
+    again = dlrun(f"resume={first.run_dir}", "trainer.epochs=2")
+    assert again.code == 2 and "trainer.epochs=2" in again.err and "epoch 4" in again.err
+    assert first.summary()["epochs"] == 4
 
 
 def test_refused_resumes_change_nothing_on_disk(dlrun, tmp_path) -> None:
@@ -156,3 +168,13 @@ def test_refused_resumes_change_nothing_on_disk(dlrun, tmp_path) -> None:
     assert shape.code == 2 and "model differs" in shape.err and "0.weight" in shape.err
     after = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name != "dlrun.log"}
     assert after == before
+
+
+def test_zero_epochs_scores_the_model_and_leaves_a_checkpoint(dlrun) -> None:
+    r = dlrun("task=sine-bp", "trainer.epochs=0", "trainer.plots=false")
+    assert r.code == 0, r.err
+    assert [(m["epoch"], m["split"]) for m in r.metrics()] == [(0, "val")]
+    assert r.summary()["final"]["mse"] > 10  # untrained
+    more = dlrun(f"resume={r.run_dir}", "trainer.epochs=2")
+    assert more.code == 0, more.err
+    assert torch.load(r.run_dir / "checkpoints/last.pt", weights_only=True)["epoch"] == 2

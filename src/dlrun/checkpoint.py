@@ -26,7 +26,11 @@ VERSION = 1
 
 
 def locate(resume: str) -> tuple[Path, Path | None]:
-    """``resume=`` value -> (checkpoint file, the run directory it belongs to, if any)."""
+    """``resume=`` value -> (checkpoint file, the run directory to continue in, if any).
+
+    A run directory is continued in place; a .pt file (even one inside a run's checkpoints/)
+    starts a new run from it, so the run it came from is never rewritten.
+    """
     path = Path(resume).expanduser()
     if path.is_dir():
         ckpt = path / "checkpoints" / "last.pt"
@@ -35,9 +39,7 @@ def locate(resume: str) -> tuple[Path, Path | None]:
         return ckpt, path if (path / ".hydra").is_dir() else None
     if not path.exists():
         raise DlrunError(f"resume={resume}: no such file or directory")
-    run_dir = path.parent.parent
-    in_run = path.parent.name == "checkpoints" and (run_dir / ".hydra").is_dir()
-    return path, run_dir if in_run else None
+    return path, None
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

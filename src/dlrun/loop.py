@@ -124,4 +124,6 @@ def fit(
 
     if validated_epoch != epoch:  # e.g. trainer.epochs=0: still score the model once
         hooks.on_validate(epoch, validate(task, model))
+    if epoch == start_epoch:  # nothing trained here: still leave a checkpoint to continue from
+        hooks.on_epoch_end(epoch, True)
     return epoch

@@ -75,6 +75,7 @@ class Run:
         self.epoch = 0
         self.saved_epoch: int | None = None  # the epoch in checkpoints/last.pt
         self.stop = StopRequest()
+        self.recorder: Recorder | None = None
         # a resume touches the run's records only once its checkpoint has been accepted
         self.recording = not config.resume
 
@@ -103,7 +104,10 @@ class Run:
             if not self.recording:  # a refused resume leaves no trace but the log
                 self._discard_resume_record()
             self._write_summary("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-            log.exception("run failed")
+            if isinstance(exc, DlrunError):
+                log.error("refused: %s", exc)
+            else:
+                log.exception("run failed")
             raise
         return objective
 
@@ -115,6 +119,14 @@ class Run:
     def _write_summary(self, status: str = "running", error: str | None = None) -> None:
         if not self.recording:
             return
+        if self.recorder is not None:  # the metrics so far, whatever the status
+            last_val = self.recorder.history.last("val") or {}
+            final = {k: v for k, v in last_val.items() if k not in ("split", "time_s")}
+            self.summary.update(
+                final=final,
+                best=self.recorder.best or {},
+                objective=final.get(self.recorder.task.objective),
+            )
         self.summary.update(
             status=status,
             error=error,
@@ -156,6 +168,7 @@ class Run:
                 "dropped %d metric rows after epoch %d: trained again", history.dropped, self.epoch
             )
         recorder = Recorder(self, task, model, optimizer, generator, history, best)
+        self.recorder = recorder
         last_val = history.last("val")
         self.console.start(self.epoch)
         try:
@@ -190,6 +203,11 @@ class Run:
                 f"(add task={state['task']})"
             )
         checkpoint.load_model(path, state, model)
+        if int(state["epoch"]) > self.config.trainer.epochs:
+            raise DlrunError(
+                f"trainer.epochs={self.config.trainer.epochs} is below the checkpoint's epoch "
+                f"{state['epoch']} ({path}); expected trainer.epochs >= {state['epoch']}"
+            )
         if optimizer is not None:
             if state.get("optimizer") and state.get("optimizer_type") == type(optimizer).__name__:
                 chosen = [
@@ -239,11 +257,8 @@ class Run:
         history: metrics.MetricsLog,
         best: dict[str, Any] | None,
     ) -> float | None:
-        last_val = history.last("val") or {}
-        final = {k: v for k, v in last_val.items() if k not in ("split", "time_s")}
-        objective = final.get(task.objective)
-        self.summary.update(final=final, best=best or {}, objective=objective)
         self._write_summary("completed")
+        final, objective = self.summary["final"], self.summary["objective"]
 
         model.eval()
         with torch.no_grad():

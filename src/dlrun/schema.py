@@ -11,6 +11,7 @@ This module must not import torch: config errors are answered in well under a se
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -63,7 +64,7 @@ class OptimizerConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "optimizer.lr", "a number > 0", self.lr)
+        _check(0 < self.lr < math.inf, "optimizer.lr", "a finite number > 0", self.lr)
         _check(self.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0", self.weight_decay)
 
 
@@ -233,7 +234,7 @@ class FizzBuzzConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         _check(
-            1 <= self.num_digits <= 30, "task.num_digits", "an integer in [1, 30]", self.num_digits
+            1 <= self.num_digits <= 20, "task.num_digits", "an integer in [1, 20]", self.num_digits
         )
         _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
         _check(self.play_to >= 1, "task.play_to", "an integer >= 1", self.play_to)
