@@ -143,7 +143,6 @@ class DataConfig:
     """
 
     root: str = "${oc.env:DLRUN_DATA,data}"
-    path: str | None = None
 
 
 MNIST_NAMES = ("MNIST", "FashionMNIST", "KMNIST")  # torchvision classes with MNIST's format
@@ -165,6 +164,7 @@ class HousingDataConfig(DataConfig):
     """housing-regression: scikit-learn's California housing, cached under <root>, or
     ``path``: a CSV with the 8 feature columns and MedHouseVal."""
 
+    path: str | None = None  # a file of your own instead of the data set
     test_fraction: float = 0.2  # held out for validation; the split is seeded by `seed`
     download: bool = True  # let scikit-learn fetch the data set when <root> has no copy
 
@@ -185,6 +185,7 @@ class KMeansDataConfig(DataConfig):
     """kmeans: generated points (``kind``, seeded by `seed`), or ``path``: a .csv or .npy file
     with one point per row (then kind, n, d, centers and cluster_std are not used)."""
 
+    path: str | None = None  # a file of your own instead of the data set
     kind: str = "uniform"  # uniform: n x d on [0, 1) (the tutorial); blobs: sklearn's make_blobs
     n: int = 100  # points
     d: int = 2  # dimensions
