@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
@@ -23,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import schema
+from dlrun import files, schema
 from dlrun.errors import DlrunError
 
 schema.register()
@@ -39,6 +40,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     report nor stops a sweep at the first failed job; main() reports them afterwards."""
     try:
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
+        files.probe(Path(HydraConfig.get().runtime.output_dir))  # a full disk fails here, not later
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
@@ -73,9 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     try:
+        check_arguments(argv)
         sys.argv = [saved_argv[0], *resume_argv(argv)]
         _failures.clear()
-        _hydra_main()
+        try:
+            _hydra_main()
+        except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
+            raise DlrunError(
+                f"cannot write the run directory: {files.describe(exc)}; choose another with "
+                "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"
+            ) from exc
         if _failures:
             raise _failures[0]
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
@@ -101,6 +110,21 @@ def main(argv: list[str] | None = None) -> None:
         if not full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         GlobalHydra.instance().clear()
+
+
+def check_arguments(argv: list[str]) -> None:
+    """Hydra's own options, checked first so that a mistake is one line, not argparse's usage."""
+    if "--version" in argv:
+        return
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str) -> NoReturn:
+        raise DlrunError(f"{message}; see dlrun --help (or --hydra-help for Hydra's options)")
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_args(argv)
 
 
 def one_line(exc: BaseException) -> str:

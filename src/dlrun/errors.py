@@ -9,3 +9,22 @@ class DlrunError(Exception):
 
 class ConfigError(DlrunError):
     """A config value that composes but cannot be used."""
+
+
+class Diverged(DlrunError):
+    """Training diverged (a NaN or infinite loss): exit code 3, not a config mistake."""
+
+    exit_code = 3
+
+
+class NonFiniteLoss(Diverged):
+    """The loop's finding: which epoch and step went NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        what = (
+            f"the training loss is {loss}"
+            if loss != loss or abs(loss) == float("inf")
+            else "the weights became NaN or infinite"
+        )
+        super().__init__(f"{what} at epoch {epoch}, step {step} of {steps}")
+        self.epoch, self.step, self.steps, self.loss = epoch, step, steps, loss

@@ -42,3 +42,34 @@ def replace(path: Path, mode: str = "w", durable: bool = False) -> Iterator[IO]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def describe(exc: OSError) -> str:
+    """``[Errno 28] No space left on device: 'x'`` -> ``x: No space left on device``."""
+    name = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    return f"{name}: {reason}" if name else reason
+
+
+PROBE_BYTES = 1 << 20
+
+
+def probe(directory: Path) -> None:
+    """Write, fsync and delete a 1 MiB file in ``directory``: an unwritable directory or a full
+    disk is reported before any training, not at the first checkpoint."""
+    from dlrun.errors import DlrunError
+
+    path = directory / ".dlrun-write-test"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise DlrunError(
+            f"cannot write the run directory {directory}: {describe(exc)}; choose another with "
+            "hydra.run.dir=... or free some space"
+        ) from None
+    finally:
+        path.unlink(missing_ok=True)

@@ -7,11 +7,13 @@ device and are read once per logged epoch: no per-step .item(), .cpu() or printi
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from dlrun.errors import NonFiniteLoss
 from dlrun.interrupt import Interrupted
 
 if TYPE_CHECKING:
@@ -55,6 +57,29 @@ def validate(task: Task, model: nn.Module) -> dict[str, float]:
     return metrics
 
 
+def epoch_loss(
+    epoch: int, losses: list[torch.Tensor], weights: torch.Tensor, params: list[torch.Tensor]
+) -> float:
+    """The epoch's mean training loss, read in one host sync that also checks the weights.
+
+    Raises NonFiniteLoss naming the first step whose loss was NaN or infinite (or the last step,
+    when its update left the weights non-finite), so a diverging run stops at once.
+    """
+    if not losses:
+        return 0.0
+    stacked = torch.stack(losses).double()
+    mean = stacked @ weights
+    check = mean  # NaN or inf in any weight makes this non-finite too
+    for p in params:
+        check = check + p.detach().sum().double() * 0
+    value, checked = torch.stack([mean, check]).tolist()
+    if math.isfinite(checked):
+        return value
+    bad = (~torch.isfinite(stacked)).nonzero()
+    step = int(bad[0, 0]) if len(bad) else len(losses) - 1
+    raise NonFiniteLoss(epoch, step + 1, len(losses), float(stacked[step]))
+
+
 def fit(
     task: Task,
     model: nn.Module,
@@ -75,6 +100,7 @@ def fit(
         [min(bs, n - s) / n for s in starts], dtype=torch.float64, device=task.device
     )
     step = task.uses_optimizer and optimizer is not None
+    params = [p for p in model.parameters() if p.is_floating_point()]
 
     epoch = start_epoch
     for epoch in range(start_epoch + 1, trainer.epochs + 1):
@@ -100,12 +126,11 @@ def fit(
                     loss = task.loss(model, batch)
             losses.append(loss.detach())
 
+        train_loss = epoch_loss(epoch, losses, weights, params)  # the epoch's one host sync
         last = epoch == trainer.epochs
         stop = task.converged(model)
         signum = hooks.stop_requested()
         if last or stop or epoch % trainer.log_every == 0:
-            mean = torch.stack(losses).double() @ weights if losses else torch.zeros(())
-            train_loss = float(mean)  # the epoch's one host sync
             hooks.on_train(epoch, {"loss": train_loss, "time_s": time.perf_counter() - begin})
         if last or stop or epoch % trainer.validate_every == 0:
             hooks.on_validate(epoch, validate(task, model))

@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 from dlrun import checkpoint, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
-from dlrun.errors import DlrunError
+from dlrun.errors import ConfigError, Diverged, DlrunError, NonFiniteLoss
 from dlrun.interrupt import StopRequest
+from dlrun.snapshot import LastGood
 from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
@@ -84,7 +85,19 @@ class Run:
     def main(self) -> float | None:
         self._write_summary()
         try:
-            objective = self._train()
+            try:
+                objective = self._train()
+            except NonFiniteLoss as exc:
+                raise self._diverged(str(exc)) from None
+            except RuntimeError as exc:
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    raise self._out_of_memory(exc) from None
+                if self.config.trainer.detect_anomaly and "nan" in str(exc).lower():
+                    raise self._diverged(
+                        f"autograd's anomaly mode stopped epoch {self.epoch + 1}: "
+                        + str(exc).strip().splitlines()[0].rstrip(".")
+                    ) from None
+                raise
         except KeyboardInterrupt:
             self.console.stop()
             self._write_summary("interrupted")
@@ -103,13 +116,45 @@ class Run:
             self.console.stop()
             if not self.recording:  # a refused resume leaves no trace but the log
                 self._discard_resume_record()
-            self._write_summary("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            try:
+                self._write_summary("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            except OSError:  # e.g. the disk is full: the error itself matters more
+                log.exception("summary.json not written")
             if isinstance(exc, DlrunError):
-                log.error("refused: %s", exc)
+                log.error("stopped: %s", exc)
             else:
                 log.exception("run failed")
             raise
         return objective
+
+    def _diverged(self, what: str) -> Diverged:
+        """A NaN/inf stop: last.pt gets the last finite epoch, and the message says what to do."""
+        if self.recorder is not None:
+            self.recorder.save_last_good()
+        held = (
+            f"checkpoints/last.pt holds epoch {self.saved_epoch}, the last finite state"
+            if self.saved_epoch is not None
+            else "no checkpoint was written"
+        )
+        lr = self.config.optimizer.lr
+        lower = f"{lr / 10:g}"
+        return Diverged(
+            f"{what}; {held}; lower the learning rate: optimizer.lr={lr:g} now, try "
+            f"optimizer.lr={lower}"
+            + (
+                f" (continue with: dlrun resume={self.run_dir} optimizer.lr={lower})"
+                if self.saved_epoch is not None
+                else ""
+            )
+        )
+
+    def _out_of_memory(self, exc: BaseException) -> DlrunError:
+        bs = self.config.trainer.batch_size
+        return DlrunError(
+            f"out of GPU memory at epoch {self.epoch + 1} with trainer.batch_size={bs} "
+            f"({str(exc).strip().splitlines()[0][:120]}); try trainer.batch_size={max(1, bs // 2)}"
+            ", a smaller model, or device=cpu"
+        )
 
     def _discard_resume_record(self) -> None:
         subdir = HydraConfig.get().output_subdir or ""
@@ -142,6 +187,12 @@ class Run:
         device = devices.resolve(config.device)
         seed_everything(config.seed)
         task = tasks.create(config.task, config.data, device)
+        n = len(task.train_data[0]) if task.train_data else 0
+        if task.batched and config.trainer.batch_size > n > 0:
+            raise ConfigError(
+                f"trainer.batch_size={config.trainer.batch_size} is larger than the {n} training "
+                f"examples of task {task.name}; expected trainer.batch_size <= {n}"
+            )
         model = task.build_model().to(device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = (
@@ -168,11 +219,14 @@ class Run:
                 "dropped %d metric rows after epoch %d: trained again", history.dropped, self.epoch
             )
         recorder = Recorder(self, task, model, optimizer, generator, history, best)
+        if self.saved_epoch is None:
+            recorder.last_good.keep(self.epoch)
         self.recorder = recorder
         last_val = history.last("val")
         self.console.start(self.epoch)
         try:
-            with self.stop:
+            anomaly = torch.autograd.set_detect_anomaly(config.trainer.detect_anomaly)
+            with self.stop, anomaly:
                 loop.fit(
                     task,
                     model,
@@ -223,6 +277,8 @@ class Run:
                 )
         checkpoint.set_rng_state(state["rng"], generator)
         epoch = int(state["epoch"])
+        if path == self.run_dir / "checkpoints" / "last.pt":
+            self.saved_epoch = epoch
         self.summary["resumes"].append(
             {"from": str(path), "epoch": epoch, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         )
@@ -306,6 +362,7 @@ class Recorder:
         self.optimizer, self.generator, self.history = optimizer, generator, history
         self.best = best
         self.ckpt_dir = run.run_dir / "checkpoints"
+        self.last_good = LastGood(model, optimizer, generator)
 
     def on_train(self, epoch: int, values: dict[str, float]) -> None:
         self.history.append(epoch, "train", values)
@@ -326,8 +383,18 @@ class Recorder:
         if save:
             checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
             self.run.saved_epoch = epoch
+            self.last_good.epoch = None  # last.pt holds this epoch
+        else:
+            self.last_good.keep(epoch)
         self.run.epoch = epoch
         self.run.console.advance(epoch)
+
+    def save_last_good(self) -> None:
+        """After a NaN: last.pt gets the last finite epoch kept in memory, if newer."""
+        epoch = self.last_good.restore()
+        if epoch is not None:
+            checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
+            self.run.saved_epoch = epoch
 
     def stop_requested(self) -> int | None:
         return self.run.stop.signum

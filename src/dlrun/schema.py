@@ -40,6 +40,7 @@ class TrainerConfig:
     log_every: int = 1
     progress: bool = True
     plots: bool = True
+    detect_anomaly: bool = False  # torch's autograd anomaly mode: slow, names the NaN's origin
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 0, "trainer.epochs", "an integer >= 0", self.epochs)
@@ -203,6 +204,16 @@ class KMeansDataConfig(DataConfig):
         _check(self.d >= 1, "data.d", "an integer >= 1", self.d)
         _check(self.centers >= 1, "data.centers", "an integer >= 1", self.centers)
         _check(self.cluster_std >= 0, "data.cluster_std", "a number >= 0", self.cluster_std)
+        if self.path:  # the points come from the file: a generator setting would be ignored
+            for f in dataclasses.fields(KMeansDataConfig):
+                if f.name in ("kind", "n", "d", "centers", "cluster_std"):
+                    value = getattr(self, f.name)
+                    _check(
+                        value == f.default,
+                        f"data.{f.name}",
+                        f"no data.{f.name} with data.path (the points come from the file)",
+                        value,
+                    )
 
 
 DATA_SCHEMAS: dict[str, type[DataConfig]] = {

@@ -22,6 +22,7 @@ class Task(ABC):
     objective: ClassVar[str]  # the key of evaluate()'s result that sweeps optimise
     maximize: ClassVar[bool]
     uses_optimizer: ClassVar[bool] = True  # False: loss() updates the model itself (no autograd)
+    batched: ClassVar[bool] = True  # False: every epoch is one batch of all the data
 
     def __init__(self, cfg: TaskConfig, data: DataConfig, device: torch.device) -> None:
         self.cfg = cfg

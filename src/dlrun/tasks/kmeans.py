@@ -141,6 +141,7 @@ class KMeansModel(nn.Module):
 
 class KMeans(Task):
     name = "kmeans"
+    batched = False
     objective = "inertia"
     maximize = False
     uses_optimizer = False  # loss() runs a Lloyd iteration on the model's buffers
