@@ -137,15 +137,9 @@ class Run:
             else "no checkpoint was written"
         )
         lr = self.config.optimizer.lr
-        lower = f"{lr / 10:g}"
         return Diverged(
             f"{what}; {held}; lower the learning rate: optimizer.lr={lr:g} now, try "
-            f"optimizer.lr={lower}"
-            + (
-                f" (continue with: dlrun resume={self.run_dir} optimizer.lr={lower})"
-                if self.saved_epoch is not None
-                else ""
-            )
+            f"optimizer.lr={lr / 10:g}"
         )
 
     def _out_of_memory(self, exc: BaseException) -> DlrunError:
