@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             _hydra_main()
         except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
+            if isinstance(exc, HydraException):  # a missing config is an IOError too
+                raise
             raise DlrunError(
                 f"cannot write the run directory: {files.describe(exc)}; choose another with "
                 "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"

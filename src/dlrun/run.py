@@ -198,12 +198,12 @@ class Run:
         self.summary.update(
             device=devices.describe(device), objective_name=task.objective, maximize=task.maximize
         )
-        self._header(device)
         best = None
-        if config.resume:
+        if config.resume:  # checked first: a refused resume adds one line to the run's log
             self.epoch, best = self._resume(task, model, optimizer, generator)
             self.recording = True
             self._write_summary()
+        self._header(device)
         self._write_env(device)
         history = metrics.MetricsLog(
             self.run_dir / "metrics.jsonl", resume_epoch=self.epoch if config.resume else None

@@ -1,0 +1,231 @@
+"""Every kind of bad input in the README's table: exit code 2, one line on stderr naming the key
+or file and what is expected, no traceback, and nothing already on disk changed."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlrun import checkpoint, cli
+from dlrun.errors import ConfigError
+from dlrun.tasks.housing import FEATURES, TARGET
+from tests.test_checkpoint import Payload
+from tests.test_mnist import write_data_set
+
+QUIET = ("trainer.plots=false", "trainer.progress=false")
+
+
+def make_run(run_dir: Path, *args: str) -> Path:
+    try:
+        cli.main([*args, *QUIET, "trainer.epochs=0", f"hydra.run.dir={run_dir}"])
+    except SystemExit as exc:
+        assert exc.code == 0, f"setting up {args}: exit {exc.code}"
+    return run_dir
+
+
+def housing_csv(path: Path, header: str | None = None, cell: str = "1.5") -> Path:
+    rows = [header or ",".join((*FEATURES, TARGET))]
+    rows += [",".join([cell if i == 3 and j == 2 else str(i + j) for j in range(9)]) for i in range(5)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Files a user might point dlrun at by mistake, made once for every row."""
+    w = tmp_path_factory.mktemp("world")
+    sine = make_run(w / "sine-run", "task=sine-bp")
+    fizz = make_run(w / "fizz-run", "task=fizzbuzz")
+    small = make_run(w / "small-run", "task=sine-bp", "task.hidden=3")
+    shutil.copy(sine / "checkpoints" / "last.pt", w / "sine.pt")
+    shutil.copy(fizz / "checkpoints" / "last.pt", w / "fizz.pt")
+    shutil.copy(small / "checkpoints" / "last.pt", w / "hidden3.pt")
+    whole = (sine / "checkpoints" / "last.pt").read_bytes()
+    (w / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    (w / "notes.txt").write_text("not a checkpoint\n")
+    (w / "pickle.pt").write_bytes(pickle.dumps({"model": {}}))
+    torch.save(
+        {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "model": Payload(w / "ran")},
+        w / "evil.pt",
+    )
+    housing_csv(w / "good.csv")
+    housing_csv(w / "columns.csv", header="a,b,c,d,e,f,g,h,i")
+    housing_csv(w / "text.csv", cell="abc")
+    housing_csv(w / "nan.csv", cell="nan")
+    (w / "binary.csv").write_bytes(b"\xff\xfe\x00\x81" * 100)
+    (w / "points-nan.csv").write_text("1,2\n3,nan\n5,6\n")
+    np.save(w / "points-inf.npy", np.array([[1.0, 2.0], [np.inf, 0.0]]))
+    (w / "a-directory").mkdir()
+    raw = write_data_set(w / "mnist", n_train=30, n_test=9)
+    idx = raw / "train-images-idx3-ubyte"
+    idx.write_bytes(idx.read_bytes()[:-100])
+    return w
+
+
+def no_cuda(n: int = 1):
+    return pytest.mark.skipif(torch.cuda.device_count() >= n, reason=f"{n} CUDA device(s) here")
+
+
+# (arguments, what the line must name); {w} is the world directory
+ROWS = [
+    pytest.param(["task=nope"], ["task/nope", "available: fizzbuzz"], id="unknown task"),
+    pytest.param(["optimizer=nope"], ["optimizer/nope", "available: adam"], id="unknown optimizer"),
+    pytest.param(["device=tpu"], ["device=tpu", "expected one of auto, cpu"], id="unknown device"),
+    pytest.param(["hydra/launcher=nope"], ["hydra/launcher/nope", "available"], id="unknown launcher"),
+    pytest.param(["trainer.epochz=3"], ["trainer.epochz", "epochz"], id="misspelled key"),
+    pytest.param(["+trainer.fast=true"], ["trainer.fast", "no such key"], id="added unknown key"),
+    pytest.param(["trainer.epochs=abc"], ["trainer.epochs", "Integer"], id="wrong type"),
+    pytest.param(["optimizer.lr=0"], ["optimizer.lr=0", "expected a finite number > 0"], id="lr 0"),
+    pytest.param(["optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"], id="lr negative"),
+    pytest.param(["trainer.batch_size=0"], ["trainer.batch_size=0", ">= 1"], id="batch 0"),
+    pytest.param(
+        ["task=sine-bp", "trainer.batch_size=101"],
+        ["trainer.batch_size=101", "the 100 training examples", "<= 100"],
+        id="batch larger than the data",
+    ),
+    pytest.param(["trainer.epochs=-1"], ["trainer.epochs=-1", ">= 0"], id="epochs negative"),
+    pytest.param(
+        ["task=kmeans", "task.k=101"], ["task.k=101", "100 points", "task.k <= 100"], id="k > n"
+    ),
+    pytest.param(["task.hidden=0"], ["task.hidden=0", ">= 1"], id="hidden size 0"),
+    pytest.param(
+        ["device=cuda"], ["device=cuda", "CUDA is not available", "device=cpu"], id="cuda",
+        marks=no_cuda(),
+    ),
+    pytest.param(["device=cuda:7"], ["device=cuda:7"], id="cuda:7", marks=no_cuda(8)),
+    pytest.param(["resume={w}/missing"], ["resume={w}/missing", "no such file"], id="resume missing"),
+    pytest.param(
+        ["resume={w}/notes.txt"], ["{w}/notes.txt", "not a checkpoint"], id="resume text file"
+    ),
+    pytest.param(
+        ["resume={w}/pickle.pt"], ["{w}/pickle.pt", "not a checkpoint"], id="resume plain pickle"
+    ),
+    pytest.param(
+        ["task=sine-bp", "resume={w}/fizz.pt"],
+        ["{w}/fizz.pt", "task fizzbuzz", "add task=fizzbuzz"],
+        id="resume other task",
+    ),
+    pytest.param(
+        ["task=fizzbuzz", "resume={w}/sine-run"],
+        ["sine-run", "task sine-bp", "add task=sine-bp"],
+        id="resume other task's run dir",
+    ),
+    pytest.param(
+        ["task=sine-bp", "resume={w}/hidden3.pt"],
+        ["{w}/hidden3.pt", "model differs", "0.weight (3, 1) vs (25, 1)", "2.weight (1, 3) vs (1, 25)"],
+        id="resume other model shape",
+    ),
+    pytest.param(
+        ["task=sine-bp", "resume={w}/truncated.pt"], ["{w}/truncated.pt", "truncated"],
+        id="resume truncated",
+    ),
+    pytest.param(
+        ["task=sine-bp", "resume={w}/evil.pt"], ["{w}/evil.pt", "refused"], id="resume code payload"
+    ),
+    pytest.param(
+        ["task=housing-regression", "data.path={w}/missing.csv"],
+        ["data.path={w}/missing.csv", "no such file"],
+        id="data.path missing",
+    ),
+    pytest.param(
+        ["task=housing-regression", "data.path={w}/a-directory"],
+        ["data.path={w}/a-directory", "is a directory"],
+        id="data.path a directory",
+    ),
+    pytest.param(
+        ["task=housing-regression", "data.path={w}/binary.csv"],
+        ["data.path={w}/binary.csv", "cannot be read as CSV"],
+        id="data.path unreadable",
+    ),
+    pytest.param(
+        ["task=housing-regression", "data.path={w}/columns.csv"],
+        ["data.path={w}/columns.csv", "missing column(s) MedInc", "expected a header"],
+        id="data.path wrong columns",
+    ),
+    pytest.param(
+        ["task=housing-regression", "data.path={w}/text.csv"],
+        ["data.path={w}/text.csv", "line 5, column AveRooms", "'abc' is not a number"],
+        id="data.path non-numeric",
+    ),
+    pytest.param(
+        ["task=housing-regression", "data.path={w}/nan.csv"],
+        ["data.path={w}/nan.csv", "line 5", "missing or infinite"],
+        id="data.path NaN",
+    ),
+    pytest.param(
+        ["task=kmeans", "data.path={w}/points-nan.csv"],
+        ["data.path={w}/points-nan.csv", "line 2, column 2", "missing or infinite"],
+        id="kmeans data.path NaN",
+    ),
+    pytest.param(
+        ["task=kmeans", "data.path={w}/points-inf.npy"],
+        ["data.path={w}/points-inf.npy", "element [1, 0]"],
+        id="kmeans .npy inf",
+    ),
+    pytest.param(
+        ["task=kmeans", "data.path={w}/points-nan.csv", "data.n=5"],
+        ["data.n=5", "no data.n with data.path"],
+        id="kmeans generator setting with data.path",
+    ),
+    pytest.param(
+        ["task=mnist-mlp", "data.root={w}/mnist", "data.download=false"],
+        ["{w}/mnist/MNIST/raw/train-images-idx3-ubyte", "truncated"],
+        id="mnist truncated IDX",
+    ),
+    pytest.param(
+        ["hydra.run.dir=/proc/dlrun-test"], ["/proc/dlrun-test", "hydra.run.dir"],
+        id="run dir not writable",
+    ),
+    pytest.param(["--cfg", "jobs"], ["--cfg", "invalid choice: 'jobs'"], id="Hydra option"),
+]
+
+
+def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file's mtime and content, every directory's existence."""
+    return {
+        str(p.relative_to(root)): (
+            (p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
+            if p.is_file()
+            else (0, "dir")
+        )
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(("args", "names"), ROWS)
+def test_bad_input(dlrun, world: Path, tmp_path: Path, args: list[str], names: list[str]) -> None:
+    args = [a.replace("{w}", str(world)) for a in args]
+    before = fingerprint(world)
+    log = world / "sine-run" / "dlrun.log"
+    log_before = log.read_text()
+
+    r = dlrun("trainer.epochs=1", *QUIET, *args)
+
+    assert r.code == 2, (r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1, r.err
+    assert lines[0].startswith("dlrun: error: ")
+    for name in names:
+        assert name.replace("{w}", str(world)) in lines[0], lines[0]
+    assert "Traceback" not in r.out + r.err
+    assert not (world / "ran").exists()  # no code from a checkpoint ran
+    # nothing already on disk changed; a refused resume of a run directory adds one log line
+    after = fingerprint(world)
+    if log.read_text() != log_before:
+        assert log.read_text().startswith(log_before)
+        assert len(log.read_text()[len(log_before) :].strip().splitlines()) == 1
+        before.pop("sine-run/dlrun.log"), after.pop("sine-run/dlrun.log")
+    assert after == before
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "run0").exists()
+
+
+def test_hydra_full_error_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        cli.main(["optimizer.lr=-1"])
