@@ -20,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlrun import checkpoint, loop, metrics, optim, plots, schema, tasks
+from dlrun import checkpoint, files, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import ConfigError, Diverged, DlrunError, NonFiniteLoss
@@ -371,11 +371,11 @@ class Recorder:
         old = None if self.best is None else self.best.get(self.task.objective)
         if old is None or (value > old if self.task.maximize else value < old):
             self.best = {"epoch": epoch, **{k: v for k, v in values.items() if k != "time_s"}}
-            checkpoint.save(self.ckpt_dir / "best.pt", self.state(epoch))
+            self.save("best.pt", epoch)
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
         if save:
-            checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
+            self.save("last.pt", epoch)
             self.run.saved_epoch = epoch
             self.last_good.epoch = None  # last.pt holds this epoch
         else:
@@ -387,8 +387,25 @@ class Recorder:
         """After a NaN: last.pt gets the last finite epoch kept in memory, if newer."""
         epoch = self.last_good.restore()
         if epoch is not None:
-            checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
+            self.save("last.pt", epoch)
             self.run.saved_epoch = epoch
+
+    def save(self, name: str, epoch: int) -> None:
+        """Write a checkpoint; a full disk stops the run with the previous file unchanged."""
+        path = self.ckpt_dir / name
+        try:
+            checkpoint.save(path, self.state(epoch))
+        except OSError as exc:
+            held = self.run.saved_epoch
+            then = (
+                f"checkpoints/last.pt still holds epoch {held}; free some space and continue "
+                f"with: dlrun resume={self.run.run_dir}"
+                if held is not None
+                else "no checkpoint was written; free some space and run again"
+            )
+            raise DlrunError(
+                f"checkpoint of epoch {epoch} not written ({files.describe(exc)}); {then}"
+            ) from exc
 
     def stop_requested(self) -> int | None:
         return self.run.stop.signum
