@@ -31,7 +31,9 @@ def make_run(run_dir: Path, *args: str) -> Path:
 
 def housing_csv(path: Path, header: str | None = None, cell: str = "1.5") -> Path:
     rows = [header or ",".join((*FEATURES, TARGET))]
-    rows += [",".join([cell if i == 3 and j == 2 else str(i + j) for j in range(9)]) for i in range(5)]
+    rows += [
+        ",".join([cell if i == 3 and j == 2 else str(i + j) for j in range(9)]) for i in range(5)
+    ]
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -77,7 +79,9 @@ ROWS = [
     pytest.param(["task=nope"], ["task/nope", "available: fizzbuzz"], id="unknown task"),
     pytest.param(["optimizer=nope"], ["optimizer/nope", "available: adam"], id="unknown optimizer"),
     pytest.param(["device=tpu"], ["device=tpu", "expected one of auto, cpu"], id="unknown device"),
-    pytest.param(["hydra/launcher=nope"], ["hydra/launcher/nope", "available"], id="unknown launcher"),
+    pytest.param(
+        ["hydra/launcher=nope"], ["hydra/launcher/nope", "available"], id="unknown launcher"
+    ),
     pytest.param(["trainer.epochz=3"], ["trainer.epochz", "epochz"], id="misspelled key"),
     pytest.param(["+trainer.fast=true"], ["trainer.fast", "no such key"], id="added unknown key"),
     pytest.param(["trainer.epochs=abc"], ["trainer.epochs", "Integer"], id="wrong type"),
@@ -95,11 +99,15 @@ ROWS = [
     ),
     pytest.param(["task.hidden=0"], ["task.hidden=0", ">= 1"], id="hidden size 0"),
     pytest.param(
-        ["device=cuda"], ["device=cuda", "CUDA is not available", "device=cpu"], id="cuda",
+        ["device=cuda"],
+        ["device=cuda", "CUDA is not available", "device=cpu"],
+        id="cuda",
         marks=no_cuda(),
     ),
     pytest.param(["device=cuda:7"], ["device=cuda:7"], id="cuda:7", marks=no_cuda(8)),
-    pytest.param(["resume={w}/missing"], ["resume={w}/missing", "no such file"], id="resume missing"),
+    pytest.param(
+        ["resume={w}/missing"], ["resume={w}/missing", "no such file"], id="resume missing"
+    ),
     pytest.param(
         ["resume={w}/notes.txt"], ["{w}/notes.txt", "not a checkpoint"], id="resume text file"
     ),
@@ -118,11 +126,17 @@ ROWS = [
     ),
     pytest.param(
         ["task=sine-bp", "resume={w}/hidden3.pt"],
-        ["{w}/hidden3.pt", "model differs", "0.weight (3, 1) vs (25, 1)", "2.weight (1, 3) vs (1, 25)"],
+        [
+            "{w}/hidden3.pt",
+            "model differs",
+            "0.weight (3, 1) vs (25, 1)",
+            "2.weight (1, 3) vs (1, 25)",
+        ],
         id="resume other model shape",
     ),
     pytest.param(
-        ["task=sine-bp", "resume={w}/truncated.pt"], ["{w}/truncated.pt", "truncated"],
+        ["task=sine-bp", "resume={w}/truncated.pt"],
+        ["{w}/truncated.pt", "truncated"],
         id="resume truncated",
     ),
     pytest.param(
@@ -179,7 +193,8 @@ ROWS = [
         id="mnist truncated IDX",
     ),
     pytest.param(
-        ["hydra.run.dir=/proc/dlrun-test"], ["/proc/dlrun-test", "hydra.run.dir"],
+        ["hydra.run.dir=/proc/dlrun-test"],
+        ["/proc/dlrun-test", "hydra.run.dir"],
         id="run dir not writable",
     ),
     pytest.param(["--cfg", "jobs"], ["--cfg", "invalid choice: 'jobs'"], id="Hydra option"),

@@ -1,4 +1,4 @@
-"""A diverging run stops at once: exit 3, the epoch and step named, last.pt the last finite state."""
+"""A diverging run stops at once: exit 3, epoch and step named, last.pt the last finite state."""
 
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_finite_epoch(dlrun) -> 
     assert clean.code == 0, clean.err
     _, reference = weights(clean.run_dir)
     assert all(torch.equal(model[k], reference[k]) for k in reference)
-
 
 
 def test_a_nan_in_the_first_epoch_leaves_the_initial_weights(dlrun) -> None:

@@ -26,7 +26,8 @@ i = 0
 while True:
     i += 1
     w = torch.full((1_000_000,), float(i))
-    checkpoint.save(path, {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "i": i, "w": w})
+    state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "i": i, "w": w}
+    checkpoint.save(path, state)
     print(i, flush=True)
 """
 

@@ -35,9 +35,32 @@ VALUES = st.one_of(
     st.integers(-2, 12).map(str),
     st.floats(allow_nan=True, allow_infinity=True, width=32).map(repr),
     st.sampled_from(
-        ["true", "false", "null", "", "''", "abc", "[1,2]", "[]", "{}", "1e309", "-0.0",
-         "???", "${oc.env:HOME}", "${nope}", "cuda:99", "cpu", "auto", "mps", "random",
-         "99999999999999999999", ".", "/", "0x10", "1_000"]
+        [
+            "true",
+            "false",
+            "null",
+            "",
+            "''",
+            "abc",
+            "[1,2]",
+            "[]",
+            "{}",
+            "1e309",
+            "-0.0",
+            "???",
+            "${oc.env:HOME}",
+            "${nope}",
+            "cuda:99",
+            "cpu",
+            "auto",
+            "mps",
+            "random",
+            "99999999999999999999",
+            ".",
+            "/",
+            "0x10",
+            "1_000",
+        ]
     ),
     st.text("abc01.:-_ ,=[]{}'\"", max_size=6),
 )
@@ -58,7 +81,9 @@ OVERRIDE = st.one_of(
 def test_random_command_lines_never_crash(dlrun, overrides: list[str], epochs: int) -> None:
     # never download, never train long, never draw plots (speed)
     fixed = ["trainer.plots=false", "trainer.progress=false", f"trainer.epochs={epochs}"]
-    if any(o in (f"task={t}" for t in ("mnist", "mnist-mlp", "housing-regression")) for o in overrides):
+    if any(
+        o in (f"task={t}" for t in ("mnist", "mnist-mlp", "housing-regression")) for o in overrides
+    ):
         fixed.append("data.download=false")
     r = dlrun(*overrides, *fixed)
     assert "internal error" not in r.err, (overrides, r.err)

@@ -35,7 +35,9 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     """The Hydra task function's body: returns the objective (what sweepers optimise)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    return Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices)).main()
+    run = Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices))
+    run.summary["overrides"] = [str(o) for o in hydra_cfg.overrides.task]
+    return run.main()
 
 
 def seed_everything(seed: int) -> None:
@@ -116,6 +118,7 @@ class Run:
             self.console.stop()
             if not self.recording:  # a refused resume leaves no trace but the log
                 self._discard_resume_record()
+            self.summary["exit_code"] = getattr(exc, "exit_code", 1)
             try:
                 self._write_summary("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
             except OSError:  # e.g. the disk is full: the error itself matters more
