@@ -2,7 +2,8 @@
 
 Data lives on the device; a batch is an index slice of a per-epoch permutation drawn from the
 loop's own generator (checkpointed, so a resumed run draws the same batches). Losses stay on the
-device and are read once per logged epoch: no per-step .item(), .cpu() or printing.
+device and are read once per epoch, together with a NaN/inf check of the losses and weights: no
+per-step .item(), .cpu() or printing.
 """
 
 from __future__ import annotations
