@@ -192,6 +192,7 @@ def test_mnist_is_an_alias_of_mnist_mlp(dlrun, tmp_path: Path) -> None:
         f"data.root={tmp_path / 'data'}",
         "data.download=false",
         "trainer.epochs=1",
+        "trainer.batch_size=10",  # not more than the 30 images
         "trainer.plots=false",
     )
     assert r.code == 0, r.err
