@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dlrun import cli, report
+from tests.conftest import call_main
 
 SINE = (
     "task=sine-bp",
@@ -38,14 +39,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _report(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        report.main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+def _report(capsys, *args: object) -> tuple[int, str, str]:
+    return call_main(report.main, capsys, *args)
 
 
 def _csv(path: Path) -> list[dict[str, str]]:

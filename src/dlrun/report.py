@@ -401,7 +401,10 @@ def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> Non
         final = _stat_text(row.final, n)
         best_value = _stat_text(row.best, n)
         if not one:
-            final, best_value = f"{row.objective_name} {final}", f"{row.objective_name} {best_value}"
+            final, best_value = (
+                f"{row.objective_name} {final}",
+                f"{row.objective_name} {best_value}",
+            )
         cells = ["*" if i in best else "", *row.settings.values()]
         if group:
             cells.append(str(n))

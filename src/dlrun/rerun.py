@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rtol",
         type=float,
-        help=f"relative tolerance (default: 0, exact, on the CPU; {ACCELERATOR_RTOL:g} on CUDA/MPS)",
+        help=f"relative tolerance (default: exact on the CPU, {ACCELERATOR_RTOL:g} on CUDA/MPS)",
     )
     args, extra = parser.parse_known_args(argv)
     try:
