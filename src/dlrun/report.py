@@ -212,10 +212,11 @@ def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
         where = entry.get("dir") or entry.get("path") or entry.get("subdir") or entry.get("num")
         if where is None:
             continue
-        path = Path(str(where))
-        path = path if path.is_absolute() else root / path
-        if path.resolve() in seen or path.exists():
+        given = Path(str(where))
+        places = [given, root / given, root / given.name]  # relative to the sweep or the cwd
+        if any(p.exists() or p.resolve() in seen for p in places):
             continue
+        path = given if given.is_absolute() else root / given
         overrides = entry.get("overrides") or []
         if isinstance(overrides, dict):
             overrides = [f"{k}={v}" for k, v in overrides.items()]
