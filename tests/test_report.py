@@ -126,7 +126,7 @@ def test_partial_sweep(sweep: Path, tmp_path: Path, capsys) -> None:
     assert code == 0, err
     rows = {r["jobs"]: r for r in _csv(tmp_path / "r.csv")}
     assert rows["5"]["status"] == "unknown" and rows["5"]["epochs"] == "20/20"
-    assert rows["4"]["status"] == "running"
+    assert rows["4"]["status"] == "running" and rows["4"]["wall_s"] == ""
     assert rows["4"]["epochs"] == "10/20"
     assert float(rows["4"]["final"]) == json.loads(val_rows[1])["mse"]
     assert rows["3"]["status"] == "failed"

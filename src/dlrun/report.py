@@ -320,7 +320,8 @@ class Row:
 
     @property
     def wall_s(self) -> float | None:
-        walls = [_number(j.summary.get("wall_s")) for j in self.jobs]
+        done = [j for j in self.jobs if j.status not in ("running", "unknown")]
+        walls = [_number(j.summary.get("wall_s")) for j in done]  # a running job's is stale
         walls = [w for w in walls if w is not None]
         return statistics.fmean(walls) if walls else None
 
