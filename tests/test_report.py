@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dlrun import cli, report
+from dlrun import sweep as dlrun_sweep
 from tests.conftest import call_main
 
 SINE = (
@@ -136,6 +137,25 @@ def test_partial_sweep(sweep: Path, tmp_path: Path, capsys) -> None:
     code, out, err = _report(capsys, part, "--csv", tmp_path / "g.csv")
     statuses = sorted(r["status"] for r in _csv(tmp_path / "g.csv"))
     assert statuses == ["1 failed, 1 running, 1 unknown", "completed"]  # lr 0.3 (jobs 3-5), 0.1
+
+
+def test_jobs_not_started_show_as_pending(sweep: Path, tmp_path: Path, capsys) -> None:
+    """A sweep's manifest lists its planned jobs: one without a directory yet is pending."""
+    part = tmp_path / "sw"
+    shutil.copytree(sweep, part)
+    shutil.rmtree(part / "5")
+    dlrun_sweep.update_manifest(part)  # as the sweep keeps it while it goes
+    code, out, err = _report(capsys, part, "--no-group", "--csv", tmp_path / "r.csv")
+    assert code == 0, err
+    rows = {r["jobs"]: r for r in _csv(tmp_path / "r.csv")}
+    assert sorted(rows) == ["0", "1", "2", "3", "4", "5"]
+    assert rows["5"]["status"] == "pending" and rows["5"]["final"] == ""
+    assert (rows["5"]["seed"], rows["5"]["optimizer.lr"], rows["5"]["objective"]) == (
+        "2",
+        "0.3",
+        "mse",
+    )
+    assert list(rows).index("5") == 5  # no objective yet: last
 
 
 def test_a_failed_job_of_a_real_sweep(tmp_path: Path, capsys) -> None:

@@ -195,7 +195,9 @@ def fill_objectives(jobs: list[Job]) -> None:
                 known[task] = (cls.objective, cls.maximize)
             except Exception:
                 known[task] = ("loss", False)
-        job.objective_name, job.maximize = known.get(task, ("loss", False))
+        only = set(known.values()) if len(set(known.values())) == 1 else set()
+        fallback = next(iter(only)) if only else ("loss", False)  # e.g. a job not started yet
+        job.objective_name, job.maximize = known.get(task, fallback) if task else fallback
 
 
 def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
