@@ -112,8 +112,9 @@ def test_scratch_follows_the_torch_trajectory_in_float32(name: str, tmp_path: Pa
     """float32 rounds differently along the two paths: agreement to 1e-4 relative over the first
     20 epochs (the seed's sine-bp at lr 0.3 then swings through losses of 300, which amplifies
     the rounding to ~1e-3 by epoch 30)."""
-    torch_run = trajectory(name, "torch", tmp_path, double=False, epochs=20)
-    scratch_run = trajectory(name, "scratch", tmp_path, double=False, epochs=20)
+    epochs = 20 if name == "sine-bp" else None
+    torch_run = trajectory(name, "torch", tmp_path, double=False, epochs=epochs)
+    scratch_run = trajectory(name, "scratch", tmp_path, double=False, epochs=epochs)
     np.testing.assert_allclose(scratch_run.train, torch_run.train, rtol=1e-4)
 
 
