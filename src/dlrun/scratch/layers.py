@@ -78,10 +78,10 @@ class ReLU(Layer):
 
 
 class Sigmoid(Layer):
-    """1 / (1 + e^-x). Backward: s (1 - s), from the cached output."""
+    """s = 1 / (1 + e^-x). Backward: s (1 - s), from the cached output."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = 1 / (1 + torch.exp(-x))
+        s = torch.sigmoid(x)  # the formula above, without e^-x overflowing for x << 0
         self.remember(s=s)
         return s
 

@@ -24,16 +24,12 @@ def half_mse(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, to
 def softmax_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of -log softmax(logits)[label] and its gradient (softmax - one_hot) / n.
-
-    The logits are shifted by their row maximum first: exp never overflows."""
+    """Mean of -log softmax(logits)[label] = logsumexp(logits) - logits[label], and its
+    gradient (softmax(logits) - one_hot(label)) / n."""
     n = logits.shape[0]
-    shifted = logits - logits.max(1, keepdim=True).values
-    exp = torch.exp(shifted)
-    total = exp.sum(1, keepdim=True)
     rows = torch.arange(n, device=logits.device)
-    loss = torch.mean(torch.log(total[:, 0]) - shifted[rows, labels])
-    grad = exp / total
+    loss = torch.mean(torch.logsumexp(logits, 1) - logits[rows, labels])
+    grad = torch.softmax(logits, 1)
     grad[rows, labels] -= 1
     return loss, grad / n
 
