@@ -120,9 +120,7 @@ def check(
             n_abs, n_rel = _errors(picked, numeric)
             scale = max(float(auto.abs().max()), 1e-300)
             ok = a_abs <= 1e-10 + 1e-8 * scale and n_abs <= 1e-7 + rtol * scale
-            checks.append(
-                Check(pname, tuple(p.shape), a_abs, a_rel, n_abs, n_rel, len(probe), ok)
-            )
+            checks.append(Check(pname, tuple(p.shape), a_abs, a_rel, n_abs, n_rel, len(probe), ok))
     finally:
         task.hand_gradients = True
     return checks
@@ -133,8 +131,16 @@ def show(task: str, checks: list[Check]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{task}: hand-written gradients (float64)")
-    for column in ("parameter", "shape", "vs autograd: max abs", "rel", "vs finite diff: max abs",
-                   "rel", "probed", "result"):
+    for column in (
+        "parameter",
+        "shape",
+        "vs autograd: max abs",
+        "rel",
+        "vs finite diff: max abs",
+        "rel",
+        "probed",
+        "result",
+    ):
         table.add_column(column, justify="left" if column in ("parameter", "result") else "right")
     for c in checks:
         table.add_row(
@@ -158,12 +164,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="dlrun settings, e.g. task=fizzbuzz")
     parser.add_argument("--batch", type=int, default=8, help="rows of training data (8)")
-    parser.add_argument("--elements", type=int, default=32,
-                        help="elements per parameter probed by finite differences (32)")
+    parser.add_argument(
+        "--elements",
+        type=int,
+        default=32,
+        help="elements per parameter probed by finite differences (32)",
+    )
     parser.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (1e-6)")
-    parser.add_argument("--rtol", type=float, default=1e-5,
-                        help="allowed error against finite differences, relative to the "
-                        "parameter's largest gradient (1e-5)")
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-5,
+        help="allowed error against finite differences, relative to the "
+        "parameter's largest gradient (1e-5)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         for key, value in (("--batch", args.batch), ("--elements", args.elements)):

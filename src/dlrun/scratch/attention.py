@@ -45,7 +45,9 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.embed_dim, self.num_heads = embed_dim, num_heads
         bound = math.sqrt(6 / (2 * embed_dim))  # xavier uniform over the (E, E) blocks
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim).uniform_(-bound, bound))
+        self.in_proj_weight = nn.Parameter(
+            torch.empty(3 * embed_dim, embed_dim).uniform_(-bound, bound)
+        )
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim)) if bias else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 

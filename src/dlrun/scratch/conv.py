@@ -90,7 +90,9 @@ class Conv2d(nn.Module):
         bound = fan_in**-0.5
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
+        self.bias = (
+            nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = conv2d_im2col if self.method == "im2col" else conv2d_naive

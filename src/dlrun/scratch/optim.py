@@ -99,4 +99,3 @@ class ScratchAdam(_HandOptimizer):
                 m_hat = state["m"] / (1 - b1**t)
                 v_hat = state["v"] / (1 - b2**t)
                 p -= group["lr"] * m_hat / (torch.sqrt(v_hat) + group["eps"])
-
