@@ -17,7 +17,7 @@ from dlrun.scratch.attention import (
     scaled_dot_product_attention,
 )
 from dlrun.scratch.beam import beam_search
-from dlrun.scratch.conv import Conv2d, conv2d_im2col, conv2d_naive
+from dlrun.scratch.conv import Conv2d, conv2d, im2col
 from dlrun.scratch.norm import BatchNorm, LayerNorm
 
 D = torch.float64
@@ -84,8 +84,17 @@ def test_conv2d_naive_and_im2col_match_f_conv2d(stride: int, padding: int, bias:
     w = torch.randn(4, 3, 3, 3, dtype=D)
     b = torch.randn(4, dtype=D) if bias else None
     expected = F.conv2d(x, w, b, stride=stride, padding=padding)
-    close(conv2d_naive(x, w, b, stride, padding), expected)
-    close(conv2d_im2col(x, w, b, stride, padding), expected)
+    close(conv2d(x, w, b, stride, padding, method="naive"), expected)
+    close(conv2d(x, w, b, stride, padding, method="im2col"), expected)
+    with pytest.raises(ValueError, match="method='fft'"):
+        conv2d(x, w, method="fft")
+
+
+def test_im2col_columns_are_the_receptive_fields() -> None:
+    x = torch.arange(2 * 4 * 5, dtype=D).reshape(1, 2, 4, 5)
+    cols = im2col(x, 2, 3, stride=1)
+    assert cols.shape == (1, 2 * 2 * 3, 3 * 3)
+    close(cols[0, :, 4], x[0, :, 1:3, 1:4].reshape(-1))  # output (1, 1): rows 1-2, columns 1-3
 
 
 def test_conv2d_module_matches_nn_conv2d() -> None:
