@@ -35,9 +35,10 @@ class Layer(nn.Module):
 
 
 def _set_grad(param: torch.Tensor, grad: torch.Tensor) -> None:
-    """Accumulate like autograd does, so zero_grad() and set_to_none both work."""
+    """Accumulate like autograd does, so zero_grad() and set_to_none both work. `grad` is
+    always a fresh tensor (a product or a sum), so it is stored without a copy."""
     if param.grad is None:
-        param.grad = grad.detach().clone()
+        param.grad = grad
     else:
         param.grad += grad
 
