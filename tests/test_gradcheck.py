@@ -70,6 +70,7 @@ def test_a_gradient_off_by_a_little_fails_against_finite_differences(monkeypatch
         (["task=nope"], "Could not find 'task/nope'"),
         (["task.impl=numpy"], "task.impl=numpy is not allowed"),
         (["--batch", "0"], "--batch=0: expected an integer >= 1"),
+        (["--batch", "x"], "argument --batch: invalid int value: 'x'"),
     ],
 )
 def test_usage_mistakes_are_one_line(argv: list[str], message: str, capsys) -> None:

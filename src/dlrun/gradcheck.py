@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 from dlrun import schema
 from dlrun.errors import DlrunError
@@ -156,8 +157,14 @@ def show(task: str, checks: list[Check]) -> None:
     Console(width=120).print(table)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, like every dlrun error
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Compare a task's hand-written gradients (task.impl=scratch) with autograd "
         "and central finite differences, in float64, on the first rows of its training data.",
