@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from dlrun import fastpath
 from dlrun.interrupt import Interrupted
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def fit(
     weights = torch.tensor(
         [min(bs, n - s) / n for s in starts], dtype=torch.float64, device=task.device
     )
-    step = task.uses_optimizer and optimizer is not None
+    step = fastpath.build(task, model, optimizer, trainer)
 
     epoch = start_epoch
     for epoch in range(start_epoch + 1, trainer.epochs + 1):
@@ -83,22 +84,7 @@ def fit(
         order = (
             torch.randperm(n, generator=generator, device=task.device) if trainer.shuffle else None
         )
-        losses = []
-        for s in starts:
-            if order is None:
-                batch = tuple(t[s : s + bs] for t in data)
-            else:
-                idx = order[s : s + bs]
-                batch = tuple(t[idx] for t in data)
-            if step:
-                optimizer.zero_grad(set_to_none=True)
-                loss = task.loss(model, batch)
-                loss.backward()
-                optimizer.step()
-            else:
-                with torch.no_grad():
-                    loss = task.loss(model, batch)
-            losses.append(loss.detach())
+        losses = [step(batch) for batch in fastpath.batches(data, order, starts, bs, trainer.fast)]
 
         last = epoch == trainer.epochs
         stop = task.converged(model)

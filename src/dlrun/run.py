@@ -20,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlrun import checkpoint, loop, metrics, optim, plots, schema, tasks
+from dlrun import checkpoint, fastpath, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import DlrunError
@@ -140,12 +140,17 @@ class Run:
     def _train(self) -> float | None:
         config = self.config
         device = devices.resolve(config.device)
+        fastpath.check(config.trainer, device)
         seed_everything(config.seed)
         task = tasks.create(config.task, config.data, device)
         model = task.build_model().to(device)
         params = [p for p in model.parameters() if p.requires_grad]
+        if not config.trainer.compile:
+            optim.skip_compiler_import()
         optimizer = (
-            optim.build(config.optimizer, params) if task.uses_optimizer and params else None
+            optim.build(config.optimizer, params, fused=config.trainer.fast)
+            if task.uses_optimizer and params
+            else None
         )
         generator = torch.Generator(device=device)
         generator.manual_seed(config.seed)
@@ -305,6 +310,7 @@ class Recorder:
         self.run, self.task, self.model = run, task, model
         self.optimizer, self.generator, self.history = optimizer, generator, history
         self.best = best
+        self.best_state: dict[str, Any] | None = None  # best.pt's content, not yet written
         self.ckpt_dir = run.run_dir / "checkpoints"
 
     def on_train(self, epoch: int, values: dict[str, float]) -> None:
@@ -320,10 +326,15 @@ class Recorder:
         old = None if self.best is None else self.best.get(self.task.objective)
         if old is None or (value > old if self.task.maximize else value < old):
             self.best = {"epoch": epoch, **{k: v for k, v in values.items() if k != "time_s"}}
-            checkpoint.save(self.ckpt_dir / "best.pt", self.state(epoch))
+            # kept in memory and written with last.pt: one file write (and fsync) per
+            # checkpoint, not one per improvement
+            self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
         if save:
+            if self.best_state is not None:
+                checkpoint.save(self.ckpt_dir / "best.pt", self.best_state)
+                self.best_state = None
             checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
             self.run.saved_epoch = epoch
         self.run.epoch = epoch
@@ -345,3 +356,14 @@ class Recorder:
             "best": self.best,
             "config": self.run.plain,
         }
+
+
+def _copied(obj: Any) -> Any:
+    """A snapshot of a checkpoint state: tensors cloned, so later training does not change it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _copied(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_copied(v) for v in obj)
+    return obj
