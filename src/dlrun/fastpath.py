@@ -49,6 +49,32 @@ def check(trainer: TrainerConfig, device: torch.device) -> None:
         )
 
 
+SMALL_MODEL = 1_000_000  # parameters
+
+
+@contextlib.contextmanager
+def cpu_threads(trainer: TrainerConfig, model: nn.Module, device: torch.device) -> Iterator[None]:
+    """torch's CPU threads for the run (``trainer.threads``), restored afterwards.
+
+    A small model's ops are microseconds long; sharing each one out to a thread pool costs more
+    than it saves, and on a busy machine a thread waiting for a core stalls every op.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    wanted = trainer.threads
+    if wanted == 0:
+        small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL
+        wanted = 1 if small and any(True for _ in model.parameters()) else 0
+    before = torch.get_num_threads()
+    if wanted:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def batches(
     data: Batch, order: torch.Tensor | None, starts: list[int], size: int, fast: bool
 ) -> Iterator[Batch]:

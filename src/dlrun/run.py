@@ -180,7 +180,7 @@ class Run:
         last_val = history.last("val")
         self.console.start(self.epoch)
         try:
-            with self.stop:
+            with self.stop, fastpath.cpu_threads(config.trainer, model, device):
                 loop.fit(
                     task,
                     model,
