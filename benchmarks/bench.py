@@ -16,6 +16,7 @@ at seeds 0 to 4.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -57,6 +58,18 @@ def dlrun(workdir: Path, name: str, *args: str) -> tuple[list[dict], dict]:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def threads(args, device: torch.device):
+    """The hand-written loops on as many CPU threads as dlrun gives these small models."""
+    before = torch.get_num_threads()
+    if device.type == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def ratio(a: float, b: float) -> float:
@@ -170,7 +183,7 @@ def mnist_data(root: Path | None, work: Path, train_n: int) -> tuple[Path, str]:
 
 def case_mnist(args, device: torch.device, work: Path) -> None:
     from dlrun.schema import MNISTDataConfig
-    from dlrun.tasks.mnist import load, normalise
+    from dlrun.tasks.mnist import load
 
     train_n = 10000 if args.quick else 60000
     epochs = 1 if args.quick else args.mnist_epochs
@@ -191,6 +204,28 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
 
     data = MNISTDataConfig(root=str(root), download=False)
     (xtr, ytr), (xte, yte) = load(data, "train"), load(data, "test")
+    with threads(args, device):
+        baselines_mnist = _mnist_baselines(xtr, ytr, xte, yte, epochs, device)
+    p_times, p_acc, l_times, l_acc, l_epochs = baselines_mnist
+
+    d, p, dl = statistics.median(d_times), statistics.median(p_times), statistics.median(l_times)
+    emit(
+        {
+            "case": "mnist-mlp",
+            "device": str(device),
+            "data": kind,
+            "epochs": {"dlrun": epochs, "plain": epochs, "dataloader": l_epochs},
+            "s_per_epoch": {"dlrun": round(d, 4), "plain": round(p, 4), "dataloader": round(dl, 4)},
+            "accuracy": {"dlrun": d_acc, "plain": round(p_acc, 4), "dataloader": round(l_acc, 4)},
+            "dlrun_vs_plain": ratio(d, p),
+            "dataloader_vs_dlrun": ratio(dl, d),
+        }
+    )
+
+
+def _mnist_baselines(xtr, ytr, xte, yte, epochs, device):
+    from dlrun.tasks.mnist import normalise
+
     x, y = normalise(xtr).to(device), ytr.to(device)
     tx, ty = normalise(xte).to(device), yte.to(device)
     torch.manual_seed(0)
@@ -210,20 +245,7 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
     l_epochs = 1
     l_times = dataloader_loop(model, opt, loader, l_epochs, device)
     l_acc = accuracy(model, tx, ty)
-
-    d, p, dl = statistics.median(d_times), statistics.median(p_times), statistics.median(l_times)
-    emit(
-        {
-            "case": "mnist-mlp",
-            "device": str(device),
-            "data": kind,
-            "epochs": {"dlrun": epochs, "plain": epochs, "dataloader": l_epochs},
-            "s_per_epoch": {"dlrun": round(d, 4), "plain": round(p, 4), "dataloader": round(dl, 4)},
-            "accuracy": {"dlrun": d_acc, "plain": round(p_acc, 4), "dataloader": round(l_acc, 4)},
-            "dlrun_vs_plain": ratio(d, p),
-            "dataloader_vs_dlrun": ratio(dl, d),
-        }
-    )
+    return p_times, p_acc, l_times, l_acc, l_epochs
 
 
 def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
@@ -243,20 +265,8 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
     play = torch.arange(1, 101)
     px, py = encode(play).to(device), classes(play).to(device)
 
-    torch.manual_seed(0)
-    model = mlp([10, 100, 4]).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    p_total = sum(plain_loop(model, opt, x, y, 128, epochs, 0, device))
-    p_correct = round(100 * accuracy(model, px, py))
-
-    l_epochs = max(1, epochs // 10)  # the slowest loop: a tenth of the epochs, scaled up
-    torch.manual_seed(0)
-    dataset = PerSample(x.cpu(), y.cpu(), lambda row: row)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True)
-    model = mlp([10, 100, 4]).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    l_total = sum(dataloader_loop(model, opt, loader, l_epochs, device)) * epochs / l_epochs
-
+    with threads(args, device):
+        p_total, p_correct, l_total, l_epochs = _fizzbuzz_baselines(x, y, px, py, epochs, device)
     emit(
         {
             "case": "fizzbuzz",
@@ -278,6 +288,23 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
             "dataloader_vs_dlrun": ratio(l_total, d_total),
         }
     )
+
+
+def _fizzbuzz_baselines(x, y, px, py, epochs, device):
+    torch.manual_seed(0)
+    model = mlp([10, 100, 4]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    p_total = sum(plain_loop(model, opt, x, y, 128, epochs, 0, device))
+    p_correct = round(100 * accuracy(model, px, py))
+
+    l_epochs = max(1, epochs // 10)  # the slowest loop: a tenth of the epochs, scaled up
+    torch.manual_seed(0)
+    dataset = PerSample(x.cpu(), y.cpu(), lambda row: row)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True)
+    model = mlp([10, 100, 4]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    l_total = sum(dataloader_loop(model, opt, loader, l_epochs, device)) * epochs / l_epochs
+    return p_total, p_correct, l_total, l_epochs
 
 
 def case_kmeans(args, device: torch.device, work: Path) -> None:
@@ -390,6 +417,12 @@ def main() -> None:
     parser.add_argument("--kmeans-d", type=int, default=64)
     parser.add_argument("--kmeans-k", type=int, default=100)
     parser.add_argument("--kmeans-iters", type=int, default=10)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of the hand-written loops (dlrun picks 1 for these small models)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
