@@ -205,12 +205,16 @@ def build(
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
                 return inner(batch).float()
 
-    if not trainer.fast:
+    by_hand = task.hand_gradients  # loss() fills every .grad itself: no autograd
+    if not trainer.fast or by_hand:
+        if by_hand and (trainer.cuda_graph or trainer.compile):
+            log.info("trainer.cuda_graph/compile: this task's gradients are by hand; running eager")
 
         def eager_step(batch: Batch) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(batch)
-            loss.backward()
+            loss = task.loss(model, batch) if by_hand else loss_fn(batch)
+            if not by_hand:
+                loss.backward()
             optimizer.step()
             return loss.detach()
 

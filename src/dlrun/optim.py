@@ -10,7 +10,16 @@ from collections.abc import Iterable
 
 import torch
 
-from dlrun.schema import AdamConfig, AdamWConfig, OptimizerConfig, RMSpropConfig, SGDConfig
+from dlrun.schema import (
+    AdamConfig,
+    AdamWConfig,
+    OptimizerConfig,
+    RMSpropConfig,
+    ScratchAdamConfig,
+    ScratchMomentumConfig,
+    ScratchSGDConfig,
+    SGDConfig,
+)
 
 
 def skip_compiler_import() -> None:
@@ -37,6 +46,8 @@ def build(
     cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter], fused: bool = False
 ) -> torch.optim.Optimizer:
     params = list(params)
+    if isinstance(cfg, (ScratchSGDConfig, ScratchMomentumConfig, ScratchAdamConfig)):
+        return build_scratch(cfg, params)
     # torch has fused kernels for these devices; elsewhere (mps) the default implementation
     fused = fused and all(p.device.type in ("cpu", "cuda") for p in params)
     kernel = {"fused": True} if fused else {}
@@ -73,3 +84,21 @@ def build(
             **({"foreach": True} if fused else {}),
         )
     raise TypeError(f"no optimizer for {type(cfg).__name__}")
+
+
+def build_scratch(
+    cfg: ScratchSGDConfig | ScratchMomentumConfig | ScratchAdamConfig,
+    params: list[torch.nn.Parameter],
+) -> torch.optim.Optimizer:
+    """The hand-written optimizers of dlrun.scratch.optim."""
+    from dlrun.scratch import optim as scratch
+
+    if isinstance(cfg, ScratchAdamConfig):
+        return scratch.ScratchAdam(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    if isinstance(cfg, ScratchMomentumConfig):
+        return scratch.ScratchMomentum(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return scratch.ScratchSGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
