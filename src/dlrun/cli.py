@@ -6,6 +6,7 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -14,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -95,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         _failures.clear()
         sweep.current_dir = None
         try:
-            _hydra_main()
+            if HELP_FLAGS & set(argv):
+                with _one_config_repository():
+                    _hydra_main()
+            else:
+                _hydra_main()
         except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
             if isinstance(exc, HydraException):  # a missing config is an IOError too
                 raise
@@ -154,6 +160,42 @@ def check_arguments(argv: list[str]) -> None:
 
     parser.error = error  # type: ignore[method-assign]
     parser.parse_args(argv)
+
+
+HELP_FLAGS = {"--help", "-h", "--hydra-help"}
+
+
+@contextlib.contextmanager
+def _one_config_repository() -> Iterator[None]:
+    """Build Hydra's config repository once for `--help`, not once per config group.
+
+    Hydra's help lists the options of every group, and for each one re-reads every config
+    source and deep-copies the whole ConfigStore (about 90 times for dlrun's groups: seconds).
+    The listing is read-only, so one repository per (config, overrides) serves them all.
+    Where Hydra's internals differ, help runs as Hydra wrote it.
+    """
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    except ImportError:
+        yield
+        return
+    original = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
+    if original is None:
+        yield
+        return
+    cache: dict[tuple[object, ...], object] = {}
+
+    def cached(self: object, config_name: str | None, overrides: list[str]) -> object:
+        key = (id(self), config_name, tuple(overrides))
+        if key not in cache:
+            cache[key] = original(self, config_name, overrides)
+        return cache[key]
+
+    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = cached
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = original
 
 
 def one_line(exc: BaseException) -> str:

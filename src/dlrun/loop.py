@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from dlrun import fastpath
 from dlrun.errors import NonFiniteLoss
 from dlrun.interrupt import Interrupted
 
@@ -100,7 +101,7 @@ def fit(
     weights = torch.tensor(
         [min(bs, n - s) / n for s in starts], dtype=torch.float64, device=task.device
     )
-    step = task.uses_optimizer and optimizer is not None
+    step = fastpath.build(task, model, optimizer, trainer)
     params = [p for p in model.parameters() if p.is_floating_point()]
 
     epoch = start_epoch
@@ -110,23 +111,7 @@ def fit(
         order = (
             torch.randperm(n, generator=generator, device=task.device) if trainer.shuffle else None
         )
-        losses = []
-        for s in starts:
-            if order is None:
-                batch = tuple(t[s : s + bs] for t in data)
-            else:
-                idx = order[s : s + bs]
-                batch = tuple(t[idx] for t in data)
-            if step:
-                optimizer.zero_grad(set_to_none=True)
-                loss = task.loss(model, batch)
-                if not task.hand_gradients:  # else loss() filled every .grad by hand
-                    loss.backward()
-                optimizer.step()
-            else:
-                with torch.no_grad():
-                    loss = task.loss(model, batch)
-            losses.append(loss.detach())
+        losses = [step(batch) for batch in fastpath.batches(data, order, starts, bs, trainer.fast)]
 
         train_loss = epoch_loss(epoch, losses, weights, params)  # the epoch's one host sync
         last = epoch == trainer.epochs

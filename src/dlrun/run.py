@@ -20,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlrun import checkpoint, files, loop, metrics, optim, plots, schema, tasks
+from dlrun import checkpoint, fastpath, files, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import ConfigError, Diverged, DlrunError, NonFiniteLoss
@@ -182,6 +182,7 @@ class Run:
     def _train(self) -> float | None:
         config = self.config
         device = devices.resolve(config.device)
+        fastpath.check(config.trainer, device)
         seed_everything(config.seed)
         task = tasks.create(config.task, config.data, device)
         n = len(task.train_data[0]) if task.train_data else 0
@@ -192,8 +193,12 @@ class Run:
             )
         model = task.build_model().to(device)
         params = [p for p in model.parameters() if p.requires_grad]
+        if not config.trainer.compile:
+            optim.skip_compiler_import()
         optimizer = (
-            optim.build(config.optimizer, params) if task.uses_optimizer and params else None
+            optim.build(config.optimizer, params, fused=config.trainer.fast)
+            if task.uses_optimizer and params
+            else None
         )
         generator = torch.Generator(device=device)
         generator.manual_seed(config.seed)
@@ -223,7 +228,7 @@ class Run:
         self.console.start(self.epoch)
         try:
             anomaly = torch.autograd.set_detect_anomaly(config.trainer.detect_anomaly)
-            with self.stop, anomaly:
+            with self.stop, anomaly, fastpath.cpu_threads(config.trainer, model, device):
                 loop.fit(
                     task,
                     model,
@@ -358,6 +363,7 @@ class Recorder:
         self.run, self.task, self.model = run, task, model
         self.optimizer, self.generator, self.history = optimizer, generator, history
         self.best = best
+        self.best_state: dict[str, Any] | None = None  # best.pt's content, not yet written
         self.ckpt_dir = run.run_dir / "checkpoints"
         self.last_good = LastGood(model, optimizer, generator)
 
@@ -374,10 +380,15 @@ class Recorder:
         old = None if self.best is None else self.best.get(self.task.objective)
         if old is None or (value > old if self.task.maximize else value < old):
             self.best = {"epoch": epoch, **{k: v for k, v in values.items() if k != "time_s"}}
-            self.save("best.pt", epoch)
+            # kept in memory and written with last.pt: one file write (and fsync) per
+            # checkpoint, not one per improvement
+            self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
         if save:
+            if self.best_state is not None:
+                self.save("best.pt", self.best_state["epoch"], self.best_state)
+                self.best_state = None
             self.save("last.pt", epoch)
             self.run.saved_epoch = epoch
             self.last_good.epoch = None  # last.pt holds this epoch
@@ -393,11 +404,11 @@ class Recorder:
             self.save("last.pt", epoch)
             self.run.saved_epoch = epoch
 
-    def save(self, name: str, epoch: int) -> None:
+    def save(self, name: str, epoch: int, state: dict[str, Any] | None = None) -> None:
         """Write a checkpoint; a full disk stops the run with the previous file unchanged."""
         path = self.ckpt_dir / name
         try:
-            checkpoint.save(path, self.state(epoch))
+            checkpoint.save(path, state if state is not None else self.state(epoch))
         except OSError as exc:
             held = self.run.saved_epoch
             then = (
@@ -426,3 +437,14 @@ class Recorder:
             "best": self.best,
             "config": self.run.plain,
         }
+
+
+def _copied(obj: Any) -> Any:
+    """A snapshot of a checkpoint state: tensors cloned, so later training does not change it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _copied(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_copied(v) for v in obj)
+    return obj
