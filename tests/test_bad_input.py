@@ -83,7 +83,9 @@ ROWS = [
         ["hydra/launcher=nope"], ["hydra/launcher/nope", "available"], id="unknown launcher"
     ),
     pytest.param(["trainer.epochz=3"], ["trainer.epochz", "epochz"], id="misspelled key"),
-    pytest.param(["+trainer.fastest=true"], ["trainer.fastest", "no such key"], id="added unknown key"),
+    pytest.param(
+        ["+trainer.fastest=true"], ["trainer.fastest", "no such key"], id="added unknown key"
+    ),
     pytest.param(["trainer.epochs=abc"], ["trainer.epochs", "Integer"], id="wrong type"),
     pytest.param(["optimizer.lr=0"], ["optimizer.lr=0", "expected a finite number > 0"], id="lr 0"),
     pytest.param(["optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"], id="lr negative"),
