@@ -114,6 +114,9 @@ def one_line(exc: BaseException) -> str:
         listing = text.split("Available options", 1)[1].splitlines()[1:]
         options = list(itertools.takewhile(lambda ln: ln.startswith("\t"), listing))
         return f"{head} (available: {', '.join(o.strip() for o in options)})"
+    unknown = re.search(r"Could not load '([\w-]+)/([^'/]+)'", lines[0])
+    if isinstance(exc, MissingConfigException) and unknown:  # in a list: logger=[jsonl,x]
+        return f"{unknown.group(0)} (available: {', '.join(_options(unknown.group(1)))})"
     message = lines[0].rstrip(".")
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
@@ -122,6 +125,14 @@ def one_line(exc: BaseException) -> str:
     if key and key.group(1) not in message:
         message += f" (key: {key.group(1)})"
     return message
+
+
+def _options(group: str) -> list[str]:
+    """The configs dlrun ships in a group (conf/<group>/*.yaml)."""
+    from importlib.resources import files
+
+    folder = files("dlrun.conf").joinpath(group)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def resume_argv(argv: list[str]) -> list[str]:

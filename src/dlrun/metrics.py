@@ -72,12 +72,15 @@ class MetricsLog:
             with files.replace(path) as f:
                 f.writelines(json.dumps(r) + "\n" for r in self.rows)
         self._file = open(path, "a")  # noqa: SIM115 - open for the run's lifetime
+        self.loggers: list[Any] = []  # dlrun.loggers: each gets every row written here
 
     def append(self, epoch: int, split: str, metrics: dict[str, float]) -> dict[str, Any]:
         row = {"epoch": epoch, "split": split, **metrics}
         self.rows.append(row)
         self._file.write(json.dumps(_clean(row)) + "\n")
         self._file.flush()
+        for logger in self.loggers:
+            logger.append(row)
         return row
 
     def last(self, split: str) -> dict[str, Any] | None:
@@ -85,6 +88,8 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+        for logger in self.loggers:
+            logger.close()
 
 
 def git_commit() -> str | None:

@@ -20,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlrun import checkpoint, loop, metrics, optim, plots, schema, tasks
+from dlrun import checkpoint, loggers, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import DlrunError
@@ -162,6 +162,9 @@ class Run:
         self._write_env(device)
         history = metrics.MetricsLog(
             self.run_dir / "metrics.jsonl", resume_epoch=self.epoch if config.resume else None
+        )
+        history.loggers = loggers.open_loggers(
+            config.logger, self.run_dir, history.rows, self.epoch if config.resume else None
         )
         if history.dropped:
             log.info(
