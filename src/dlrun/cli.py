@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import schema
+from dlrun import distributed, schema
 from dlrun.errors import DlrunError
 
 schema.register()
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     try:
-        sys.argv = [saved_argv[0], *resume_argv(argv)]
+        sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
         _failures.clear()
         _hydra_main()
         if _failures:

@@ -26,7 +26,7 @@ class Logger(Protocol):
 def open_loggers(
     cfg: LoggerConfig, run_dir: Path, rows: list[dict[str, Any]], resume_epoch: int | None
 ) -> list[Logger]:
-    """The chosen loggers, given the rows already in metrics.jsonl (those up to a resume's epoch)."""
+    """The chosen loggers, given the rows metrics.jsonl already holds (up to a resume's epoch)."""
     chosen: list[Logger] = []
     if cfg.csv:
         chosen.append(CsvLog(run_dir / "metrics.csv", rows))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from dlrun import distributed
 from dlrun.interrupt import Interrupted
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ def fit(
 ) -> int:
     """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed."""
     data = task.train_data
-    n = data[0].shape[0] if data else 0
+    total = data[0].shape[0] if data else 0
+    n = distributed.shard_size(total)  # this process's examples per epoch
     bs = trainer.batch_size
     starts = list(range(0, n, bs))
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
@@ -81,8 +83,11 @@ def fit(
         begin = time.perf_counter()
         model.train()
         order = (
-            torch.randperm(n, generator=generator, device=task.device) if trainer.shuffle else None
+            torch.randperm(total, generator=generator, device=task.device)
+            if trainer.shuffle
+            else None
         )
+        order = distributed.shard(order, total, task.device)
         losses = []
         for s in starts:
             if order is None:
@@ -105,6 +110,7 @@ def fit(
         signum = hooks.stop_requested()
         if last or stop or epoch % trainer.log_every == 0:
             mean = torch.stack(losses).double() @ weights if losses else torch.zeros(())
+            mean = distributed.mean(mean)  # over all processes' shards
             train_loss = float(mean)  # the epoch's one host sync
             hooks.on_train(epoch, {"loss": train_loss, "time_s": time.perf_counter() - begin})
         if last or stop or epoch % trainer.validate_every == 0:

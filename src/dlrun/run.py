@@ -20,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlrun import checkpoint, loggers, loop, metrics, optim, plots, schema, tasks
+from dlrun import checkpoint, distributed, loggers, loop, metrics, optim, plots, schema, tasks
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import DlrunError
@@ -34,7 +34,10 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     """The Hydra task function's body: returns the objective (what sweepers optimise)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    return Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices)).main()
+    try:
+        return Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices)).main()
+    finally:
+        distributed.teardown()
 
 
 def seed_everything(seed: int) -> None:
@@ -51,7 +54,11 @@ class Run:
         self.plain = plain
         self.run_dir = run_dir
         self.choices = choices
-        self.console = Console(config.trainer.progress, config.trainer.epochs)
+        # under torchrun only rank 0 shows progress and writes the run directory
+        self.writes = distributed.is_main()
+        self.console = Console(
+            config.trainer.progress, config.trainer.epochs, quiet=not self.writes
+        )
         self.started = time.time()
         previous = metrics.read_json(run_dir / "summary.json") if config.resume else None
         self.summary: dict[str, Any] = {
@@ -117,7 +124,7 @@ class Run:
             shutil.rmtree(self.run_dir / subdir, ignore_errors=True)
 
     def _write_summary(self, status: str = "running", error: str | None = None) -> None:
-        if not self.recording:
+        if not self.recording or not self.writes:
             return
         if self.recorder is not None:  # the metrics so far, whatever the status
             last_val = self.recorder.history.last("val") or {}
@@ -139,11 +146,13 @@ class Run:
 
     def _train(self) -> float | None:
         config = self.config
-        device = devices.resolve(config.device)
+        device = distributed.setup(devices.resolve(config.device))
         seed_everything(config.seed)
-        task = tasks.create(config.task, config.data, device)
+        with distributed.main_first():  # a data set is fetched once
+            task = tasks.create(config.task, config.data, device)
         model = task.build_model().to(device)
         params = [p for p in model.parameters() if p.requires_grad]
+        distributed.check_task(task.name, task.uses_optimizer and bool(params))
         optimizer = (
             optim.build(config.optimizer, params) if task.uses_optimizer and params else None
         )
@@ -160,12 +169,14 @@ class Run:
             self.recording = True
             self._write_summary()
         self._write_env(device)
-        history = metrics.MetricsLog(
-            self.run_dir / "metrics.jsonl", resume_epoch=self.epoch if config.resume else None
-        )
-        history.loggers = loggers.open_loggers(
-            config.logger, self.run_dir, history.rows, self.epoch if config.resume else None
-        )
+        resume_epoch = self.epoch if config.resume else None
+        if self.writes:
+            history = metrics.MetricsLog(self.run_dir / "metrics.jsonl", resume_epoch)
+            history.loggers = loggers.open_loggers(
+                config.logger, self.run_dir, history.rows, resume_epoch
+            )
+        else:  # ranks > 0 read rank 0's log (the same validated epochs) and write nothing
+            history = metrics.MetricsLog(None, resume_epoch, source=self._resumed_metrics())
         if history.dropped:
             log.info(
                 "dropped %d metric rows after epoch %d: trained again", history.dropped, self.epoch
@@ -178,7 +189,7 @@ class Run:
             with self.stop:
                 loop.fit(
                     task,
-                    model,
+                    distributed.wrap(model, device),
                     optimizer,
                     config.trainer,
                     generator,
@@ -189,7 +200,14 @@ class Run:
         finally:
             self.console.stop()
             history.close()
+        ranks = distributed.describe(model)  # every rank's weights digest, gathered
+        if ranks is not None:
+            self.summary["distributed"] = ranks
         return self._finish(task, model, history, recorder.best)
+
+    def _resumed_metrics(self) -> Path | None:
+        _, resumed_dir = checkpoint.locate(self.config.resume) if self.config.resume else (0, None)
+        return resumed_dir / "metrics.jsonl" if resumed_dir is not None else None
 
     def _resume(
         self,
@@ -245,6 +263,8 @@ class Run:
         self.console.print(f"  run dir   {self.run_dir}", style="dim")
 
     def _write_env(self, device: torch.device) -> None:
+        if not self.writes:
+            return
         path = self.run_dir / "env.json"
         env = metrics.environment(devices.describe(device))
         first = metrics.read_json(path) if self.config.resume else None
@@ -279,7 +299,7 @@ class Run:
             rows,
             ("metric", "final", "best"),
         )
-        if self.config.trainer.plots:
+        if self.config.trainer.plots and self.writes:
             try:
                 figures = {"curves": plots.curves(history.rows, task.objective)}
                 with torch.no_grad():
@@ -323,17 +343,18 @@ class Recorder:
         old = None if self.best is None else self.best.get(self.task.objective)
         if old is None or (value > old if self.task.maximize else value < old):
             self.best = {"epoch": epoch, **{k: v for k, v in values.items() if k != "time_s"}}
-            checkpoint.save(self.ckpt_dir / "best.pt", self.state(epoch))
+            if self.run.writes:
+                checkpoint.save(self.ckpt_dir / "best.pt", self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
-        if save:
+        if save and self.run.writes:
             checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
             self.run.saved_epoch = epoch
         self.run.epoch = epoch
         self.run.console.advance(epoch)
 
     def stop_requested(self) -> int | None:
-        return self.run.stop.signum
+        return distributed.agree(self.run.stop.signum, self.task.device)
 
     def state(self, epoch: int) -> dict[str, Any]:
         return {
