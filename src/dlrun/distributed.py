@@ -40,6 +40,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def command() -> str:
+    """How to start dlrun again the way it runs now (e.g. to resume)."""
+    if world_size() == 1:
+        return "dlrun"
+    return f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', world_size())} -m dlrun"
+
+
 def hydra_overrides(argv: list[str]) -> list[str]:
     """Extra Hydra overrides for this process: none on rank 0.
 

@@ -102,7 +102,7 @@ class Run:
             else:
                 self.console.print(
                     f"interrupted: checkpoint of epoch {self.saved_epoch} written; continue with: "
-                    f"dlrun resume={self.run_dir}",
+                    f"{distributed.command()} resume={self.run_dir}",
                     style="yellow",
                 )
             raise
