@@ -6,6 +6,7 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -23,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import distributed, schema
+from dlrun import distributed, schema, sweep
 from dlrun.errors import DlrunError
 
 schema.register()
@@ -37,18 +38,32 @@ _STARTED = time.time() - 1.0
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function. Errors are kept, not raised, so that Hydra neither prints its own
     report nor stops a sweep at the first failed job; main() reports them afterwards."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
     try:
+        action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
+        if action == "skip":
+            print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
+            return sweep.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
+        if action == "resume":
+            config = dataclasses.replace(config, resume=str(run_dir))
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
-    except DlrunError as exc:
-        _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-        _failures.append(exc)
-        return None
     except Exception as exc:
+        if isinstance(exc, DlrunError):
+            _remove_if_empty(run_dir)
+        if in_sweep:
+            sweep.record_failure(run_dir, overrides, exc)
+            print(f"job {hydra_cfg.job.num} failed: {one_line(exc)}", file=sys.stderr)
         _failures.append(exc)
         return None
+    finally:
+        if in_sweep:
+            sweep.update_manifest(Path(hydra_cfg.sweep.dir))
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -75,15 +90,27 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
         _failures.clear()
+        sweep.current_dir = None
         _hydra_main()
-        if _failures:
+        if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
+            print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
+        if _failures:  # e.g. a job refused to overwrite another sweep's job directory
             raise _failures[0]
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
+        if sweep.current_dir is not None and not isinstance(exc, DlrunError):
+            sweep.discard_if_empty(sweep.current_dir)
         if full_error:
             raise
-        print(f"dlrun: error: {one_line(exc)}", file=sys.stderr)
+        print(f"dlrun: error: {sweep.missing_plugin(str(exc)) or one_line(exc)}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
+        if sweep.current_dir is not None:
+            sweep.update_manifest(sweep.current_dir)
+            print(
+                "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
+                + sweep.continue_command(argv, sweep.current_dir),
+                file=sys.stderr,
+            )
         if full_error:
             raise
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))

@@ -62,7 +62,8 @@ def hydra_overrides(argv: list[str]) -> list[str]:
         return []
     scratch = tempfile.mkdtemp(prefix=f"dlrun-rank{rank()}-")
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+    # two levels down: what tidies an empty run directory's parents stays inside the scratch dir
+    return [f"hydra.run.dir={scratch}/rank/{rank()}", "hydra.output_subdir=null"]
 
 
 def setup(device: torch.device) -> torch.device:

@@ -34,8 +34,10 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     """The Hydra task function's body: returns the objective (what sweepers optimise)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    run = Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices))
+    run.summary["overrides"] = [str(o) for o in hydra_cfg.overrides.task]
     try:
-        return Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices)).main()
+        return run.main()
     finally:
         distributed.teardown()
 
@@ -110,6 +112,7 @@ class Run:
             self.console.stop()
             if not self.recording:  # a refused resume leaves no trace but the log
                 self._discard_resume_record()
+            self.summary["exit_code"] = getattr(exc, "exit_code", 1)
             self._write_summary("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
             if isinstance(exc, DlrunError):
                 log.error("refused: %s", exc)

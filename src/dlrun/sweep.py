@@ -1,0 +1,236 @@
+"""Sweeps (`dlrun -m`): every job leaves a record, `sweep.json` lists them all, a re-run resumes.
+
+Hydra's sweeper and launcher run the jobs (in this process, in local worker processes, or on a
+cluster); dlrun only decides, inside each job, whether that job still has work to do, and keeps
+the manifest. Everything here is torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import shlex
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun import metrics
+from dlrun.errors import DlrunError
+
+MANIFEST = "sweep.json"
+# what a fresh start clears from a job directory whose earlier attempt left no checkpoint
+_RECORDS = ("summary.json", "metrics.jsonl", "env.json", "plots", "checkpoints")
+
+current_dir: Path | None = None  # the sweep directory of this process's multirun
+
+
+# Hydra plugins dlrun's presets use: config name -> (plugin package, dlrun extra)
+PLUGINS = {
+    "hydra/launcher/joblib": ("hydra-joblib-launcher", "sweep"),
+    "hydra/sweeper/optuna": ("hydra-optuna-sweeper", "sweep"),
+    "hydra/launcher/submitit_local": ("hydra-submitit-launcher", "slurm"),
+    "hydra/launcher/submitit_slurm": ("hydra-submitit-launcher", "slurm"),
+}
+
+
+def missing_plugin(message: str) -> str | None:
+    """Hydra says a launcher/sweeper config does not exist: name the extra that brings it."""
+    for name, (package, extra) in PLUGINS.items():
+        if re.search(rf"(Could not (find|load)|not found).*'{re.escape(name)}'", message):
+            group, _, option = name.rpartition("/")
+            return (
+                f"{group}={option} needs the {package} plugin, which is not installed: "
+                f"pip install 'dlrun[{extra}]'"
+            )
+    return None
+
+
+class SweepFailed(DlrunError):
+    """Some jobs failed; the others ran and are recorded."""
+
+
+class ManifestCallback(Callback):
+    """Hydra calls this in the process that runs the sweeper: the manifest exists from the start
+    (with every planned job when the sweep's jobs are known up front) and is final at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global current_dir
+        current_dir = Path(config.hydra.sweep.dir)
+        current_dir.mkdir(parents=True, exist_ok=True)
+        update_manifest(current_dir, planned=planned_jobs(config))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        update_manifest(Path(config.hydra.sweep.dir))
+
+
+def planned_jobs(config: DictConfig) -> list[list[str]]:
+    """The job list of Hydra's basic sweeper (the grid), in job-number order; [] for sweepers
+    that choose their jobs as they go (Optuna)."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        params = config.hydra.sweeper.get("params") or {}
+        arguments = [f"{k}={v}" for k, v in params.items()]
+        arguments += list(config.hydra.overrides.task)
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(overrides, None)
+    except Exception:  # glob sweeps and the like need the config loader: list jobs as they run
+        return []
+    return [list(job) for batch in batches for job in batch]
+
+
+def prepare_job(job_dir: Path, overrides: list[str]) -> str:
+    """What this job has left to do: "skip" (completed before), "resume" (its last.pt) or "run".
+
+    A job directory that holds another job's record (the sweep was changed but its directory
+    reused) is refused rather than overwritten.
+    """
+    previous = metrics.read_json(job_dir / "summary.json")
+    if previous is None:
+        return "run"
+    if previous.get("overrides") is not None and previous["overrides"] != overrides:
+        raise DlrunError(
+            f"{job_dir} holds a job with other overrides ({' '.join(previous['overrides'])}); "
+            "expected the same sweep: give this one a new hydra.sweep.dir"
+        )
+    if previous.get("status") == "completed":
+        return "skip"
+    if (job_dir / "checkpoints" / "last.pt").is_file():
+        return "resume"
+    for name in _RECORDS:  # an attempt that never reached a checkpoint starts over
+        path = job_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return "run"
+
+
+def record_failure(job_dir: Path, overrides: list[str], exc: BaseException) -> None:
+    """A job refused before its run started (a bad value) still gets its summary.json."""
+    if (job_dir / "summary.json").exists() or not job_dir.is_dir():
+        return  # the run wrote its own failed record
+    metrics.write_json(
+        job_dir / "summary.json",
+        {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
+            "exit_code": getattr(exc, "exit_code", 1),
+            "overrides": overrides,
+            "epochs_completed": 0,
+        },
+    )
+
+
+def objective(job_dir: Path) -> float | None:
+    return (metrics.read_json(job_dir / "summary.json") or {}).get("objective")
+
+
+def _order(name: str) -> tuple[bool, int, str]:
+    """Job directories in job-number order (10 after 9), other names after them."""
+    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    return sorted(dirs, key=lambda p: _order(p.name))
+
+
+def _job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
+    summary = metrics.read_json(job_dir / "summary.json") or {}
+    overrides = summary.get("overrides")
+    if overrides is None:
+        recorded = job_dir / ".hydra" / "overrides.yaml"
+        overrides = [str(o) for o in OmegaConf.load(recorded)] if recorded.exists() else []
+    return {
+        "job": job_dir.name,
+        "dir": str(job_dir.relative_to(sweep_dir)),
+        "overrides": overrides,
+        "status": summary.get("status", "running"),
+        "objective": summary.get("objective"),
+        "objective_name": summary.get("objective_name"),
+        "epochs_completed": summary.get("epochs_completed"),
+        "error": summary.get("error"),
+    }
+
+
+@contextlib.contextmanager
+def _locked(sweep_dir: Path):
+    """Jobs of a parallel launcher finish at once: one of them rewrites the manifest at a time."""
+    with open(sweep_dir / ".sweep.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def update_manifest(sweep_dir: Path, planned: list[list[str]] | None = None) -> dict[str, Any]:
+    """Rebuild sweep.json from the job directories (their summary.json is the truth)."""
+    path = sweep_dir / MANIFEST
+    with _locked(sweep_dir):
+        old = metrics.read_json(path) or {}
+        if planned:
+            old["planned"] = [list(p) for p in planned]
+        jobs = {e["job"]: e for e in (_job_entry(d, sweep_dir) for d in _job_dirs(sweep_dir))}
+        for num, overrides in enumerate(old.get("planned") or []):
+            jobs.setdefault(
+                str(num),
+                {"job": str(num), "dir": str(num), "overrides": overrides, "status": "pending"},
+            )
+        ordered = sorted(jobs.values(), key=lambda e: _order(e["job"]))
+        manifest = {
+            "sweep_dir": str(sweep_dir),
+            "counts": dict(Counter(e["status"] for e in ordered)),
+            "planned": old.get("planned", []),
+            "jobs": ordered,
+        }
+        metrics.write_json(path, manifest)
+    return manifest
+
+
+def discard_if_empty(sweep_dir: Path) -> None:
+    """A sweep refused at compose time (before any job) leaves no directory behind."""
+    if sweep_dir.is_dir() and not _job_dirs(sweep_dir):
+        for name in (MANIFEST, ".sweep.lock", "multirun.yaml"):
+            (sweep_dir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # and multirun/<date>/, multirun/ when left empty
+            for path in (sweep_dir, *list(sweep_dir.parents)[:2]):
+                path.rmdir()
+
+
+def continue_command(argv: list[str], sweep_dir: Path) -> str:
+    """The command that continues an interrupted sweep: same arguments, same sweep directory."""
+    args = [a for a in argv if not a.startswith("hydra.sweep.dir=")]
+    args.append(f"hydra.sweep.dir={sweep_dir}")
+    return "dlrun " + " ".join(shlex.quote(a) for a in args)
+
+
+def finish(sweep_dir: Path) -> str:
+    """The sweep's closing line; raises SweepFailed (non-zero exit) when any job failed."""
+    manifest = update_manifest(sweep_dir)
+    jobs = manifest["jobs"]
+    counts = manifest["counts"]
+    text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    failed = [e for e in jobs if e["status"] == "failed"]
+    if failed:
+        first = failed[0]
+        codes = {
+            (metrics.read_json(sweep_dir / e["dir"] / "summary.json") or {}).get("exit_code")
+            for e in failed
+        }
+        error = SweepFailed(
+            f"{len(failed)} of {len(jobs)} jobs failed (job {first['job']}: "
+            f"{' '.join(first['overrides'])}: {first['error']}); see {sweep_dir / MANIFEST}"
+        )
+        error.exit_code = codes.pop() if len(codes) == 1 and None not in codes else 1
+        raise error
+    return f"sweep: {len(jobs)} jobs ({text}); manifest {sweep_dir / MANIFEST}"
