@@ -143,7 +143,9 @@ def one_line(exc: BaseException) -> str:
         return f"{head} (available: {', '.join(o.strip() for o in options)})"
     unknown = re.search(r"Could not load '([\w-]+)/([^'/]+)'", lines[0])
     if isinstance(exc, MissingConfigException) and unknown:  # in a list: logger=[jsonl,x]
-        return f"{unknown.group(0)} (available: {', '.join(_options(unknown.group(1)))})"
+        options = _options(unknown.group(1))
+        if options:
+            return f"{unknown.group(0)} (available: {', '.join(options)})"
     message = lines[0].rstrip(".")
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
@@ -158,8 +160,11 @@ def _options(group: str) -> list[str]:
     """The configs dlrun ships in a group (conf/<group>/*.yaml)."""
     from importlib.resources import files
 
-    folder = files("dlrun.conf").joinpath(group)
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    try:
+        names = [p.name for p in files("dlrun.conf").joinpath(group).iterdir()]
+    except OSError:  # a group of the user's own --config-dir
+        return []
+    return sorted(name[:-5] for name in names if name.endswith(".yaml"))
 
 
 def resume_argv(argv: list[str]) -> list[str]:

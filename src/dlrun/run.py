@@ -209,8 +209,11 @@ class Run:
         return self._finish(task, model, history, recorder.best)
 
     def _resumed_metrics(self) -> Path | None:
-        _, resumed_dir = checkpoint.locate(self.config.resume) if self.config.resume else (0, None)
-        return resumed_dir / "metrics.jsonl" if resumed_dir is not None else None
+        """The metrics.jsonl of the run directory being resumed, if any (ranks > 0 read it)."""
+        if not self.config.resume:
+            return None
+        _, resumed_dir = checkpoint.locate(self.config.resume)
+        return None if resumed_dir is None else resumed_dir / "metrics.jsonl"
 
     def _resume(
         self,
