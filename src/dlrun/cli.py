@@ -184,26 +184,36 @@ def resume_argv(argv: list[str]) -> list[str]:
     _, run_dir = locate(argv[at].split("=", 1)[1])
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
-    records = sorted(run_dir.glob(".hydra/resume-*/overrides.yaml"))
-    latest = records[-1] if records else run_dir / ".hydra" / "overrides.yaml"
-    old = [str(o) for o in OmegaConf.load(latest)] if latest.exists() else []
-    given = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
-    kept = [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return [
         *argv[:at],
-        *kept,
+        *kept_overrides(run_dir, argv),
         *argv[at:],
-        f"hydra.run.dir={_quote(str(run_dir))}",
+        f"hydra.run.dir={quote(str(run_dir))}",
         f"hydra.output_subdir=.hydra/resume-{stamp}-{os.getpid()}",
     ]
+
+
+def recorded_overrides(run_dir: Path) -> list[str]:
+    """The overrides a run was last composed with: its latest resume's, else its own."""
+    records = sorted(run_dir.glob(".hydra/resume-*/overrides.yaml"))
+    latest = records[-1] if records else run_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(latest)] if latest.exists() else []
+
+
+def kept_overrides(run_dir: Path, argv: list[str]) -> list[str]:
+    """The run's recorded overrides that ``argv`` does not set again (what resume and rerun
+    replay before the new ones); Hydra's own settings are this invocation's."""
+    given = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
+    old = recorded_overrides(run_dir)
+    return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
