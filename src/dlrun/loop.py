@@ -98,7 +98,8 @@ def fit(
             if step:
                 optimizer.zero_grad(set_to_none=True)
                 loss = task.loss(model, batch)
-                loss.backward()
+                if not task.hand_gradients:  # else loss() filled every .grad by hand
+                    loss.backward()
                 optimizer.step()
             else:
                 with torch.no_grad():

@@ -6,11 +6,22 @@ from collections.abc import Iterable
 
 import torch
 
-from dlrun.schema import AdamConfig, AdamWConfig, OptimizerConfig, RMSpropConfig, SGDConfig
+from dlrun.schema import (
+    AdamConfig,
+    AdamWConfig,
+    OptimizerConfig,
+    RMSpropConfig,
+    ScratchAdamConfig,
+    ScratchMomentumConfig,
+    ScratchSGDConfig,
+    SGDConfig,
+)
 
 
 def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     params = list(params)
+    if isinstance(cfg, (ScratchSGDConfig, ScratchMomentumConfig, ScratchAdamConfig)):
+        return build_scratch(cfg, params)
     if isinstance(cfg, AdamConfig):  # AdamWConfig is an AdamConfig with decoupled decay
         adam = torch.optim.AdamW if isinstance(cfg, AdamWConfig) else torch.optim.Adam
         return adam(
@@ -41,3 +52,21 @@ def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.o
             weight_decay=cfg.weight_decay,
         )
     raise TypeError(f"no optimizer for {type(cfg).__name__}")
+
+
+def build_scratch(
+    cfg: ScratchSGDConfig | ScratchMomentumConfig | ScratchAdamConfig,
+    params: list[torch.nn.Parameter],
+) -> torch.optim.Optimizer:
+    """The hand-written optimizers of dlrun.scratch.optim."""
+    from dlrun.scratch import optim as scratch
+
+    if isinstance(cfg, ScratchAdamConfig):
+        return scratch.ScratchAdam(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    if isinstance(cfg, ScratchMomentumConfig):
+        return scratch.ScratchMomentum(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return scratch.ScratchSGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

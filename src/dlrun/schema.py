@@ -85,6 +85,16 @@ class SGDConfig(OptimizerConfig):
         )
 
 
+def _check_adam(betas: list[float], eps: float) -> None:
+    _check(
+        len(betas) == 2 and all(0 <= b < 1 for b in betas),
+        "optimizer.betas",
+        "two numbers in [0, 1), e.g. [0.9,0.999]",
+        list(betas),  # not ListConfig's repr
+    )
+    _check(eps > 0, "optimizer.eps", "a number > 0", eps)
+
+
 @dataclass
 class AdamConfig(OptimizerConfig):
     lr: float = 1e-3
@@ -94,13 +104,7 @@ class AdamConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            "optimizer.betas",
-            "two numbers in [0, 1), e.g. [0.9,0.999]",
-            list(self.betas),  # not ListConfig's repr
-        )
-        _check(self.eps > 0, "optimizer.eps", "a number > 0", self.eps)
+        _check_adam(self.betas, self.eps)
 
 
 @dataclass
@@ -122,11 +126,43 @@ class RMSpropConfig(OptimizerConfig):
         _check(self.eps > 0, "optimizer.eps", "a number > 0", self.eps)
 
 
+@dataclass
+class ScratchSGDConfig(OptimizerConfig):
+    """Hand-written SGD (dlrun.scratch.optim)."""
+
+
+@dataclass
+class ScratchMomentumConfig(OptimizerConfig):
+    """Hand-written SGD with momentum (dlrun.scratch.optim)."""
+
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 <= self.momentum < 1, "optimizer.momentum", "a number in [0, 1)", self.momentum)
+
+
+@dataclass
+class ScratchAdamConfig(OptimizerConfig):
+    """Hand-written Adam (dlrun.scratch.optim)."""
+
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_adam(self.betas, self.eps)
+
+
 OPTIMIZER_SCHEMAS: dict[str, type[OptimizerConfig]] = {
     "sgd": SGDConfig,
     "adam": AdamConfig,
     "adamw": AdamWConfig,
     "rmsprop": RMSpropConfig,
+    "scratch_sgd": ScratchSGDConfig,
+    "scratch_momentum": ScratchMomentumConfig,
+    "scratch_adam": ScratchAdamConfig,
 }
 
 
@@ -222,8 +258,22 @@ class TaskConfig:
     name: ClassVar[str]
 
 
+IMPLS = ("torch", "scratch")
+
+
 @dataclass
-class FizzBuzzConfig(TaskConfig):
+class ImplTaskConfig(TaskConfig):
+    """A task that also runs hand-written: impl=scratch trains it with explicit forward and
+    backward passes (dlrun.scratch) through the same loop, instead of torch's autograd."""
+
+    impl: str = "torch"
+
+    def __post_init__(self) -> None:
+        _check(self.impl in IMPLS, "task.impl", f"one of {', '.join(IMPLS)}", self.impl)
+
+
+@dataclass
+class FizzBuzzConfig(ImplTaskConfig):
     name: ClassVar[str] = "fizzbuzz"
     num_digits: int = 10
     hidden: int = 100
@@ -234,6 +284,7 @@ class FizzBuzzConfig(TaskConfig):
     encoding: str = "signed"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(
             1 <= self.num_digits <= 20, "task.num_digits", "an integer in [1, 20]", self.num_digits
         )
@@ -255,7 +306,7 @@ class FizzBuzzConfig(TaskConfig):
 
 
 @dataclass
-class SineBPConfig(TaskConfig):
+class SineBPConfig(ImplTaskConfig):
     name: ClassVar[str] = "sine-bp"
     hidden: int = 25
     amplitude: float = 20.0
@@ -263,17 +314,19 @@ class SineBPConfig(TaskConfig):
     init: str = "uniform"  # uniform: weights U[0,1), zero biases (the seed); torch: nn.Linear's
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
         _check(self.points >= 2, "task.points", "an integer >= 2", self.points)
         _check(self.init in ("uniform", "torch"), "task.init", "one of uniform, torch", self.init)
 
 
 @dataclass
-class MNISTMLPConfig(TaskConfig):
+class MNISTMLPConfig(ImplTaskConfig):
     name: ClassVar[str] = "mnist-mlp"
     hidden: int = 128  # 784-hidden-10 MLP with ReLU
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
 
 
@@ -297,7 +350,7 @@ class NWKernelConfig(TaskConfig):
 
 
 @dataclass
-class HousingRegressionConfig(TaskConfig):
+class HousingRegressionConfig(ImplTaskConfig):
     name: ClassVar[str] = "housing-regression"
     # features to zero mean and unit variance with the training split's statistics (the
     # tutorial fed them raw, which diverges at its lr 0.001)
@@ -308,7 +361,7 @@ KMEANS_INITS = ("k-means++", "random")
 
 
 @dataclass
-class KMeansConfig(TaskConfig):
+class KMeansConfig(ImplTaskConfig):
     name: ClassVar[str] = "kmeans"
     k: int = 3  # clusters
     init: str = "k-means++"  # k-means++ or random: k distinct data points (the tutorial)
@@ -318,6 +371,7 @@ class KMeansConfig(TaskConfig):
     max_iter: int = 100  # Lloyd iterations at most (one per epoch)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.k >= 1, "task.k", "an integer >= 1", self.k)
         _check(
             self.init in KMEANS_INITS, "task.init", f"one of {', '.join(KMEANS_INITS)}", self.init

@@ -28,6 +28,18 @@ class Task(ABC):
         self.data = data
         self.device = device
         self.train_data: tuple[torch.Tensor, ...] = ()  # same first dim; batches index into it
+        # task.impl=scratch: the hand-written implementation (dlrun.scratch)
+        self.impl: str = getattr(cfg, "impl", "torch")
+        # True: loss() fills every parameter's .grad by hand, the loop calls no backward()
+        self.hand_gradients = self.impl == "scratch" and self.uses_optimizer
+
+    def for_impl(self, model: nn.Module) -> nn.Module:
+        """The model itself, or under impl=scratch its hand-written twin with the same weights."""
+        if self.impl != "scratch":
+            return model
+        from dlrun.scratch.layers import from_torch
+
+        return from_torch(model)
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -35,7 +47,8 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Mean loss of one batch, a 0-dim tensor (no .item(): the loop reads it once per epoch)."""
+        """Mean loss of one batch, a 0-dim tensor (no .item(): the loop reads it once per epoch).
+        With hand_gradients it also fills each parameter's .grad (no autograd)."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
@@ -54,12 +67,32 @@ class Task(ABC):
         return {}
 
 
-def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Mean cross-entropy of a (inputs, labels) batch."""
+def classification_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, ...], by_hand: bool = False
+) -> torch.Tensor:
+    """Mean cross-entropy of a (inputs, labels) batch (by_hand: gradients filled by hand)."""
     import torch.nn.functional as F
 
+    if by_hand:
+        from dlrun.scratch.losses import hand_loss, softmax_cross_entropy
+
+        return hand_loss(model, batch, softmax_cross_entropy)
     x, y = batch
     return F.cross_entropy(model(x), y)
+
+
+def half_mse_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, ...], by_hand: bool = False
+) -> torch.Tensor:
+    """Mean squared error / 2 of a (inputs, targets) batch (by_hand: gradients filled by hand)."""
+    import torch
+
+    if by_hand:
+        from dlrun.scratch.losses import half_mse, hand_loss
+
+        return hand_loss(model, batch, half_mse)
+    x, y = batch
+    return 0.5 * torch.mean((model(x) - y) ** 2)
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -51,14 +51,15 @@ class FizzBuzz(Task):
         return 2 * bits - 1 if self.cfg.encoding == "signed" else bits
 
     def build_model(self) -> nn.Module:
-        return nn.Sequential(
+        model = nn.Sequential(
             nn.Linear(self.cfg.num_digits, self.cfg.hidden),
             nn.ReLU(),
             nn.Linear(self.cfg.hidden, 4),
         )
+        return self.for_impl(model)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return classification_loss(model, batch)
+        return classification_loss(model, batch, by_hand=self.hand_gradients)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         return dict(classification_metrics(model(self.play_x), self.play_y))

@@ -199,6 +199,8 @@ class KMeans(Task):
         """One Lloyd iteration; returns the mean squared distance under the centres it started
         from (the training "loss")."""
         x = batch[0][0]
+        if self.impl == "scratch":
+            return self.numpy_loss(model, x)
         n, k = x.shape[0], self.cfg.k
         centers = model.centers - self.offset
         d2, labels = assign(x, centers)
@@ -223,6 +225,21 @@ class KMeans(Task):
         model.iterations += 1
         model.empty_reseeded += empty.sum()
         return d2.mean()
+
+    def numpy_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """impl=scratch: the same iteration in numpy (one host round trip per iteration)."""
+        from dlrun.scratch.kmeans import lloyd_step
+
+        offset = self.offset.double().cpu().numpy()
+        old = model.centers.double().cpu().numpy()
+        step = lloyd_step(x.double().cpu().numpy(), old - offset)
+        new = torch.as_tensor(step.centers + offset, dtype=model.centers.dtype)
+        new = new.to(model.centers.device)
+        model.shift.copy_(((new - model.centers) ** 2).sum())
+        model.centers.copy_(new)
+        model.iterations += 1
+        model.empty_reseeded += step.empty
+        return torch.as_tensor(step.d2.mean(), dtype=x.dtype, device=x.device)
 
     def converged(self, model: nn.Module) -> bool:
         if int(model.iterations) >= self.cfg.max_iter:

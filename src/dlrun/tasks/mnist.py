@@ -147,15 +147,16 @@ class MNISTMLP(Task):
         self.test_y = test_labels.to(device)
 
     def build_model(self) -> nn.Module:
-        return nn.Sequential(
+        model = nn.Sequential(
             nn.Flatten(),
             nn.Linear(SIDE * SIDE, self.cfg.hidden),
             nn.ReLU(),
             nn.Linear(self.cfg.hidden, CLASSES),
         )
+        return self.for_impl(model)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return classification_loss(model, batch)
+        return classification_loss(model, batch, by_hand=self.hand_gradients)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         return dict(classification_metrics(model(self.test_x), self.test_y))

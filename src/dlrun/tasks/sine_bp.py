@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dlrun.schema import SineBPConfig
-from dlrun.tasks.base import Task
+from dlrun.tasks.base import Task, half_mse_loss
 
 
 class SineBP(Task):
@@ -38,11 +38,11 @@ class SineBP(Task):
             for layer in (model[0], model[2]):
                 nn.init.uniform_(layer.weight, 0.0, 1.0)
                 nn.init.zeros_(layer.bias)
-        return model
+        return self.for_impl(model)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x, y = batch
-        return 0.5 * torch.mean((model(x) - y) ** 2)  # MSE/2: the seed's gradient (al - y)/m
+        # MSE/2: the seed's loss, whose gradient is (prediction - y) / n
+        return half_mse_loss(model, batch, by_hand=self.hand_gradients)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         mse = torch.mean((model(self.x) - self.y) ** 2)
