@@ -123,11 +123,19 @@ def main_first() -> Iterator[None]:
         dist.barrier()
 
 
-def check_task(name: str, trainable: bool) -> None:
-    if world_size() > 1 and not trainable:
+def check_task(name: str, trainable: bool, hand_gradients: bool) -> None:
+    """Refuse, under torchrun, a task whose training DDP cannot share out."""
+    if world_size() == 1:
+        return
+    if not trainable:
         raise DlrunError(
             f"task {name} has no gradient step to share out: data-parallel training does not "
             "apply, run it in one process (without torchrun)"
+        )
+    if hand_gradients:
+        raise DlrunError(
+            "task.impl=scratch fills the gradients by hand, so DistributedDataParallel cannot "
+            "average them: use task.impl=torch under torchrun, or run it in one process"
         )
 
 

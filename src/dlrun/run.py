@@ -155,7 +155,7 @@ class Run:
             task = tasks.create(config.task, config.data, device)
         model = task.build_model().to(device)
         params = [p for p in model.parameters() if p.requires_grad]
-        distributed.check_task(task.name, task.uses_optimizer and bool(params))
+        distributed.check_task(task.name, task.uses_optimizer and bool(params), task.hand_gradients)
         optimizer = (
             optim.build(config.optimizer, params) if task.uses_optimizer and params else None
         )
