@@ -79,7 +79,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path: Path, dlrun) 
     args = [
         "-m",
         "task=sine-bp",
-        "trainer.epochs=4000",
+        "trainer.epochs=20000",
         "trainer.log_every=100",
         "trainer.validate_every=1000",
         "trainer.checkpoint_every=0",
@@ -109,7 +109,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path: Path, dlrun) 
     m = manifest(sweep_dir)
     assert [j["status"] for j in m["jobs"]] == ["completed", "interrupted", "pending"]
     stopped_at = summary(sweep_dir / "1")["epochs_completed"]
-    assert 0 < stopped_at < 4000
+    assert 0 < stopped_at < 20000
     done_mtime = (sweep_dir / "0" / "metrics.jsonl").stat().st_mtime_ns
 
     res = dlrun(*args)
@@ -121,7 +121,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path: Path, dlrun) 
     )
     assert (sweep_dir / "0" / "metrics.jsonl").stat().st_mtime_ns == done_mtime
     resumed = summary(sweep_dir / "1")
-    assert resumed["status"] == "completed" and resumed["epochs_completed"] == 4000
+    assert resumed["status"] == "completed" and resumed["epochs_completed"] == 20000
     assert [r["epoch"] for r in resumed["resumes"]] == [stopped_at]
     assert manifest(sweep_dir)["counts"] == {"completed": 3}
 

@@ -6,6 +6,7 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -14,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -91,7 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
-        _hydra_main()
+        if HELP_FLAGS & set(argv):
+            with _one_config_repository():
+                _hydra_main()
+        else:
+            _hydra_main()
         if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
             print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
@@ -128,6 +134,42 @@ def main(argv: list[str] | None = None) -> None:
         if not full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         GlobalHydra.instance().clear()
+
+
+HELP_FLAGS = {"--help", "-h", "--hydra-help"}
+
+
+@contextlib.contextmanager
+def _one_config_repository() -> Iterator[None]:
+    """Build Hydra's config repository once for `--help`, not once per config group.
+
+    Hydra's help lists the options of every group, and for each one re-reads every config
+    source and deep-copies the whole ConfigStore (about 90 times for dlrun's groups: seconds).
+    The listing is read-only, so one repository per (config, overrides) serves them all.
+    Where Hydra's internals differ, help runs as Hydra wrote it.
+    """
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    except ImportError:
+        yield
+        return
+    original = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
+    if original is None:
+        yield
+        return
+    cache: dict[tuple[object, ...], object] = {}
+
+    def cached(self: object, config_name: str | None, overrides: list[str]) -> object:
+        key = (id(self), config_name, tuple(overrides))
+        if key not in cache:
+            cache[key] = original(self, config_name, overrides)
+        return cache[key]
+
+    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = cached
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = original
 
 
 def one_line(exc: BaseException) -> str:

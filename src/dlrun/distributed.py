@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -25,6 +26,8 @@ from dlrun.errors import DlrunError
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from dlrun.schema import TrainerConfig
 
 
 def world_size() -> int:
@@ -137,6 +140,15 @@ def check_task(name: str, trainable: bool, hand_gradients: bool) -> None:
             "task.impl=scratch fills the gradients by hand, so DistributedDataParallel cannot "
             "average them: use task.impl=torch under torchrun, or run it in one process"
         )
+
+
+def trainer_settings(trainer: TrainerConfig) -> TrainerConfig:
+    """Under torchrun, the eager train step: DDP averages the gradients in hooks that
+    ``loss.backward()`` fires, which the fast path's ``torch.autograd.grad``, CUDA graphs and
+    compiled steps bypass."""
+    if world_size() == 1:
+        return trainer
+    return dataclasses.replace(trainer, fast=False, compile=False, cuda_graph=False)
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

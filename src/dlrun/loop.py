@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from dlrun import distributed
+from dlrun import distributed, fastpath
 from dlrun.interrupt import Interrupted
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def fit(
     weights = torch.tensor(
         [min(bs, n - s) / n for s in starts], dtype=torch.float64, device=task.device
     )
-    step = task.uses_optimizer and optimizer is not None
+    step = fastpath.build(task, model, optimizer, trainer)
 
     epoch = start_epoch
     for epoch in range(start_epoch + 1, trainer.epochs + 1):
@@ -88,23 +88,7 @@ def fit(
             else None
         )
         order = distributed.shard(order, total, task.device)
-        losses = []
-        for s in starts:
-            if order is None:
-                batch = tuple(t[s : s + bs] for t in data)
-            else:
-                idx = order[s : s + bs]
-                batch = tuple(t[idx] for t in data)
-            if step:
-                optimizer.zero_grad(set_to_none=True)
-                loss = task.loss(model, batch)
-                if not task.hand_gradients:  # else loss() filled every .grad by hand
-                    loss.backward()
-                optimizer.step()
-            else:
-                with torch.no_grad():
-                    loss = task.loss(model, batch)
-            losses.append(loss.detach())
+        losses = [step(batch) for batch in fastpath.batches(data, order, starts, bs, trainer.fast)]
 
         last = epoch == trainer.epochs
         stop = task.converged(model)

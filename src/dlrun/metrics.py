@@ -100,26 +100,27 @@ class MetricsLog:
 
 
 def git_commit() -> str | None:
-    """The project's commit when dlrun runs from a git checkout (None when installed)."""
+    """The project's commit when dlrun runs from a git checkout (None when installed).
+
+    One ``git status`` call gives both the commit and whether tracked files changed.
+    """
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            ["git", "-C", str(here), "status", "--porcelain=v2", "--branch", "-uno"],
             capture_output=True,
             text=True,
             timeout=5,
             check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return out + ("-dirty" if dirty else "") if out else None
+    lines = out.splitlines()
+    commit = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), None)
+    if commit is None or commit == "(initial)":
+        return None
+    dirty = any(not ln.startswith("#") for ln in lines if ln.strip())
+    return commit + ("-dirty" if dirty else "")
 
 
 def environment(device_name: str) -> dict[str, Any]:

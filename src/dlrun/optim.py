@@ -1,4 +1,8 @@
-"""Optimizer configs -> torch.optim optimizers."""
+"""Optimizer configs -> torch.optim optimizers.
+
+``fused=True`` (the fast path) picks torch's fused kernels where the optimizer has them (SGD, Adam,
+AdamW: one kernel for all parameters) and the multi-tensor ``foreach`` implementation otherwise.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,35 @@ from dlrun.schema import (
 )
 
 
-def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def skip_compiler_import() -> None:
+    """Let torch.optim's bookkeeping run without importing torch's compiler (1-2 s of start-up).
+
+    ``Optimizer.add_param_group``, ``state_dict``, ``load_state_dict`` and ``zero_grad`` are
+    wrapped in a lazy ``torch._dynamo.disable`` whose first call imports ``torch._dynamo``, which
+    costs more than the rest of a short run's start-up. The wrapper only matters inside a
+    torch.compile'd region, and dlrun never calls these methods there (``trainer.compile``
+    compiles the loss alone), so each is marked as already wrapped with itself. Where torch
+    changes this wrapper, nothing is marked and torch's own behaviour stays.
+    """
+    for name in ("add_param_group", "state_dict", "load_state_dict", "zero_grad"):
+        method = getattr(torch.optim.Optimizer, name, None)
+        inner = getattr(method, "__wrapped__", None)
+        code = getattr(method, "__code__", None)
+        if inner is None or code is None or "__dynamo_disable" not in code.co_names:
+            continue
+        if not hasattr(inner, "__dynamo_disable"):
+            setattr(inner, "__dynamo_disable", inner)
+
+
+def build(
+    cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter], fused: bool = False
+) -> torch.optim.Optimizer:
     params = list(params)
     if isinstance(cfg, (ScratchSGDConfig, ScratchMomentumConfig, ScratchAdamConfig)):
         return build_scratch(cfg, params)
+    # torch has fused kernels for these devices; elsewhere (mps) the default implementation
+    fused = fused and all(p.device.type in ("cpu", "cuda") for p in params)
+    kernel = {"fused": True} if fused else {}
     if isinstance(cfg, AdamConfig):  # AdamWConfig is an AdamConfig with decoupled decay
         adam = torch.optim.AdamW if isinstance(cfg, AdamWConfig) else torch.optim.Adam
         return adam(
@@ -31,6 +60,7 @@ def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.o
             eps=cfg.eps,
             weight_decay=cfg.weight_decay,
             amsgrad=cfg.amsgrad,
+            **kernel,
         )
     if isinstance(cfg, SGDConfig):
         return torch.optim.SGD(
@@ -40,6 +70,7 @@ def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.o
             dampening=cfg.dampening,
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
+            **kernel,
         )
     if isinstance(cfg, RMSpropConfig):
         return torch.optim.RMSprop(
@@ -50,6 +81,7 @@ def build(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.o
             momentum=cfg.momentum,
             centered=cfg.centered,
             weight_decay=cfg.weight_decay,
+            **({"foreach": True} if fused else {}),
         )
     raise TypeError(f"no optimizer for {type(cfg).__name__}")
 

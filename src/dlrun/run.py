@@ -6,6 +6,7 @@ the task, the loop, checkpoints, metrics files, plots and the console together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,7 +21,18 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlrun import checkpoint, distributed, loggers, loop, metrics, optim, plots, schema, tasks
+from dlrun import (
+    checkpoint,
+    distributed,
+    fastpath,
+    loggers,
+    loop,
+    metrics,
+    optim,
+    plots,
+    schema,
+    tasks,
+)
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import DlrunError
@@ -149,15 +161,21 @@ class Run:
 
     def _train(self) -> float | None:
         config = self.config
+        config = dataclasses.replace(config, trainer=distributed.trainer_settings(config.trainer))
         device = distributed.setup(devices.resolve(config.device))
+        fastpath.check(config.trainer, device)
         seed_everything(config.seed)
         with distributed.main_first():  # a data set is fetched once
             task = tasks.create(config.task, config.data, device)
         model = task.build_model().to(device)
         params = [p for p in model.parameters() if p.requires_grad]
         distributed.check_task(task.name, task.uses_optimizer and bool(params), task.hand_gradients)
+        if not config.trainer.compile:
+            optim.skip_compiler_import()
         optimizer = (
-            optim.build(config.optimizer, params) if task.uses_optimizer and params else None
+            optim.build(config.optimizer, params, fused=config.trainer.fast)
+            if task.uses_optimizer and params
+            else None
         )
         generator = torch.Generator(device=device)
         generator.manual_seed(config.seed)
@@ -189,7 +207,7 @@ class Run:
         last_val = history.last("val")
         self.console.start(self.epoch)
         try:
-            with self.stop:
+            with self.stop, fastpath.cpu_threads(config.trainer, model, device):
                 loop.fit(
                     task,
                     distributed.wrap(model, device),
@@ -334,6 +352,7 @@ class Recorder:
         self.run, self.task, self.model = run, task, model
         self.optimizer, self.generator, self.history = optimizer, generator, history
         self.best = best
+        self.best_state: dict[str, Any] | None = None  # best.pt's content, not yet written
         self.ckpt_dir = run.run_dir / "checkpoints"
 
     def on_train(self, epoch: int, values: dict[str, float]) -> None:
@@ -349,11 +368,16 @@ class Recorder:
         old = None if self.best is None else self.best.get(self.task.objective)
         if old is None or (value > old if self.task.maximize else value < old):
             self.best = {"epoch": epoch, **{k: v for k, v in values.items() if k != "time_s"}}
+            # kept in memory and written with last.pt: one file write (and fsync) per
+            # checkpoint, not one per improvement
             if self.run.writes:
-                checkpoint.save(self.ckpt_dir / "best.pt", self.state(epoch))
+                self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
         if save and self.run.writes:
+            if self.best_state is not None:
+                checkpoint.save(self.ckpt_dir / "best.pt", self.best_state)
+                self.best_state = None
             checkpoint.save(self.ckpt_dir / "last.pt", self.state(epoch))
             self.run.saved_epoch = epoch
         self.run.epoch = epoch
@@ -375,3 +399,14 @@ class Recorder:
             "best": self.best,
             "config": self.run.plain,
         }
+
+
+def _copied(obj: Any) -> Any:
+    """A snapshot of a checkpoint state: tensors cloned, so later training does not change it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _copied(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_copied(v) for v in obj)
+    return obj

@@ -30,6 +30,9 @@ def _check(ok: bool, key: str, expected: str, value: Any) -> None:
 # --------------------------------------------------------------------------- trainer
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainerConfig:
     epochs: int = 10
@@ -40,9 +43,25 @@ class TrainerConfig:
     log_every: int = 1
     progress: bool = True
     plots: bool = True
+    # the fast path (src/dlrun/fastpath.py): fused/foreach optimizer kernels called directly,
+    # one gather per epoch, no per-step Python bookkeeping; false: the textbook eager step
+    fast: bool = True
+    compile: bool = False  # torch.compile the model's forward/backward
+    cuda_graph: bool = False  # CUDA: capture the whole train step in one graph (else eager)
+    precision: str = "fp32"  # fp32 | bf16 (bf16 autocast, CUDA only)
+    # CPU threads for torch's ops; 0: one thread for a model under a million parameters (its
+    # ops are too small to share out; threads only add waiting), torch's default otherwise
+    threads: int = 0
 
     def __post_init__(self) -> None:
+        _check(
+            self.precision in PRECISIONS,
+            "trainer.precision",
+            f"one of {', '.join(PRECISIONS)}",
+            self.precision,
+        )
         _check(self.epochs >= 0, "trainer.epochs", "an integer >= 0", self.epochs)
+        _check(self.threads >= 0, "trainer.threads", "an integer >= 0 (0: auto)", self.threads)
         _check(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         for key in ("validate_every", "log_every"):
             value = getattr(self, key)
