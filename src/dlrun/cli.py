@@ -27,7 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import files, schema, sweep
+from dlrun import distributed, files, schema, sweep
 from dlrun.errors import DlrunError
 
 schema.register()
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     try:
         check_arguments(argv)
-        sys.argv = [saved_argv[0], *resume_argv(argv)]
+        sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
         try:
@@ -209,6 +209,11 @@ def one_line(exc: BaseException) -> str:
         listing = text.split("Available options", 1)[1].splitlines()[1:]
         options = list(itertools.takewhile(lambda ln: ln.startswith("\t"), listing))
         return f"{head} (available: {', '.join(o.strip() for o in options)})"
+    unknown = re.search(r"Could not load '([\w-]+)/([^'/]+)'", lines[0])
+    if isinstance(exc, MissingConfigException) and unknown:  # in a list: logger=[jsonl,x]
+        options = _options(unknown.group(1))
+        if options:
+            return f"{unknown.group(0)} (available: {', '.join(options)})"
     message = lines[0].rstrip(".")
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
@@ -217,6 +222,17 @@ def one_line(exc: BaseException) -> str:
     if key and key.group(1) not in message:
         message += f" (key: {key.group(1)})"
     return message
+
+
+def _options(group: str) -> list[str]:
+    """The configs dlrun ships in a group (conf/<group>/*.yaml)."""
+    from importlib.resources import files
+
+    try:
+        names = [p.name for p in files("dlrun.conf").joinpath(group).iterdir()]
+    except OSError:  # a group of the user's own --config-dir
+        return []
+    return sorted(name[:-5] for name in names if name.endswith(".yaml"))
 
 
 def resume_argv(argv: list[str]) -> list[str]:

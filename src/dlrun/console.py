@@ -28,9 +28,11 @@ def metrics_text(metrics: dict[str, Any]) -> str:
 
 
 class Console:
-    def __init__(self, progress: bool, total_epochs: int) -> None:
-        self.out = RichConsole(highlight=False, soft_wrap=True)
-        self.live = progress and sys.stdout.isatty() and not os.environ.get("CI")
+    def __init__(self, progress: bool, total_epochs: int, quiet: bool = False) -> None:
+        """``quiet``: show nothing and log nothing (the other processes of a data-parallel run)."""
+        self.out = RichConsole(highlight=False, soft_wrap=True, quiet=quiet)
+        self.quiet = quiet
+        self.live = progress and sys.stdout.isatty() and not os.environ.get("CI") and not quiet
         self.total = total_epochs
         self.width = len(str(total_epochs))
         self._progress: Progress | None = None
@@ -38,6 +40,8 @@ class Console:
         self._shown: dict[str, str] = {}
 
     def print(self, text: str, style: str | None = None) -> None:
+        if self.quiet:
+            return
         log.info(text)
         self.out.print(text, style=style, markup=False)
 
@@ -57,6 +61,8 @@ class Console:
         self._progress.start()
 
     def epoch(self, epoch: int, phase: str, metrics: dict[str, Any]) -> None:
+        if self.quiet:
+            return
         line = f"epoch {epoch:>{self.width}}/{self.total} {phase:<5} {metrics_text(metrics)}"
         log.info(line)
         if self._progress is not None:
@@ -76,6 +82,8 @@ class Console:
             self._progress = None
 
     def table(self, title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+        if self.quiet:
+            return
         for row in rows:
             log.info("%s: %s", title, " ".join(row))
         table = Table(title=title, title_justify="left")

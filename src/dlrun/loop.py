@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from dlrun import fastpath
+from dlrun import distributed, fastpath
 from dlrun.errors import NonFiniteLoss
 from dlrun.interrupt import Interrupted
 
@@ -74,7 +74,8 @@ def epoch_loss(
     check = mean  # NaN or inf in any weight makes this non-finite too
     for p in params:
         check = check + p.detach().sum().double() * 0
-    value, checked = torch.stack([mean, check]).tolist()
+    # over all processes' shards: every rank sees the same loss, and any rank's NaN
+    value, checked = distributed.mean(torch.stack([mean, check])).tolist()
     if math.isfinite(checked):
         return value
     bad = (~torch.isfinite(stacked)).nonzero()
@@ -94,7 +95,8 @@ def fit(
 ) -> int:
     """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed."""
     data = task.train_data
-    n = data[0].shape[0] if data else 0
+    total = data[0].shape[0] if data else 0
+    n = distributed.shard_size(total)  # this process's examples per epoch
     bs = trainer.batch_size
     starts = list(range(0, n, bs))
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
@@ -109,8 +111,11 @@ def fit(
         begin = time.perf_counter()
         model.train()
         order = (
-            torch.randperm(n, generator=generator, device=task.device) if trainer.shuffle else None
+            torch.randperm(total, generator=generator, device=task.device)
+            if trainer.shuffle
+            else None
         )
+        order = distributed.shard(order, total, task.device)
         losses = [step(batch) for batch in fastpath.batches(data, order, starts, bs, trainer.fast)]
 
         train_loss = epoch_loss(epoch, losses, weights, params)  # the epoch's one host sync

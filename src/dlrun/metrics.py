@@ -55,12 +55,16 @@ def read_json(path: Path) -> dict[str, Any] | None:
 class MetricsLog:
     """metrics.jsonl: one row per logged phase of an epoch, appended and flushed as it happens."""
 
-    def __init__(self, path: Path, resume_epoch: int | None = None) -> None:
+    def __init__(
+        self, path: Path | None, resume_epoch: int | None = None, source: Path | None = None
+    ) -> None:
+        """``path`` None keeps the rows in memory only, reading a resumed run's from ``source``."""
         self.path = path
         self.rows: list[dict[str, Any]] = []
         self.dropped = 0
-        if resume_epoch is not None and path.exists():
-            for line in path.read_text().splitlines():
+        read = path if path is not None else source
+        if resume_epoch is not None and read is not None and read.exists():
+            for line in read.read_text().splitlines():
                 try:
                     row = json.loads(line)
                 except ValueError:
@@ -69,22 +73,30 @@ class MetricsLog:
                     self.rows.append(row)
                 else:
                     self.dropped += 1  # trained again from the checkpoint
-            with files.replace(path) as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.rows)
-        self._file = open(path, "a")  # noqa: SIM115 - open for the run's lifetime
+            if path is not None:
+                with files.replace(path) as f:
+                    f.writelines(json.dumps(r) + "\n" for r in self.rows)
+        self._file = open(path, "a") if path is not None else None  # noqa: SIM115 - for the run
+        self.loggers: list[Any] = []  # dlrun.loggers: each gets every row written here
 
     def append(self, epoch: int, split: str, metrics: dict[str, float]) -> dict[str, Any]:
         row = {"epoch": epoch, "split": split, **metrics}
         self.rows.append(row)
-        self._file.write(json.dumps(_clean(row)) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(_clean(row)) + "\n")
+            self._file.flush()
+        for logger in self.loggers:
+            logger.append(row)
         return row
 
     def last(self, split: str) -> dict[str, Any] | None:
         return next((r for r in reversed(self.rows) if r["split"] == split), None)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        for logger in self.loggers:
+            logger.close()
 
 
 def git_commit() -> str | None:

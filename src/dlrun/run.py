@@ -6,6 +6,7 @@ the task, the loop, checkpoints, metrics files, plots and the console together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,7 +21,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dlrun import checkpoint, fastpath, files, loop, metrics, optim, plots, schema, tasks
+from dlrun import (
+    checkpoint,
+    distributed,
+    fastpath,
+    files,
+    loggers,
+    loop,
+    metrics,
+    optim,
+    plots,
+    schema,
+    tasks,
+)
 from dlrun import device as devices
 from dlrun.console import Console, metrics_text
 from dlrun.errors import ConfigError, Diverged, DlrunError, NonFiniteLoss
@@ -37,7 +50,10 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     run = Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices))
     run.summary["overrides"] = [str(o) for o in hydra_cfg.overrides.task]
-    return run.main()
+    try:
+        return run.main()
+    finally:
+        distributed.teardown()
 
 
 def seed_everything(seed: int) -> None:
@@ -54,7 +70,11 @@ class Run:
         self.plain = plain
         self.run_dir = run_dir
         self.choices = choices
-        self.console = Console(config.trainer.progress, config.trainer.epochs)
+        # under torchrun only rank 0 shows progress and writes the run directory
+        self.writes = distributed.is_main()
+        self.console = Console(
+            config.trainer.progress, config.trainer.epochs, quiet=not self.writes
+        )
         self.started = time.time()
         previous = metrics.read_json(run_dir / "summary.json") if config.resume else None
         self.summary: dict[str, Any] = {
@@ -110,7 +130,7 @@ class Run:
             else:
                 self.console.print(
                     f"interrupted: checkpoint of epoch {self.saved_epoch} written; continue with: "
-                    f"dlrun resume={self.run_dir}",
+                    f"{distributed.command()} resume={self.run_dir}",
                     style="yellow",
                 )
             raise
@@ -159,7 +179,7 @@ class Run:
             shutil.rmtree(self.run_dir / subdir, ignore_errors=True)
 
     def _write_summary(self, status: str = "running", error: str | None = None) -> None:
-        if not self.recording:
+        if not self.recording or not self.writes:
             return
         if self.recorder is not None:  # the metrics so far, whatever the status
             last_val = self.recorder.history.last("val") or {}
@@ -181,10 +201,12 @@ class Run:
 
     def _train(self) -> float | None:
         config = self.config
-        device = devices.resolve(config.device)
+        config = dataclasses.replace(config, trainer=distributed.trainer_settings(config.trainer))
+        device = distributed.setup(devices.resolve(config.device))
         fastpath.check(config.trainer, device)
         seed_everything(config.seed)
-        task = tasks.create(config.task, config.data, device)
+        with distributed.main_first():  # a data set is fetched once
+            task = tasks.create(config.task, config.data, device)
         n = len(task.train_data[0]) if task.train_data else 0
         if task.batched and config.trainer.batch_size > n > 0:
             raise ConfigError(
@@ -193,6 +215,7 @@ class Run:
             )
         model = task.build_model().to(device)
         params = [p for p in model.parameters() if p.requires_grad]
+        distributed.check_task(task.name, task.uses_optimizer and bool(params), task.hand_gradients)
         if not config.trainer.compile:
             optim.skip_compiler_import()
         optimizer = (
@@ -213,9 +236,14 @@ class Run:
             self._write_summary()
         self._header(device)
         self._write_env(device)
-        history = metrics.MetricsLog(
-            self.run_dir / "metrics.jsonl", resume_epoch=self.epoch if config.resume else None
-        )
+        resume_epoch = self.epoch if config.resume else None
+        if self.writes:
+            history = metrics.MetricsLog(self.run_dir / "metrics.jsonl", resume_epoch)
+            history.loggers = loggers.open_loggers(
+                config.logger, self.run_dir, history.rows, resume_epoch
+            )
+        else:  # ranks > 0 read rank 0's log (the same validated epochs) and write nothing
+            history = metrics.MetricsLog(None, resume_epoch, source=self._resumed_metrics())
         if history.dropped:
             log.info(
                 "dropped %d metric rows after epoch %d: trained again", history.dropped, self.epoch
@@ -231,7 +259,7 @@ class Run:
             with self.stop, anomaly, fastpath.cpu_threads(config.trainer, model, device):
                 loop.fit(
                     task,
-                    model,
+                    distributed.wrap(model, device),
                     optimizer,
                     config.trainer,
                     generator,
@@ -242,7 +270,17 @@ class Run:
         finally:
             self.console.stop()
             history.close()
+        ranks = distributed.describe(model)  # every rank's weights digest, gathered
+        if ranks is not None:
+            self.summary["distributed"] = ranks
         return self._finish(task, model, history, recorder.best)
+
+    def _resumed_metrics(self) -> Path | None:
+        """The metrics.jsonl of the run directory being resumed, if any (ranks > 0 read it)."""
+        if not self.config.resume:
+            return None
+        _, resumed_dir = checkpoint.locate(self.config.resume)
+        return None if resumed_dir is None else resumed_dir / "metrics.jsonl"
 
     def _resume(
         self,
@@ -300,6 +338,8 @@ class Run:
         self.console.print(f"  run dir   {self.run_dir}", style="dim")
 
     def _write_env(self, device: torch.device) -> None:
+        if not self.writes:
+            return
         path = self.run_dir / "env.json"
         env = metrics.environment(devices.describe(device))
         first = metrics.read_json(path) if self.config.resume else None
@@ -334,7 +374,7 @@ class Run:
             rows,
             ("metric", "final", "best"),
         )
-        if self.config.trainer.plots:
+        if self.config.trainer.plots and self.writes:
             try:
                 figures = {"curves": plots.curves(history.rows, task.objective)}
                 with torch.no_grad():
@@ -382,10 +422,11 @@ class Recorder:
             self.best = {"epoch": epoch, **{k: v for k, v in values.items() if k != "time_s"}}
             # kept in memory and written with last.pt: one file write (and fsync) per
             # checkpoint, not one per improvement
-            self.best_state = _copied(self.state(epoch))
+            if self.run.writes:
+                self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
-        if save:
+        if save and self.run.writes:
             if self.best_state is not None:
                 self.save("best.pt", self.best_state["epoch"], self.best_state)
                 self.best_state = None
@@ -422,7 +463,7 @@ class Recorder:
             ) from exc
 
     def stop_requested(self) -> int | None:
-        return self.run.stop.signum
+        return distributed.agree(self.run.stop.signum, self.task.device)
 
     def state(self, epoch: int) -> dict[str, Any]:
         return {

@@ -420,6 +420,33 @@ TASK_SCHEMAS: tuple[type[TaskConfig], ...] = (
 )
 
 
+# --------------------------------------------------------------------------- loggers
+
+LOGGER_EXTRAS = {"tensorboard": "tensorboard"}  # logger -> the module it needs (and the extra)
+
+
+@dataclass
+class LoggerConfig:
+    """Where the metrics rows go, chosen with ``logger=[jsonl,tensorboard,csv]`` (conf/logger/).
+
+    metrics.jsonl is always written: the summary, resume and plots read it.
+    """
+
+    jsonl: bool = True
+    tensorboard: bool = False  # event files in <run dir>/tensorboard/
+    csv: bool = False  # metrics.csv
+
+    def __post_init__(self) -> None:
+        from importlib.util import find_spec
+
+        for name, module in LOGGER_EXTRAS.items():
+            if getattr(self, name) and find_spec(module) is None:
+                raise ConfigError(
+                    f"logger={name} needs the {module} package, which is not installed: "
+                    f"pip install 'dlrun[{name}]'"
+                )
+
+
 # --------------------------------------------------------------------------- the whole run
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -431,6 +458,7 @@ class Config:
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: Any = field(default_factory=DataConfig)  # a task's DataConfig subclass
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     device: str = "auto"
     seed: int = 0
     resume: str | None = None
