@@ -13,8 +13,11 @@ def weights(run_dir) -> dict[str, torch.Tensor]:
 
 
 def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_finite_epoch(dlrun) -> None:
-    # checkpoints every 5 epochs: epoch 6, the last finite one, is only in memory when 7 fails
-    r = dlrun(*DIVERGING, "trainer.epochs=20", "trainer.checkpoint_every=5")
+    # checkpoints every 10 epochs: epoch 6, the last finite one, and the best epoch are only in
+    # memory when 7 fails
+    r = dlrun(
+        *DIVERGING, "trainer.epochs=20", "trainer.checkpoint_every=10", "trainer.validate_every=1"
+    )
     assert r.code == 3, r.err
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dlrun: error: ")
@@ -29,6 +32,9 @@ def test_a_nan_loss_stops_with_exit_3_and_keeps_the_last_finite_epoch(dlrun) -> 
 
     epoch, model = weights(r.run_dir)
     assert epoch == 6 and all(torch.isfinite(t).all() for t in model.values())
+    # best.pt, kept in memory between checkpoints, is written too
+    best = torch.load(r.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == summary["best"]["epoch"] and best["epoch"] <= 6
     # exactly the state of a run that stops after epoch 6 on its own
     clean = dlrun(*DIVERGING, "trainer.epochs=6")
     assert clean.code == 0, clean.err

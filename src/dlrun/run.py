@@ -427,9 +427,7 @@ class Recorder:
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
         if save and self.run.writes:
-            if self.best_state is not None:
-                self.save("best.pt", self.best_state["epoch"], self.best_state)
-                self.best_state = None
+            self.save_best()
             self.save("last.pt", epoch)
             self.run.saved_epoch = epoch
             self.last_good.epoch = None  # last.pt holds this epoch
@@ -439,11 +437,18 @@ class Recorder:
         self.run.console.advance(epoch)
 
     def save_last_good(self) -> None:
-        """After a NaN: last.pt gets the last finite epoch kept in memory, if newer."""
+        """After a NaN: last.pt gets the last finite epoch kept in memory, if newer, and
+        best.pt the best epoch not written yet."""
+        self.save_best()
         epoch = self.last_good.restore()
         if epoch is not None:
             self.save("last.pt", epoch)
             self.run.saved_epoch = epoch
+
+    def save_best(self) -> None:
+        if self.best_state is not None:
+            self.save("best.pt", self.best_state["epoch"], self.best_state)
+            self.best_state = None
 
     def save(self, name: str, epoch: int, state: dict[str, Any] | None = None) -> None:
         """Write a checkpoint; a full disk stops the run with the previous file unchanged."""
