@@ -27,8 +27,16 @@ from dlrun.tasks.base import Task
 CHUNK = 2**22  # (point, centre) pairs whose distances are computed at once
 
 
-def assign(x: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distance of each point to its nearest centre, and that centre's index."""
+def assign(
+    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance of each point to its nearest centre, and that centre's index.
+
+    With ``x_sq`` (each point's squared norm, computed once) the distance is the expansion
+    ||x||^2 - 2 x.c + ||c||^2 from the same matmul that picks the centre: one pass over the data,
+    as scikit-learn's Lloyd step does, good to float32 rounding. Without it the distance is
+    recomputed exactly from the residual (the reported inertia).
+    """
     k, d = centers.shape
     rows = max(1, CHUNK // max(k, d))  # a chunk's (rows, k) scores and (rows, d) residuals
     c_sq = (centers**2).sum(1)
@@ -37,9 +45,12 @@ def assign(x: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.
         xc = x[s : s + rows]
         # ||c||^2 - 2 x.c (+ ||x||^2, which does not change the argmin)
         scores = torch.addmm(c_sq, xc, centers.T, alpha=-2)
-        nearest = scores.argmin(1)
+        best, nearest = scores.min(1)
         labels.append(nearest)
-        dists.append(((xc - centers[nearest]) ** 2).sum(1))  # exact, not the expansion's
+        if x_sq is None:
+            dists.append(((xc - centers[nearest]) ** 2).sum(1))  # exact, not the expansion's
+        else:
+            dists.append((best + x_sq[s : s + rows]).clamp_min_(0))
     return torch.cat(dists), torch.cat(labels)
 
 
@@ -164,6 +175,7 @@ class KMeans(Task):
         # the model's centres are in the data's own coordinates
         self.offset = x.mean(0)
         self.xc = x - self.offset
+        self.x_sq: torch.Tensor | None = None  # squared norms of the training points, once
         # scikit-learn's rule: tol scaled by the mean variance of the features
         self.tol = cfg.tol * float(self.xc.var(0, unbiased=False).mean())
         # one batch per epoch holding every point: loss() is one full Lloyd iteration
@@ -204,7 +216,9 @@ class KMeans(Task):
             return self.numpy_loss(model, x)
         n, k = x.shape[0], self.cfg.k
         centers = model.centers - self.offset
-        d2, labels = assign(x, centers)
+        if self.x_sq is None or self.x_sq.shape[0] != n:
+            self.x_sq = (x * x).sum(1)  # the points never move: their norms are computed once
+        d2, labels = assign(x, centers, self.x_sq)
         ones = torch.ones(n, dtype=x.dtype, device=x.device)
         counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
         empty = counts == 0
