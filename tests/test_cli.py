@@ -141,3 +141,10 @@ def test_users_add_configs_with_config_dir(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "lr: 0.0001" in r.stdout and "momentum: 0.5" in r.stdout
+
+
+def test_a_preset_group_without_plus_says_how_to_add_it(dlrun) -> None:
+    res = dlrun("experiment=fizzbuzz_fast")
+    assert res.code == 2
+    assert res.err.strip().endswith("add it with +experiment=...")
+    assert len(res.err.strip().splitlines()) == 1

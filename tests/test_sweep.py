@@ -67,11 +67,14 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path, dlrun) -
 def test_a_changed_sweep_does_not_overwrite_another_sweeps_jobs(tmp_path: Path, dlrun) -> None:
     sweep_dir = tmp_path / "sweep"
     assert dlrun("-m", *FAST, "seed=1,2", f"hydra.sweep.dir={sweep_dir}").code == 0
-    first = (sweep_dir / "0" / "summary.json").read_text()
+    before = {p: p.read_bytes() for p in sorted(sweep_dir.rglob("*")) if p.is_file()}
     res = dlrun("-m", *FAST, "seed=5,6", f"hydra.sweep.dir={sweep_dir}")
     assert res.code == 2
     assert "holds a job with other overrides" in res.err and "new hydra.sweep.dir" in res.err
-    assert (sweep_dir / "0" / "summary.json").read_text() == first
+    assert res.err.count("\n") == 1 and "completed" not in res.out  # refused before any job
+    # nothing of the first sweep changed: summaries, .hydra/ records, multirun.yaml
+    after = {p: p.read_bytes() for p in sorted(sweep_dir.rglob("*")) if p.is_file()}
+    assert after == before
 
 
 def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path: Path, dlrun) -> None:
@@ -211,3 +214,13 @@ def test_a_sweep_refused_at_compose_time_leaves_nothing(tmp_path: Path, dlrun) -
     res = dlrun("-m", "trainer.epochs=1", "trainer.batch_size=8,abc")
     assert res.code == 2 and "trainer.batch_size=abc" in res.err
     assert not (tmp_path / "multirun").exists()
+
+
+def test_a_new_run_is_refused_in_a_used_run_directory(tmp_path: Path, dlrun) -> None:
+    run_dir = tmp_path / "run"
+    assert dlrun(*FAST, run_dir=run_dir).code == 0
+    before = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    res = dlrun(*FAST, "trainer.epochs=5", run_dir=run_dir)
+    assert res.code == 2
+    assert f"hydra.run.dir={run_dir} already holds a run; continue it with resume=" in res.err
+    assert {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before

@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
                     _hydra_main()
             else:
                 _hydra_main()
+        except sweep.Refused as refused:
+            raise refused.error from None
         except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
             if isinstance(exc, HydraException):  # a missing config is an IOError too
                 raise
@@ -159,7 +161,25 @@ def check_arguments(argv: list[str]) -> None:
         raise DlrunError(f"{message}; see dlrun --help (or --hydra-help for Hydra's options)")
 
     parser.error = error  # type: ignore[method-assign]
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.multirun or args.cfg or args.help or args.hydra_help):
+        _refuse_used_run_dir(args.overrides)
+
+
+def _refuse_used_run_dir(overrides: list[str]) -> None:
+    """A new run never writes into another run's directory (Hydra would overwrite its .hydra/
+    record and the metrics of both would mix): resume= continues a run."""
+    if any(o.startswith("resume=") for o in overrides):
+        return
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")]
+    if not given:
+        return
+    run_dir = Path(given[-1].strip("'\""))
+    if (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists():
+        raise DlrunError(
+            f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir}, "
+            "or choose a new directory"
+        )
 
 
 HELP_FLAGS = {"--help", "-h", "--hydra-help"}
@@ -215,6 +235,10 @@ def one_line(exc: BaseException) -> str:
         if options:
             return f"{unknown.group(0)} (available: {', '.join(options)})"
     message = lines[0].rstrip(".")
+    group = re.match(r"Could not override '([\w/-]+)'\. No match in the defaults list", text)
+    if group:  # a config group with no default (experiment) is added, not overridden
+        name = group.group(1)
+        return f"{message}: {name} is not chosen by default; add it with +{name}=..."
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
         message += ": " + str(cause).strip().splitlines()[0]

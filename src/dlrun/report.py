@@ -118,7 +118,9 @@ def _parse(overrides: list[str]) -> dict[str, str]:
     parsed = {}
     for o in overrides:
         key, _, value = o.partition("=")
-        if key.lstrip("+~").startswith("hydra."):
+        # where a run's files live and which checkpoint it continued from say nothing of its
+        # settings: a sweep job resumed on its own stays in its group
+        if key.lstrip("+~").startswith("hydra.") or key.lstrip("+~") == "resume":
             continue
         parsed[key.lstrip("+~")] = "<deleted>" if key.startswith("~") else value
     return parsed

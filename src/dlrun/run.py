@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlrun import (
@@ -126,6 +127,10 @@ class Run:
             if self.saved_epoch is None:
                 self.console.print(
                     f"interrupted at epoch {self.epoch}, before any checkpoint", style="yellow"
+                )
+            elif HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep says how to go on
+                self.console.print(
+                    f"interrupted: checkpoint of epoch {self.saved_epoch} written", style="yellow"
                 )
             else:
                 self.console.print(

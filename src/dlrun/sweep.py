@@ -50,6 +50,15 @@ def missing_plugin(message: str) -> str | None:
     return None
 
 
+class Refused(BaseException):  # noqa: N818 - carries the DlrunError out of Hydra
+    """A sweep refused before its first job. Hydra turns a callback's Exception into a warning
+    and goes on; this is not an Exception, so it stops the sweep and main() reports .error."""
+
+    def __init__(self, error: DlrunError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class SweepFailed(DlrunError):
     """Some jobs failed; the others ran and are recorded."""
 
@@ -60,9 +69,16 @@ class ManifestCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global current_dir
-        current_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        planned = planned_jobs(config)
+        for num, overrides in enumerate(planned):  # before Hydra writes into any job directory
+            try:
+                job_records(sweep_dir / str(num), overrides)
+            except DlrunError as exc:
+                raise Refused(exc) from exc
+        current_dir = sweep_dir
         current_dir.mkdir(parents=True, exist_ok=True)
-        update_manifest(current_dir, planned=planned_jobs(config))
+        update_manifest(current_dir, planned=planned)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         update_manifest(Path(config.hydra.sweep.dir))
@@ -87,20 +103,27 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
+def job_records(job_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """The summary of this job's earlier attempt; DlrunError when the directory holds another
+    job (the sweep was changed but its directory reused)."""
+    previous = metrics.read_json(job_dir / "summary.json")
+    if previous is None or previous.get("overrides") in (None, overrides):
+        return previous
+    raise DlrunError(
+        f"{job_dir} holds a job with other overrides ({' '.join(previous['overrides'])}); "
+        "expected the same sweep: give this one a new hydra.sweep.dir"
+    )
+
+
 def prepare_job(job_dir: Path, overrides: list[str]) -> str:
     """What this job has left to do: "skip" (completed before), "resume" (its last.pt) or "run".
 
     A job directory that holds another job's record (the sweep was changed but its directory
     reused) is refused rather than overwritten.
     """
-    previous = metrics.read_json(job_dir / "summary.json")
+    previous = job_records(job_dir, overrides)
     if previous is None:
         return "run"
-    if previous.get("overrides") is not None and previous["overrides"] != overrides:
-        raise DlrunError(
-            f"{job_dir} holds a job with other overrides ({' '.join(previous['overrides'])}); "
-            "expected the same sweep: give this one a new hydra.sweep.dir"
-        )
     if previous.get("status") == "completed":
         return "skip"
     if (job_dir / "checkpoints" / "last.pt").is_file():
