@@ -218,3 +218,13 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys, make, message) -> None:
     assert code == 2
     assert err.startswith("dlrun-report: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_jobs_of_two_sweeps_are_named_by_their_paths(sweep: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "other"
+    shutil.copytree(sweep, copy)
+    code, _, err = _report(capsys, sweep, copy, "--no-group", "--csv", tmp_path / "r.csv")
+    assert code == 0, err
+    names = [r["jobs"] for r in _csv(tmp_path / "r.csv")]
+    assert len(names) == 12 and len(set(names)) == 12  # job "0" of each sweep told apart
+    assert all(Path(n).name.isdigit() and Path(n).parent.name in ("sw", "other") for n in names)

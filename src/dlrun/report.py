@@ -258,6 +258,9 @@ def collect(paths: list[Path]) -> list[Job]:
                 ".hydra/config.yaml)"
             )
         jobs += here
+    if len(paths) > 1:  # job "0" of two sweeps: name them by their paths
+        for job in jobs:
+            job.name = _name(job.path, Path.cwd()) if job.path.is_absolute() else str(job.path)
     fill_objectives(jobs)
     return jobs
 
