@@ -128,6 +128,12 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path: Path, dlrun) 
     assert [r["epoch"] for r in resumed["resumes"]] == [stopped_at]
     assert manifest(sweep_dir)["counts"] == {"completed": 3}
 
+    # a job continued on its own (resume=) is reflected in the manifest too
+    extended = dlrun(f"resume={sweep_dir / '2'}", "trainer.epochs=20100")
+    assert extended.code == 0, extended.err
+    entry = next(j for j in manifest(sweep_dir)["jobs"] if j["job"] == "2")
+    assert entry["epochs_completed"] == 20100
+
 
 @pytest.mark.parametrize(
     "launcher",

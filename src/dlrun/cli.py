@@ -68,6 +68,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     finally:
         if in_sweep:
             sweep.update_manifest(Path(hydra_cfg.sweep.dir))
+        elif (run_dir.parent / sweep.MANIFEST).is_file():  # a sweep's job resumed on its own
+            sweep.update_manifest(run_dir.parent)
 
 
 def _remove_if_empty(run_dir: Path) -> None:
