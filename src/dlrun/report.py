@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from dlrun import cli, metrics
+from dlrun import cli, metrics, sweep
 from dlrun.errors import DlrunError
 
 PROG = "dlrun-report"
@@ -102,16 +102,12 @@ def find_runs(path: Path) -> list[Path]:
         return [path]
     found = []
     for here, dirs, _ in os.walk(path):
-        dirs.sort(key=_natural)
+        dirs.sort(key=sweep.job_order)
         for d in list(dirs):
             if is_run_dir(Path(here) / d):
                 found.append(Path(here) / d)
                 dirs.remove(d)  # never descend into a run (checkpoints/, plots/, .hydra/)
     return found
-
-
-def _natural(name: str) -> tuple[int, str]:
-    return (int(name), "") if name.isdigit() else (10**9, name)
 
 
 def _parse(overrides: list[str]) -> dict[str, str]:
@@ -204,34 +200,21 @@ def fill_objectives(jobs: list[Job]) -> None:
 
 def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
     """Jobs listed in a sweep.json manifest that have no directory yet (not started)."""
-    manifest = metrics.read_json(root / "sweep.json")
-    entries = manifest.get("jobs") if isinstance(manifest, dict) else None
-    if not isinstance(entries, list):
-        return []
+    manifest = metrics.read_json(root / sweep.MANIFEST) or {}
     seen = {j.path.resolve() for j in jobs}
     extra = []
-    for entry in entries:
-        if not isinstance(entry, dict):
+    for entry in manifest.get("jobs", []):
+        path = root / entry["dir"]  # relative to the sweep directory
+        if path.exists() or path.resolve() in seen:
             continue
-        where = entry.get("dir") or entry.get("path") or entry.get("subdir") or entry.get("num")
-        if where is None:
-            continue
-        given = Path(str(where))
-        places = [given, root / given, root / given.name]  # relative to the sweep or the cwd
-        if any(p.exists() or p.resolve() in seen for p in places):
-            continue
-        path = given if given.is_absolute() else root / given
-        overrides = entry.get("overrides") or []
-        if isinstance(overrides, dict):
-            overrides = [f"{k}={v}" for k, v in overrides.items()]
         extra.append(
             Job(
                 path=path,
                 name=_name(path, root),
-                overrides=_parse([str(o) for o in overrides]),
+                overrides=_parse(entry.get("overrides") or []),
                 summary={},
                 rows=[],
-                status=str(entry.get("status") or "pending"),
+                status=entry.get("status") or "pending",
             )
         )
     return extra

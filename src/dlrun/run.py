@@ -431,19 +431,21 @@ class Recorder:
                 self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
-        if save and self.run.writes:
+        if self.run.writes and save:
             self.save_best()
             self.save("last.pt", epoch)
             self.run.saved_epoch = epoch
             self.last_good.epoch = None  # last.pt holds this epoch
-        else:
-            self.last_good.keep(epoch)
+        elif self.run.writes:
+            self.last_good.keep(epoch)  # under torchrun rank 0 keeps every checkpoint
         self.run.epoch = epoch
         self.run.console.advance(epoch)
 
     def save_last_good(self) -> None:
         """After a NaN: last.pt gets the last finite epoch kept in memory, if newer, and
         best.pt the best epoch not written yet."""
+        if not self.run.writes:
+            return
         self.save_best()
         epoch = self.last_good.restore()
         if epoch is not None:

@@ -157,14 +157,14 @@ def objective(job_dir: Path) -> float | None:
     return (metrics.read_json(job_dir / "summary.json") or {}).get("objective")
 
 
-def _order(name: str) -> tuple[bool, int, str]:
+def job_order(name: str) -> tuple[bool, int, str]:
     """Job directories in job-number order (10 after 9), other names after them."""
     return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
-    return sorted(dirs, key=lambda p: _order(p.name))
+    return sorted(dirs, key=lambda p: job_order(p.name))
 
 
 def _job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
@@ -209,7 +209,7 @@ def update_manifest(sweep_dir: Path, planned: list[list[str]] | None = None) -> 
                 str(num),
                 {"job": str(num), "dir": str(num), "overrides": overrides, "status": "pending"},
             )
-        ordered = sorted(jobs.values(), key=lambda e: _order(e["job"]))
+        ordered = sorted(jobs.values(), key=lambda e: job_order(e["job"]))
         manifest = {
             "sweep_dir": str(sweep_dir),
             "counts": dict(Counter(e["status"] for e in ordered)),
