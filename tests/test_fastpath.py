@@ -29,13 +29,31 @@ def _losses(result) -> list[tuple[int, str, float]]:
 
 def test_fast_and_eager_paths_train_identically_with_sgd(dlrun) -> None:
     """FizzBuzz's SGD: the fused update computes p - lr * g exactly as the textbook step."""
-    fast = dlrun(*QUICK, "trainer.fast=true")
+    fast = dlrun(*QUICK, "trainer.fast=true", "trainer.mlp_kernel=false")
     eager = dlrun(*QUICK, "trainer.fast=false")
     assert fast.code == eager.code == 0, fast.err + eager.err
     assert _losses(fast) == _losses(eager)
     a = torch.load(fast.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(eager.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("args", [(), ("optimizer=adam", "optimizer.lr=0.01")], ids=["sgd", "adam"])
+def test_the_mlp_kernel_trains_as_the_textbook_step(dlrun, args) -> None:
+    """The real command, FizzBuzz: the NumPy kernel (the default here) against zero_grad /
+    backward / step, epoch by epoch, and the weights it leaves."""
+    kernel = dlrun(*QUICK, *args)
+    eager = dlrun(*QUICK, *args, "trainer.fast=false")
+    assert kernel.code == eager.code == 0, kernel.err + eager.err
+    assert "the NumPy MLP kernel" in (kernel.run_dir / "dlrun.log").read_text()
+    a, b = _losses(kernel), _losses(eager)
+    assert [r[:2] for r in a] == [r[:2] for r in b]
+    for (_, _, x), (_, _, y) in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=1e-5)
+    wa = torch.load(kernel.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    wb = torch.load(eager.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

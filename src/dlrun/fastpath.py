@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from dlrun import mlp_kernel, optim
 from dlrun.errors import DlrunError
 
 if TYPE_CHECKING:
@@ -75,18 +76,15 @@ def cpu_threads(trainer: TrainerConfig, model: nn.Module, device: torch.device) 
         torch.set_num_threads(before)
 
 
-def batches(
-    data: Batch, order: torch.Tensor | None, starts: list[int], size: int, fast: bool
-) -> Iterator[Batch]:
+def batches(data: Batch, order: torch.Tensor | None, size: int, fast: bool) -> Iterator[Batch]:
     """The epoch's batches: index slices of ``order`` (None: the data's own order)."""
     if order is not None and fast:  # one gather for the epoch; each batch is then a view
-        data = tuple(t[order] for t in data)
+        data = tuple(t.index_select(0, order) for t in data)
         order = None
-    for s in starts:
-        if order is None:
-            yield tuple(t[s : s + size] for t in data)
-        else:
-            idx = order[s : s + size]
+    if order is None:
+        yield from zip(*(t.split(size) for t in data), strict=True)
+    else:
+        for idx in order.split(size):
             yield tuple(t[idx] for t in data)
 
 
@@ -101,26 +99,16 @@ def _direct_update(
     The same kernels and state keys as ``torch.optim`` with ``fused=True``, without its per-step
     bookkeeping.
     """
-    if len(optimizer.param_groups) != 1:
-        return None
+    kind = optim.fused_kind(optimizer)
     group = optimizer.param_groups[0]
-    if not group.get("fused") or group.get("differentiable") or group.get("maximize"):
-        return None
-    state = optimizer.state
-    kind = type(optimizer)
 
     if kind is torch.optim.SGD:
 
         def sgd(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
             momentum = group["momentum"]
-            buffers: list[torch.Tensor] = []
-            first = False
-            if momentum != 0:
-                first = any("momentum_buffer" not in state[p] for p in params)
-                if first:
-                    for p, g in zip(params, grads, strict=True):
-                        state[p]["momentum_buffer"] = torch.empty_like(g)
-                buffers = [state[p]["momentum_buffer"] for p in params]
+            buffers, first = (
+                optim.momentum_buffers(optimizer, params) if momentum != 0 else ([], False)
+            )
             torch._fused_sgd_(
                 params,
                 grads,
@@ -143,18 +131,7 @@ def _direct_update(
 
         def adam(params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
             amsgrad = group["amsgrad"]
-            for p in params:
-                if len(state[p]) == 0:  # the state torch.optim.Adam(fused=True) creates
-                    state[p]["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device)
-                    state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state[p]["exp_avg_sq"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                    if amsgrad:
-                        state[p]["max_exp_avg_sq"] = torch.zeros_like(
-                            p, memory_format=torch.preserve_format
-                        )
-            states = [state[p] for p in params]
+            states = optim.adam_states(optimizer, params)
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
             beta1, beta2 = group["betas"]
@@ -219,6 +196,12 @@ def build(
             return loss.detach()
 
         return eager_step
+
+    kernel = mlp_kernel.build(task, model, optimizer, trainer)
+    if kernel is not None:
+        if trainer.cuda_graph:
+            log.info("trainer.cuda_graph: device %s is not CUDA; running eager", task.device)
+        return kernel
 
     params = [p for group in optimizer.param_groups for p in group["params"]]
     update = _direct_update(optimizer)

@@ -60,7 +60,7 @@ def validate(task: Task, model: nn.Module) -> dict[str, float]:
 
 
 def epoch_loss(
-    epoch: int, losses: list[torch.Tensor], weights: torch.Tensor, params: list[torch.Tensor]
+    epoch: int, losses: list[torch.Tensor], weights: list[float], params: list[torch.Tensor]
 ) -> float:
     """The epoch's mean training loss, read in one host sync that also checks the weights.
 
@@ -69,18 +69,22 @@ def epoch_loss(
     """
     if not losses:
         return 0.0
-    stacked = torch.stack(losses).double()
-    mean = stacked @ weights
-    check = mean  # NaN or inf in any weight makes this non-finite too
-    for p in params:
-        check = check + p.detach().sum().double() * 0
-    # over all processes' shards: every rank sees the same loss, and any rank's NaN
-    value, checked = distributed.mean(torch.stack([mean, check])).tolist()
+    # the step losses and each weight's largest magnitude (NaN or inf where a weight is), in a
+    # few ops: a small model's epoch is short, and every op here costs as much as a step's
+    norms = torch._foreach_norm([p.detach() for p in params], math.inf) if params else []
+    numbers = torch.stack([*losses, *norms]).tolist()
+    steps = numbers[: len(losses)]
+    value = math.fsum(w * x for w, x in zip(weights, steps, strict=True))
+    checked = value + math.fsum(numbers[len(losses) :])
+    if distributed.world_size() > 1:  # over all processes' shards: every rank sees the same loss
+        value, checked = distributed.mean(
+            torch.tensor([value, checked], dtype=torch.float64, device=losses[0].device)
+        ).tolist()
     if math.isfinite(checked):
         return value
-    bad = (~torch.isfinite(stacked)).nonzero()
-    step = int(bad[0, 0]) if len(bad) else len(losses) - 1
-    raise NonFiniteLoss(epoch, step + 1, len(losses), float(stacked[step]))
+    bad = [i for i, x in enumerate(steps) if not math.isfinite(x)]
+    step = bad[0] if bad else len(losses) - 1
+    raise NonFiniteLoss(epoch, step + 1, len(losses), steps[step])
 
 
 def fit(
@@ -98,25 +102,23 @@ def fit(
     total = data[0].shape[0] if data else 0
     n = distributed.shard_size(total)  # this process's examples per epoch
     bs = trainer.batch_size
-    starts = list(range(0, n, bs))
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
-    weights = torch.tensor(
-        [min(bs, n - s) / n for s in starts], dtype=torch.float64, device=task.device
-    )
+    weights = [min(bs, n - s) / n for s in range(0, n, bs)]
     step = fastpath.build(task, model, optimizer, trainer)
     params = [p for p in model.parameters() if p.is_floating_point()]
 
     epoch = start_epoch
     for epoch in range(start_epoch + 1, trainer.epochs + 1):
         begin = time.perf_counter()
-        model.train()
+        if not model.training:  # validation left it in eval mode
+            model.train()
         order = (
             torch.randperm(total, generator=generator, device=task.device)
             if trainer.shuffle
             else None
         )
         order = distributed.shard(order, total, task.device)
-        losses = [step(batch) for batch in fastpath.batches(data, order, starts, bs, trainer.fast)]
+        losses = [step(batch) for batch in fastpath.batches(data, order, bs, trainer.fast)]
 
         train_loss = epoch_loss(epoch, losses, weights, params)  # the epoch's one host sync
         last = epoch == trainer.epochs

@@ -102,3 +102,46 @@ def build_scratch(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
     return scratch.ScratchSGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def momentum_buffers(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], bool]:
+    """SGD's momentum buffers for params, created as torch.optim.SGD does on its first step;
+    True when they were just created (the fused kernel then copies the gradient into them)."""
+    state = optimizer.state
+    first = any("momentum_buffer" not in state[p] for p in params)
+    if first:
+        for p in params:
+            state[p]["momentum_buffer"] = torch.empty_like(p)
+    return [state[p]["momentum_buffer"] for p in params], first
+
+
+def adam_states(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
+) -> list[dict[str, torch.Tensor]]:
+    """Adam's per-parameter state, created as torch.optim.Adam(fused=True) does."""
+    state = optimizer.state
+    amsgrad = optimizer.param_groups[0]["amsgrad"]
+    for p in params:
+        if len(state[p]) == 0:
+            state[p]["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device)
+            state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if amsgrad:
+                state[p]["max_exp_avg_sq"] = torch.zeros_like(
+                    p, memory_format=torch.preserve_format
+                )
+    return [state[p] for p in params]
+
+
+def fused_kind(optimizer: torch.optim.Optimizer) -> type[torch.optim.Optimizer] | None:
+    """SGD, Adam or AdamW when one fused kernel can update the optimizer's one param group
+    directly (the fast paths call it without ``step()``); None for anything else."""
+    if len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    if not group.get("fused") or group.get("differentiable") or group.get("maximize"):
+        return None
+    kind = type(optimizer)
+    return kind if kind in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW) else None

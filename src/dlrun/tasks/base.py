@@ -23,6 +23,9 @@ class Task(ABC):
     maximize: ClassVar[bool]
     uses_optimizer: ClassVar[bool] = True  # False: loss() updates the model itself (no autograd)
     batched: ClassVar[bool] = True  # False: every epoch is one batch of all the data
+    # the loss, when it is one of the shared criteria of (inputs, targets) batches (CRITERIA):
+    # loss() is then that criterion, and the fast path may run it as a fused MLP step
+    criterion: ClassVar[str | None] = None
 
     def __init__(self, cfg: TaskConfig, data: DataConfig, device: torch.device) -> None:
         self.cfg = cfg
@@ -46,10 +49,12 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """A fresh model, initialised from torch's global RNG (seeded by the run)."""
 
-    @abstractmethod
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Mean loss of one batch, a 0-dim tensor (no .item(): the loop reads it once per epoch).
         With hand_gradients it also fills each parameter's .grad (no autograd)."""
+        if self.criterion is None:
+            raise NotImplementedError(f"{type(self).__name__} has no criterion and no loss()")
+        return CRITERIA[self.criterion](model, batch, by_hand=self.hand_gradients)
 
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
@@ -106,3 +111,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
         "accuracy": correct / len(labels),
         "correct": correct,
     }
+
+
+# the shared losses, by the name a task gives as its `criterion`
+CRITERIA = {"cross_entropy": classification_loss, "half_mse": half_mse_loss}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dlrun.schema import FizzBuzzConfig
-from dlrun.tasks.base import Task, classification_loss, classification_metrics
+from dlrun.tasks.base import Task, classification_metrics
 
 WORDS = ("{}", "fizz", "buzz", "fizzbuzz")
 
@@ -35,6 +35,7 @@ class FizzBuzz(Task):
     name = "fizzbuzz"
     objective = "accuracy"
     maximize = True
+    criterion = "cross_entropy"
 
     cfg: FizzBuzzConfig
 
@@ -57,9 +58,6 @@ class FizzBuzz(Task):
             nn.Linear(self.cfg.hidden, 4),
         )
         return self.for_impl(model)
-
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return classification_loss(model, batch, by_hand=self.hand_gradients)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         return dict(classification_metrics(model(self.play_x), self.play_y))

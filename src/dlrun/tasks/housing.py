@@ -19,7 +19,7 @@ from torch import nn
 from dlrun.errors import DlrunError
 from dlrun.schema import HousingDataConfig, HousingRegressionConfig
 from dlrun.tables import number
-from dlrun.tasks.base import Task, half_mse_loss
+from dlrun.tasks.base import Task
 
 FEATURES = (
     "MedInc",
@@ -115,6 +115,7 @@ class HousingRegression(Task):
     name = "housing-regression"
     objective = "mse"
     maximize = False
+    criterion = "half_mse"  # MSE/2, the seed's loss: its gradient is (prediction - y) / n
 
     cfg: HousingRegressionConfig
     data: HousingDataConfig
@@ -149,10 +150,6 @@ class HousingRegression(Task):
 
     def build_model(self) -> nn.Module:
         return self.for_impl(nn.Linear(len(FEATURES), 1))
-
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        # MSE/2: the seed's loss, whose gradient is (prediction - y) / n
-        return half_mse_loss(model, batch, by_hand=self.hand_gradients)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         residual = model(self.x_test) - self.y_test

@@ -19,7 +19,7 @@ from torch import nn
 
 from dlrun.errors import DlrunError
 from dlrun.schema import MNISTDataConfig, MNISTMLPConfig
-from dlrun.tasks.base import Task, classification_loss, classification_metrics
+from dlrun.tasks.base import Task, classification_metrics
 
 SIDE = 28  # images are SIDE x SIDE
 CLASSES = 10
@@ -134,6 +134,7 @@ class MNISTMLP(Task):
     name = "mnist-mlp"
     objective = "accuracy"
     maximize = True
+    criterion = "cross_entropy"
 
     cfg: MNISTMLPConfig
     data: MNISTDataConfig
@@ -154,9 +155,6 @@ class MNISTMLP(Task):
             nn.Linear(self.cfg.hidden, CLASSES),
         )
         return self.for_impl(model)
-
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        return classification_loss(model, batch, by_hand=self.hand_gradients)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         return dict(classification_metrics(model(self.test_x), self.test_y))

@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 from dlrun.schema import SineBPConfig
-from dlrun.tasks.base import Task, half_mse_loss
+from dlrun.tasks.base import Task
 
 
 class SineBP(Task):
     name = "sine-bp"
     objective = "mse"
     maximize = False
+    criterion = "half_mse"  # MSE/2, the seed's loss: its gradient is (prediction - y) / n
 
     cfg: SineBPConfig
 
@@ -39,10 +40,6 @@ class SineBP(Task):
                 nn.init.uniform_(layer.weight, 0.0, 1.0)
                 nn.init.zeros_(layer.bias)
         return self.for_impl(model)
-
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        # MSE/2: the seed's loss, whose gradient is (prediction - y) / n
-        return half_mse_loss(model, batch, by_hand=self.hand_gradients)
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         mse = torch.mean((model(self.x) - self.y) ** 2)

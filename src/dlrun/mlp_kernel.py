@@ -1,0 +1,300 @@
+"""A whole train step of a small MLP on the CPU without per-op dispatch: forward, backward and
+update written once in NumPy, on the very memory of the model's parameters.
+
+For FizzBuzz's 10-100-4 net a step is ~1 MFLOP, microseconds of arithmetic, while eager PyTorch
+spends ~25 dispatched ops (~10 us each on a laptop core) and an autograd graph on it: the seed's
+loop is overhead-bound. NumPy runs the same maths at ~1 us an op. The arrays are zero-copy views
+of the parameters and of the optimizer's own state tensors, so checkpoints, resume, metrics and
+the rest of the run see an ordinary torch model; only the step's arithmetic moves.
+
+It applies to ``nn.Sequential`` stacks of ``Linear`` layers (with biases) and ReLU, Tanh,
+Sigmoid or Identity, optionally after a ``Flatten``; a task whose loss is one of the shared
+criteria (cross-entropy, MSE/2); SGD (momentum, dampening, Nesterov, weight decay), Adam or AdamW
+(amsgrad, weight decay) with fused kernels; float32 or float64 on the CPU. Anything else trains
+through the autograd step. The updates follow torch.optim's formulas;
+``tests/test_mlp_kernel.py`` holds the kernel to autograd and torch.optim's fused kernels
+(the sums run in another BLAS, so equal to rounding, not bit for bit).
+``trainer.mlp_kernel=false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from dlrun.schema import TrainerConfig
+    from dlrun.tasks.base import Task
+
+log = logging.getLogger("dlrun")
+
+Batch = tuple[torch.Tensor, ...]
+
+ACTIVATIONS = {nn.Identity: None, nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+CRITERIA = ("cross_entropy", "half_mse")
+
+
+def layout(model: nn.Module) -> tuple[bool, list[str | None]] | None:
+    """(flatten first, the activation after each Linear), or None for any other model."""
+    modules = [model] if isinstance(model, nn.Linear) else None
+    if isinstance(model, nn.Sequential):
+        modules = list(model)
+    if not modules:
+        return None
+    flatten = isinstance(modules[0], nn.Flatten)
+    if flatten:
+        if modules[0].start_dim != 1 or modules[0].end_dim != -1:
+            return None
+        modules = modules[1:]
+    acts: list[str | None] = []
+    taken: list[bool] = []  # whether the layer's activation slot is used
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            if m.bias is None:
+                return None
+            acts.append(None)
+            taken.append(False)
+        elif type(m) in ACTIVATIONS and acts and not taken[-1]:
+            acts[-1] = ACTIVATIONS[type(m)]
+            taken[-1] = type(m) is not nn.Identity
+        elif not isinstance(m, nn.Identity) or not acts:
+            return None
+    return (flatten, acts) if acts else None
+
+
+# --------------------------------------------------------------------------- the step's maths
+
+
+def gradients(
+    params: list[np.ndarray],
+    acts: list[str | None],
+    criterion: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    scale: float = 1.0,
+) -> tuple[float, list[np.ndarray]]:
+    """The batch's mean loss and the gradients of params (W0, b0, W1, b1, ...), times scale.
+
+    Written for few, small ops, since each NumPy call costs microseconds whatever its size:
+    activations are (features, batch), so that the softmax's sums over a few classes run along
+    the long axis; in place where it can be; ReLU keeps its mask for the backward pass; bias
+    gradients are products with a ones vector; and scale (plain SGD's -lr) multiplies the loss's
+    gradient once instead of every parameter's.
+    """
+    inputs: list[np.ndarray] = []  # each layer's input; then the last layer's output
+    masks: list[np.ndarray | None] = []
+    h = x.T
+    for i, act in enumerate(acts):
+        inputs.append(h)
+        h = params[2 * i] @ h
+        h += params[2 * i + 1][:, None]
+        mask = None
+        if act == "relu":
+            mask = h > 0
+            h *= mask
+        elif act == "tanh":
+            np.tanh(h, out=h)
+        elif act == "sigmoid":  # 1 / (1 + exp(-h))
+            np.negative(h, out=h)
+            np.exp(h, out=h)
+            h += 1
+            np.reciprocal(h, out=h)
+        masks.append(mask)
+    inputs.append(h.copy() if acts[-1] in ("tanh", "sigmoid") else h)  # the loss works in place
+    n = h.shape[1]
+    rows, ones = _indices(n, h.dtype)
+    if criterion == "cross_entropy":  # softmax over the classes, then (p - onehot(y)) / n
+        h -= np.maximum.reduce(h, axis=0)
+        picked = h[y, rows]
+        np.exp(h, out=h)
+        total = np.add.reduce(h, axis=0)
+        loss = float(np.add.reduce(np.log(total) - picked)) / n
+        total *= n / scale
+        h /= total
+        h[y, rows] -= scale / n
+        g = h
+    else:  # 0.5 * mean((h - y) ** 2): its gradient is (h - y) / size
+        g = h - y.T
+        loss = 0.5 * float(np.vdot(g, g)) / g.size
+        g *= scale / g.size
+    grads: list[np.ndarray] = [g] * (2 * len(acts))
+    for i in range(len(acts) - 1, -1, -1):
+        act, mask = acts[i], masks[i]
+        if mask is not None:
+            g *= mask
+        elif act == "tanh":  # through the activation, from its output
+            g *= 1 - inputs[i + 1] * inputs[i + 1]
+        elif act == "sigmoid":
+            g *= inputs[i + 1] * (1 - inputs[i + 1])
+        grads[2 * i] = g @ inputs[i].T
+        grads[2 * i + 1] = g @ ones
+        if i > 0:
+            g = params[2 * i].T @ g
+    return loss, grads
+
+
+_cached: dict[tuple[int, np.dtype], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _indices(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """0..n-1 and n ones, made once per batch size."""
+    key = (n, dtype)
+    if key not in _cached:
+        _cached[key] = (np.arange(n), np.ones(n, dtype=dtype))
+    return _cached[key]
+
+
+def sgd_update(
+    params: list[np.ndarray],
+    grads: list[np.ndarray],
+    buffers: list[np.ndarray],
+    first: bool,
+    group: dict,
+) -> None:
+    """torch.optim.SGD's step (its fused kernel's order of operations)."""
+    lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+    decay, nesterov = group["weight_decay"], group["nesterov"]
+    for j, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if decay != 0:
+            g = g + p * decay
+        if momentum != 0:
+            buf = buffers[j]
+            if first:
+                buf[...] = g
+            else:
+                buf *= momentum
+                buf += g * (1 - dampening)
+            g = g + buf * momentum if nesterov else buf
+        p -= g * lr
+
+
+def adam_update(
+    params: list[np.ndarray],
+    grads: list[np.ndarray],
+    states: list[dict[str, np.ndarray]],
+    group: dict,
+    decoupled: bool,
+) -> None:
+    """torch.optim.Adam's (decoupled: AdamW's) step, as its fused kernel computes it."""
+    lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+    decay, amsgrad = group["weight_decay"], group["amsgrad"]
+    for p, g, state in zip(params, grads, states, strict=True):
+        state["step"] += 1
+        step = float(state["step"])
+        if decay != 0:
+            if decoupled:
+                p *= 1 - lr * decay
+            else:
+                g = g + p * decay
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg += (g - exp_avg) * (1 - beta1)  # lerp, as torch
+        exp_avg_sq *= beta2
+        exp_avg_sq += g * g * (1 - beta2)
+        if amsgrad:
+            np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            denom = np.sqrt(state["max_exp_avg_sq"])
+        else:
+            denom = np.sqrt(exp_avg_sq)
+        denom /= math.sqrt(1 - beta2**step)
+        denom += eps
+        p -= exp_avg / denom * (lr / (1 - beta1**step))
+
+
+# --------------------------------------------------------------------------- building a step
+
+
+def why_not(task: Task, model: nn.Module, trainer: TrainerConfig) -> str | None:
+    """Why this run cannot use the kernel (None: it can), before looking at the optimizer."""
+    if not trainer.mlp_kernel or not trainer.fast:
+        return "turned off"
+    if task.device.type != "cpu":
+        return f"device {task.device.type} (the kernel is for the CPU)"
+    if trainer.compile or trainer.precision != "fp32" or trainer.detect_anomaly:
+        return "trainer.compile, trainer.precision or trainer.detect_anomaly is set"
+    if task.criterion not in CRITERIA or task.hand_gradients:
+        return "the task's loss is its own"
+    if layout(model) is None:
+        return "the model is not a stack of Linear layers and activations"
+    dtypes = {p.dtype for p in model.parameters()}
+    if not dtypes <= {torch.float32, torch.float64} or len(dtypes) != 1:
+        return "the parameters are not all float32 or all float64"
+    return None
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def build(
+    task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, trainer: TrainerConfig
+) -> Callable[[Batch], torch.Tensor] | None:
+    """The kernel step for this run, or None when it does not apply (see why_not).
+
+    The optimizer's state is created and kept as torch.optim keeps it, so checkpoints are the
+    same whichever step trained.
+    """
+    from dlrun import optim
+
+    reason = why_not(task, model, trainer)
+    kind = optim.fused_kind(optimizer)
+    params = list(model.parameters())
+    shape = layout(model)
+    if reason is None and kind is None:
+        reason = f"{type(optimizer).__name__} is not SGD, Adam or AdamW with fused kernels"
+    elif reason is None and (
+        shape is None
+        or len(params) != 2 * len(shape[1])
+        or not all(
+            a is b for a, b in zip(params, optimizer.param_groups[0]["params"], strict=False)
+        )
+        or len(optimizer.param_groups[0]["params"]) != len(params)
+    ):
+        reason = "the optimizer does not train exactly the layers' parameters"
+    if reason is not None or shape is None:
+        log.debug("trainer.mlp_kernel: not used (%s)", reason)
+        return None
+    flatten, acts = shape
+    log.info("train step: the NumPy MLP kernel (trainer.mlp_kernel=false: autograd)")
+    criterion = task.criterion
+    group = optimizer.param_groups[0]
+    arrays = [p.detach().numpy() for p in params]  # the parameters' own memory
+    dtype = params[0].dtype
+    decoupled = kind is torch.optim.AdamW or bool(group.get("decoupled_weight_decay"))
+    states: list[dict[str, np.ndarray]] = []
+
+    def update(grads: list[np.ndarray]) -> None:
+        if kind is torch.optim.SGD:
+            if group["momentum"] == 0:
+                sgd_update(arrays, grads, [], False, group)
+                return
+            buffers, first = optim.momentum_buffers(optimizer, params)
+            sgd_update(arrays, grads, [b.numpy() for b in buffers], first, group)
+            return
+        if not states:  # created on the first step, as torch.optim does; then always the same
+            for state in optim.adam_states(optimizer, params):
+                states.append({k: v.numpy() for k, v in state.items()})
+        adam_update(arrays, grads, states, group, decoupled)
+
+    def step(batch: Batch) -> torch.Tensor:
+        x, y = batch
+        xs = x.numpy()
+        if flatten:
+            xs = xs.reshape(len(xs), -1)
+        plain = kind is torch.optim.SGD and group["momentum"] == 0 and group["weight_decay"] == 0
+        with np.errstate(all="ignore"):  # a diverging run's NaN is the loop's to report
+            if plain:  # p -= lr * g, with -lr folded into the gradients
+                loss, grads = gradients(arrays, acts, criterion, xs, y.numpy(), -group["lr"])
+                for p, g in zip(arrays, grads, strict=True):
+                    p += g
+            else:
+                loss, grads = gradients(arrays, acts, criterion, xs, y.numpy())
+                update(grads)
+        return torch.scalar_tensor(loss, dtype=dtype)
+
+    return step
