@@ -7,7 +7,8 @@
 Prints one JSON line per case. Training cases: seconds per epoch of dlrun (the real `dlrun`
 command, timed from its metrics.jsonl, so start-up is excluded), of (a) a plain loop over tensors
 preloaded on the device, and of (b) the tutorial's DataLoader loop with a per-sample transform;
-same model, optimizer, batch size and seed; the accuracy each reaches; and the ratios. kmeans:
+same model, optimizer, batch size and seed; the accuracy each reaches; and the ratios. dlrun also
+runs once with trainer.mlp_kernel=false ("dlrun_autograd": its autograd step). kmeans:
 dlrun's Lloyd iteration against scikit-learn's KMeans (lloyd) from the same initial centres,
 with both inertias. start-up: wall seconds of a few commands. fizzbuzz_fast: the experiment preset
 at seeds 0 to 4.
@@ -188,9 +189,7 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
     train_n = 10000 if args.quick else 60000
     epochs = 1 if args.quick else args.mnist_epochs
     root, kind = mnist_data(args.data_root, work, train_n)
-    rows, _ = dlrun(
-        work,
-        "mnist",
+    common = (
         "task=mnist-mlp",
         f"data.root={root}",
         "data.download=false",
@@ -199,8 +198,13 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
         f"device={device}",
         "seed=0",
     )
+    rows, _ = dlrun(work, "mnist", *common)
     d_times = [r["time_s"] for r in rows if r["split"] == "train"]
     d_acc = [r["accuracy"] for r in rows if r["split"] == "val"][-1]
+    # dlrun's own step with the MLP kernel off: autograd and the fused update
+    rows, _ = dlrun(work, "mnist_autograd", *common, "trainer.mlp_kernel=false")
+    a_time = statistics.median(r["time_s"] for r in rows if r["split"] == "train")
+    a_acc = [r["accuracy"] for r in rows if r["split"] == "val"][-1]
 
     data = MNISTDataConfig(root=str(root), download=False)
     (xtr, ytr), (xte, yte) = load(data, "train"), load(data, "test")
@@ -215,8 +219,18 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
             "device": str(device),
             "data": kind,
             "epochs": {"dlrun": epochs, "plain": epochs, "dataloader": l_epochs},
-            "s_per_epoch": {"dlrun": round(d, 4), "plain": round(p, 4), "dataloader": round(dl, 4)},
-            "accuracy": {"dlrun": d_acc, "plain": round(p_acc, 4), "dataloader": round(l_acc, 4)},
+            "s_per_epoch": {
+                "dlrun": round(d, 4),
+                "dlrun_autograd": round(a_time, 4),
+                "plain": round(p, 4),
+                "dataloader": round(dl, 4),
+            },
+            "accuracy": {
+                "dlrun": d_acc,
+                "dlrun_autograd": a_acc,
+                "plain": round(p_acc, 4),
+                "dataloader": round(l_acc, 4),
+            },
             "dlrun_vs_plain": ratio(d, p),
             "dataloader_vs_dlrun": ratio(dl, d),
         }
@@ -250,10 +264,12 @@ def _mnist_baselines(xtr, ytr, xte, yte, epochs, device):
 
 def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
     epochs = 1000 if args.quick else 10000
-    _, summary = dlrun(
-        work, "fizzbuzz", "task=fizzbuzz", f"trainer.epochs={epochs}", f"device={device}"
-    )
+    common = ("task=fizzbuzz", f"trainer.epochs={epochs}", f"device={device}")
+    _, summary = dlrun(work, "fizzbuzz", *common)
     d_total = summary["wall_s"]  # after start-up; validation and checkpoints included
+    # dlrun's own step with the MLP kernel off: autograd and the fused update
+    _, autograd = dlrun(work, "fizzbuzz_autograd", *common, "trainer.mlp_kernel=false")
+    a_total = autograd["wall_s"]
 
     from dlrun.tasks.fizzbuzz import binary, classes
 
@@ -274,6 +290,7 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
             "epochs": epochs,
             "train_s": {
                 "dlrun": round(d_total, 2),
+                "dlrun_autograd": round(a_total, 2),
                 "plain": round(p_total, 2),
                 "dataloader": round(l_total, 2),
             },
@@ -282,7 +299,11 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
                 "plain": round(p_total / epochs, 6),
                 "dataloader": round(l_total / epochs, 6),
             },
-            "correct_of_100": {"dlrun": summary["final"]["correct"], "plain": p_correct},
+            "correct_of_100": {
+                "dlrun": summary["final"]["correct"],
+                "dlrun_autograd": autograd["final"]["correct"],
+                "plain": p_correct,
+            },
             "dataloader_epochs_timed": l_epochs,
             "dlrun_vs_plain": ratio(d_total, p_total),
             "dataloader_vs_dlrun": ratio(l_total, d_total),

@@ -60,13 +60,19 @@ OPTIMIZERS = {
 }
 
 
+def _kernel(task, model, opt, trainer):
+    return mlp_kernel.build(task, model, opt, trainer, fastpath._direct_update(opt))
+
+
 def _train(task: _Net, kernel: bool, cfg, steps: int = 12):
     torch.manual_seed(1)
     model = task.build_model()
     opt = optim.build(cfg, model.parameters(), fused=True)
     trainer = schema.TrainerConfig(mlp_kernel=kernel)
     step = fastpath.build(task, model, opt, trainer)
-    assert (mlp_kernel.build(task, model, opt, trainer) is not None) == kernel
+    assert (
+        mlp_kernel.build(task, model, opt, trainer, fastpath._direct_update(opt)) is not None
+    ) == kernel
     with torch.no_grad():
         before = task.loss(model, task.train_data)
     losses = []
@@ -121,17 +127,17 @@ def test_the_kernel_stays_out_where_it_does_not_apply() -> None:
     task = _Net("cross_entropy", NETS["relu"], torch.float32)
     model = task.build_model()
     sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
-    assert mlp_kernel.build(task, model, sgd, schema.TrainerConfig()) is not None
+    assert _kernel(task, model, sgd, schema.TrainerConfig()) is not None
     rms = optim.build(schema.RMSpropConfig(), model.parameters(), fused=True)
-    assert mlp_kernel.build(task, model, rms, schema.TrainerConfig()) is None
+    assert _kernel(task, model, rms, schema.TrainerConfig()) is None
     for trainer in (
         schema.TrainerConfig(fast=False),
         schema.TrainerConfig(detect_anomaly=True),
         schema.TrainerConfig(compile=True),
     ):
-        assert mlp_kernel.build(task, model, sgd, trainer) is None
+        assert _kernel(task, model, sgd, trainer) is None
     model.extra = nn.Parameter(torch.ones(2))  # a parameter outside the layers
     sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
-    assert mlp_kernel.build(task, model, sgd, schema.TrainerConfig()) is None
+    assert _kernel(task, model, sgd, schema.TrainerConfig()) is None
     task.criterion = None
-    assert mlp_kernel.build(task, task.build_model(), sgd, schema.TrainerConfig()) is None
+    assert _kernel(task, task.build_model(), sgd, schema.TrainerConfig()) is None

@@ -55,7 +55,8 @@ SMALL_MODEL = 1_000_000  # parameters
 
 @contextlib.contextmanager
 def cpu_threads(trainer: TrainerConfig, model: nn.Module, device: torch.device) -> Iterator[None]:
-    """torch's CPU threads for the run (``trainer.threads``), restored afterwards.
+    """torch's CPU threads for the run (``trainer.threads``), restored afterwards; NumPy's BLAS
+    gets as many when the MLP kernel may train the model.
 
     A small model's ops are microseconds long; sharing each one out to a thread pool costs more
     than it saves, and on a busy machine a thread waiting for a core stalls every op.
@@ -68,10 +69,16 @@ def cpu_threads(trainer: TrainerConfig, model: nn.Module, device: torch.device) 
         small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL
         wanted = 1 if small and any(True for _ in model.parameters()) else 0
     before = torch.get_num_threads()
+    blas = contextlib.nullcontext()
+    if wanted and trainer.mlp_kernel and mlp_kernel.layout(model) is not None:
+        from threadpoolctl import threadpool_limits
+
+        blas = threadpool_limits(wanted, user_api="blas")
     if wanted:
         torch.set_num_threads(wanted)
     try:
-        yield
+        with blas:
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -197,14 +204,14 @@ def build(
 
         return eager_step
 
-    kernel = mlp_kernel.build(task, model, optimizer, trainer)
+    update = _direct_update(optimizer)
+    kernel = mlp_kernel.build(task, model, optimizer, trainer, update)
     if kernel is not None:
         if trainer.cuda_graph:
             log.info("trainer.cuda_graph: device %s is not CUDA; running eager", task.device)
         return kernel
 
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    update = _direct_update(optimizer)
 
     def fast_step(batch: Batch) -> torch.Tensor:
         loss = loss_fn(batch)

@@ -9,18 +9,16 @@ the rest of the run see an ordinary torch model; only the step's arithmetic move
 
 It applies to ``nn.Sequential`` stacks of ``Linear`` layers (with biases) and ReLU, Tanh,
 Sigmoid or Identity, optionally after a ``Flatten``; a task whose loss is one of the shared
-criteria (cross-entropy, MSE/2); SGD (momentum, dampening, Nesterov, weight decay), Adam or AdamW
-(amsgrad, weight decay) with fused kernels; float32 or float64 on the CPU. Anything else trains
-through the autograd step. The updates follow torch.optim's formulas;
-``tests/test_mlp_kernel.py`` holds the kernel to autograd and torch.optim's fused kernels
-(the sums run in another BLAS, so equal to rounding, not bit for bit).
+criteria (cross-entropy, MSE/2); SGD, Adam or AdamW with fused kernels, whose update the kernel
+calls on the NumPy gradients; float32 or float64 on the CPU. Anything else trains through the
+autograd step. ``tests/test_mlp_kernel.py`` holds the kernel to autograd and torch.optim (the
+sums run in NumPy's BLAS, so the two agree to rounding, not bit for bit).
 ``trainer.mlp_kernel=false`` turns it off.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -150,62 +148,6 @@ def _indices(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return _cached[key]
 
 
-def sgd_update(
-    params: list[np.ndarray],
-    grads: list[np.ndarray],
-    buffers: list[np.ndarray],
-    first: bool,
-    group: dict,
-) -> None:
-    """torch.optim.SGD's step (its fused kernel's order of operations)."""
-    lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-    decay, nesterov = group["weight_decay"], group["nesterov"]
-    for j, (p, g) in enumerate(zip(params, grads, strict=True)):
-        if decay != 0:
-            g = g + p * decay
-        if momentum != 0:
-            buf = buffers[j]
-            if first:
-                buf[...] = g
-            else:
-                buf *= momentum
-                buf += g * (1 - dampening)
-            g = g + buf * momentum if nesterov else buf
-        p -= g * lr
-
-
-def adam_update(
-    params: list[np.ndarray],
-    grads: list[np.ndarray],
-    states: list[dict[str, np.ndarray]],
-    group: dict,
-    decoupled: bool,
-) -> None:
-    """torch.optim.Adam's (decoupled: AdamW's) step, as its fused kernel computes it."""
-    lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-    decay, amsgrad = group["weight_decay"], group["amsgrad"]
-    for p, g, state in zip(params, grads, states, strict=True):
-        state["step"] += 1
-        step = float(state["step"])
-        if decay != 0:
-            if decoupled:
-                p *= 1 - lr * decay
-            else:
-                g = g + p * decay
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg += (g - exp_avg) * (1 - beta1)  # lerp, as torch
-        exp_avg_sq *= beta2
-        exp_avg_sq += g * g * (1 - beta2)
-        if amsgrad:
-            np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-            denom = np.sqrt(state["max_exp_avg_sq"])
-        else:
-            denom = np.sqrt(exp_avg_sq)
-        denom /= math.sqrt(1 - beta2**step)
-        denom += eps
-        p -= exp_avg / denom * (lr / (1 - beta1**step))
-
-
 # --------------------------------------------------------------------------- building a step
 
 
@@ -217,7 +159,10 @@ def why_not(task: Task, model: nn.Module, trainer: TrainerConfig) -> str | None:
         return f"device {task.device.type} (the kernel is for the CPU)"
     if trainer.compile or trainer.precision != "fp32" or trainer.detect_anomaly:
         return "trainer.compile, trainer.precision or trainer.detect_anomaly is set"
-    if task.criterion not in CRITERIA or task.hand_gradients:
+    from dlrun.tasks.base import Task
+
+    own_loss = type(task).loss is not Task.loss  # a task (or a test) that overrides loss()
+    if task.criterion not in CRITERIA or task.hand_gradients or own_loss:
         return "the task's loss is its own"
     if layout(model) is None:
         return "the model is not a stack of Linear layers and activations"
@@ -232,69 +177,57 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 
 def build(
-    task: Task, model: nn.Module, optimizer: torch.optim.Optimizer, trainer: TrainerConfig
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer: TrainerConfig,
+    update: Callable[[list[torch.Tensor], list[torch.Tensor]], None] | None,
 ) -> Callable[[Batch], torch.Tensor] | None:
     """The kernel step for this run, or None when it does not apply (see why_not).
 
-    The optimizer's state is created and kept as torch.optim keeps it, so checkpoints are the
-    same whichever step trained.
+    ``update`` is the optimizer's fused kernel called on its own state (fastpath), so the update
+    and the checkpoints are torch.optim's whichever step computed the gradients; plain SGD
+    (no momentum, no weight decay) updates in place from NumPy, its -lr folded into the loss's
+    gradient.
     """
     from dlrun import optim
 
     reason = why_not(task, model, trainer)
-    kind = optim.fused_kind(optimizer)
     params = list(model.parameters())
     shape = layout(model)
-    if reason is None and kind is None:
+    if reason is None and update is None:
         reason = f"{type(optimizer).__name__} is not SGD, Adam or AdamW with fused kernels"
     elif reason is None and (
         shape is None
         or len(params) != 2 * len(shape[1])
-        or not all(
-            a is b for a, b in zip(params, optimizer.param_groups[0]["params"], strict=False)
-        )
-        or len(optimizer.param_groups[0]["params"]) != len(params)
+        or not _same(params, optimizer.param_groups[0]["params"])
     ):
         reason = "the optimizer does not train exactly the layers' parameters"
-    if reason is not None or shape is None:
+    if reason is not None or shape is None or update is None:
         log.debug("trainer.mlp_kernel: not used (%s)", reason)
         return None
     flatten, acts = shape
     log.info("train step: the NumPy MLP kernel (trainer.mlp_kernel=false: autograd)")
     criterion = task.criterion
     group = optimizer.param_groups[0]
+    sgd = optim.fused_kind(optimizer) is torch.optim.SGD
     arrays = [p.detach().numpy() for p in params]  # the parameters' own memory
     dtype = params[0].dtype
-    decoupled = kind is torch.optim.AdamW or bool(group.get("decoupled_weight_decay"))
-    states: list[dict[str, np.ndarray]] = []
-
-    def update(grads: list[np.ndarray]) -> None:
-        if kind is torch.optim.SGD:
-            if group["momentum"] == 0:
-                sgd_update(arrays, grads, [], False, group)
-                return
-            buffers, first = optim.momentum_buffers(optimizer, params)
-            sgd_update(arrays, grads, [b.numpy() for b in buffers], first, group)
-            return
-        if not states:  # created on the first step, as torch.optim does; then always the same
-            for state in optim.adam_states(optimizer, params):
-                states.append({k: v.numpy() for k, v in state.items()})
-        adam_update(arrays, grads, states, group, decoupled)
 
     def step(batch: Batch) -> torch.Tensor:
         x, y = batch
         xs = x.numpy()
         if flatten:
             xs = xs.reshape(len(xs), -1)
-        plain = kind is torch.optim.SGD and group["momentum"] == 0 and group["weight_decay"] == 0
         with np.errstate(all="ignore"):  # a diverging run's NaN is the loop's to report
-            if plain:  # p -= lr * g, with -lr folded into the gradients
+            if sgd and group["momentum"] == 0 and group["weight_decay"] == 0:
                 loss, grads = gradients(arrays, acts, criterion, xs, y.numpy(), -group["lr"])
                 for p, g in zip(arrays, grads, strict=True):
-                    p += g
+                    p += g  # p - lr * grad
             else:
                 loss, grads = gradients(arrays, acts, criterion, xs, y.numpy())
-                update(grads)
+                with torch.no_grad():
+                    update(params, [torch.from_numpy(g) for g in grads])
         return torch.scalar_tensor(loss, dtype=dtype)
 
     return step
