@@ -296,6 +296,7 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
             },
             "s_per_epoch": {
                 "dlrun": round(d_total / epochs, 6),
+                "dlrun_autograd": round(a_total / epochs, 6),
                 "plain": round(p_total / epochs, 6),
                 "dataloader": round(l_total / epochs, 6),
             },
