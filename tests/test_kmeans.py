@@ -253,3 +253,18 @@ def test_cuda_matches_cpu(dlrun) -> None:
     assert cpu.code == 0 and gpu.code == 0, cpu.err + gpu.err
     assert gpu.summary()["device"] != cpu.summary()["device"]
     assert math.isclose(gpu.summary()["objective"], cpu.summary()["objective"], rel_tol=1e-4)
+
+
+def test_row_min_is_torch_min() -> None:
+    """The CPU's NumPy argmin against torch.min(1): the same values, and a column holding the
+    minimum (the first one where several tie)."""
+    from dlrun.tasks.kmeans import row_min
+
+    torch.manual_seed(0)
+    for scores in (torch.randn(500, 37), torch.randint(0, 4, (300, 9)).float()):
+        best, nearest = row_min(scores)
+        want, _ = scores.min(1)
+        assert torch.equal(best, want) and nearest.dtype == torch.int64
+        assert torch.equal(scores.gather(1, nearest[:, None])[:, 0], want)
+        first = (scores == want[:, None]).int().argmax(1)
+        assert torch.equal(nearest, first)
