@@ -141,3 +141,16 @@ def test_the_kernel_stays_out_where_it_does_not_apply() -> None:
     assert _kernel(task, model, sgd, schema.TrainerConfig()) is None
     task.criterion = None
     assert _kernel(task, task.build_model(), sgd, schema.TrainerConfig()) is None
+
+
+def test_big_activations_train_through_autograd() -> None:
+    """Past MAX_ACTIVATIONS a step's elementwise maths outweighs the per-op savings."""
+    task = _Net(
+        "cross_entropy", lambda: [nn.Linear(6, 600), nn.ReLU(), nn.Linear(600, 4)], torch.float32
+    )
+    task.train_data = _data("cross_entropy", 1000, (6,), torch.float32)
+    model = task.build_model()
+    sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
+    assert 64 * 604 <= mlp_kernel.MAX_ACTIVATIONS < 1000 * 604
+    assert _kernel(task, model, sgd, schema.TrainerConfig(batch_size=64)) is not None
+    assert _kernel(task, model, sgd, schema.TrainerConfig(batch_size=1000)) is None
