@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -361,10 +362,12 @@ def case_kmeans(args, device: torch.device, work: Path) -> None:
     cfg = schema.KMeansConfig(k=k, init="random", tol=0.0, max_iter=iters)
     task = kmeans.KMeans(cfg, schema.KMeansDataConfig(path=str(path)), torch.device("cpu"))
     start = task.build_model().centers.numpy().astype(np.float64)
-    oracle = SKKMeans(k, init=start, n_init=1, algorithm="lloyd", tol=0.0, max_iter=iters)
-    t = time.perf_counter()
-    oracle.fit(points)
-    sk = (time.perf_counter() - t) / oracle.n_iter_
+    sk = math.inf  # this machine's noise: scikit-learn's best of 3 fits (dlrun: the median)
+    for _ in range(3):
+        oracle = SKKMeans(k, init=start, n_init=1, algorithm="lloyd", tol=0.0, max_iter=iters)
+        t = time.perf_counter()
+        oracle.fit(points)
+        sk = min(sk, (time.perf_counter() - t) / oracle.n_iter_)
     emit(
         {
             "case": "kmeans",
