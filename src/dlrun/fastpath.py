@@ -9,7 +9,9 @@ re-allocates every gradient; indexing each batch is one more gather per step. Th
 - updates the parameters with the fused kernels that ``torch.optim`` itself uses with
   ``fused=True`` (SGD, Adam, AdamW), called directly on the optimizer's own state, so checkpoints
   and resume are unchanged; other optimizers call their (foreach) ``step()``,
-- gathers the epoch's shuffled data once and slices batches out of it.
+- gathers the epoch's shuffled data once and slices batches out of it,
+- on the CPU, trains a small MLP with a shared criterion in NumPy instead of per-op dispatch
+  (``trainer.mlp_kernel``, src/dlrun/mlp_kernel.py), updating through the same fused kernels.
 
 On top of it, opt-in: ``trainer.compile`` (torch.compile of the loss), ``trainer.precision=bf16``
 (autocast, CUDA only) and ``trainer.cuda_graph`` (the whole step captured in one CUDA graph with
