@@ -1,4 +1,4 @@
-"""The scripted MLP step trains exactly as autograd and torch.optim do."""
+"""The NumPy MLP step trains as autograd and torch.optim do."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ NETS = {
         nn.Linear(5, 4),
     ],
     "linear": lambda: [nn.Linear(6, 4)],
+    "sigmoid-out": lambda: [nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4), nn.Sigmoid()],
     "flatten-identity": lambda: [
         *(nn.Flatten(), nn.Linear(6, 8), nn.Identity()),
         *(nn.Linear(8, 4), nn.ReLU()),
@@ -107,6 +108,16 @@ def test_kernel_trains_as_autograd_does(net: str, criterion: str, opt: str) -> N
                 torch.testing.assert_close(sa[i][k], sb[i][k], rtol=tol, atol=tol)
 
 
+class _Residual(nn.Sequential):
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+def _hooked(model: nn.Module) -> nn.Module:
+    model.register_forward_hook(lambda *args: None)
+    return model
+
+
 @pytest.mark.parametrize(
     "model",
     [
@@ -116,8 +127,19 @@ def test_kernel_trains_as_autograd_does(net: str, criterion: str, opt: str) -> N
         nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.ReLU(), nn.Linear(4, 2)),
         nn.Sequential(nn.Flatten(start_dim=0), nn.Linear(3, 4)),
         nn.Conv1d(3, 4, 1),
+        _Residual(nn.Linear(3, 3)),
+        _hooked(nn.Sequential(nn.Linear(3, 4))),
     ],
-    ids=["no-bias", "gelu", "activation-first", "two-activations", "flatten-0", "conv"],
+    ids=[
+        "no-bias",
+        "gelu",
+        "activation-first",
+        "two-activations",
+        "flatten-0",
+        "conv",
+        "subclass",
+        "hooked",
+    ],
 )
 def test_other_models_are_not_taken(model: nn.Module) -> None:
     assert mlp_kernel.layout(model) is None
@@ -125,6 +147,7 @@ def test_other_models_are_not_taken(model: nn.Module) -> None:
 
 def test_the_kernel_stays_out_where_it_does_not_apply() -> None:
     task = _Net("cross_entropy", NETS["relu"], torch.float32)
+    task.train_data = _data("cross_entropy", 40, (6,), torch.float32)
     model = task.build_model()
     sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
     assert _kernel(task, model, sgd, schema.TrainerConfig()) is not None
@@ -154,3 +177,23 @@ def test_big_activations_train_through_autograd() -> None:
     assert 64 * 604 <= mlp_kernel.MAX_ACTIVATIONS < 1000 * 604
     assert _kernel(task, model, sgd, schema.TrainerConfig(batch_size=64)) is not None
     assert _kernel(task, model, sgd, schema.TrainerConfig(batch_size=1000)) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        (torch.randn(40, 6), torch.randn(40)),  # MSE/2 targets that autograd would broadcast
+        (torch.randn(40, 6), torch.randn(40, 4, dtype=torch.float64)),
+        (torch.randn(40, 2, 6), torch.randn(40, 2, 4)),  # rows of rows, no Flatten
+        (torch.randint(0, 2, (40, 6)), torch.randn(40, 4)),
+    ],
+    ids=["broadcast-targets", "float64-targets", "3-d-inputs", "integer-inputs"],
+)
+def test_data_the_kernel_would_read_otherwise_goes_to_autograd(data) -> None:
+    task = _Net("half_mse", NETS["relu"], torch.float32)
+    task.train_data = data
+    model = task.build_model()
+    sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
+    assert _kernel(task, model, sgd, schema.TrainerConfig()) is None
+    task.train_data = _data("half_mse", 40, (6,), torch.float32)
+    assert _kernel(task, model, sgd, schema.TrainerConfig()) is not None

@@ -71,11 +71,12 @@ def epoch_loss(
         return 0.0
     # the step losses and each weight's largest magnitude (NaN or inf where a weight is), in a
     # few ops: a small model's epoch is short, and every op here costs as much as a step's
-    norms = torch._foreach_norm([p.detach() for p in params], math.inf) if params else []
+    weighed = [p.detach() for p in params if p.numel()]
+    norms = torch._foreach_norm(weighed, math.inf) if weighed else []
     numbers = torch.stack([*losses, *norms]).tolist()
     steps = numbers[: len(losses)]
-    value = math.fsum(w * x for w, x in zip(weights, steps, strict=True))
-    checked = value + math.fsum(numbers[len(losses) :])
+    value = sum(w * x for w, x in zip(weights, steps, strict=True))
+    checked = value if all(map(math.isfinite, numbers)) else math.nan
     if distributed.world_size() > 1:  # over all processes' shards: every rank sees the same loss
         value, checked = distributed.mean(
             torch.tensor([value, checked], dtype=torch.float64, device=losses[0].device)

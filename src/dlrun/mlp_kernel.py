@@ -43,13 +43,16 @@ MAX_ACTIVATIONS = 2**18  # batch size x the Linear layers' output features
 
 
 def layout(model: nn.Module) -> tuple[bool, list[str | None]] | None:
-    """(flatten first, the activation after each Linear), or None for any other model."""
-    modules = [model] if isinstance(model, nn.Linear) else None
-    if isinstance(model, nn.Sequential):
+    """(flatten first, the activation after each Linear), or None for any other model.
+
+    Exact types only, without hooks: a subclass or a hook may compute something else.
+    """
+    modules = [model] if type(model) is nn.Linear else None
+    if type(model) is nn.Sequential:
         modules = list(model)
-    if not modules:
+    if not modules or any(_hooked(m) for m in [model, *modules]):
         return None
-    flatten = isinstance(modules[0], nn.Flatten)
+    flatten = type(modules[0]) is nn.Flatten
     if flatten:
         if modules[0].start_dim != 1 or modules[0].end_dim != -1:
             return None
@@ -57,7 +60,7 @@ def layout(model: nn.Module) -> tuple[bool, list[str | None]] | None:
     acts: list[str | None] = []
     taken: list[bool] = []  # whether the layer's activation slot is used
     for m in modules:
-        if isinstance(m, nn.Linear):
+        if type(m) is nn.Linear:
             if m.bias is None:
                 return None
             acts.append(None)
@@ -65,9 +68,13 @@ def layout(model: nn.Module) -> tuple[bool, list[str | None]] | None:
         elif type(m) in ACTIVATIONS and acts and not taken[-1]:
             acts[-1] = ACTIVATIONS[type(m)]
             taken[-1] = type(m) is not nn.Identity
-        elif not isinstance(m, nn.Identity) or not acts:
+        elif type(m) is not nn.Identity or not acts:
             return None
     return (flatten, acts) if acts else None
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
 
 
 # --------------------------------------------------------------------------- the step's maths
@@ -117,9 +124,11 @@ def gradients(
         np.exp(h, out=h)
         total = np.add.reduce(h, axis=0)
         loss = float(np.add.reduce(np.log(total) - picked)) / n
-        total *= n / scale
+        total *= n
         h /= total
-        h[y, rows] -= scale / n
+        h[y, rows] -= 1 / n
+        if scale != 1.0:
+            h *= scale
         g = h
     else:  # 0.5 * mean((h - y) ** 2): its gradient is (h - y) / size
         g = h - y.T
@@ -168,7 +177,8 @@ def why_not(task: Task, model: nn.Module, trainer: TrainerConfig) -> str | None:
     own_loss = type(task).loss is not Task.loss  # a task (or a test) that overrides loss()
     if task.criterion not in CRITERIA or task.hand_gradients or own_loss:
         return "the task's loss is its own"
-    if layout(model) is None:
+    shape = layout(model)
+    if shape is None:
         return "the model is not a stack of Linear layers and activations"
     rows = min(trainer.batch_size, len(task.train_data[0])) if task.train_data else 0
     width = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))
@@ -177,6 +187,19 @@ def why_not(task: Task, model: nn.Module, trainer: TrainerConfig) -> str | None:
     dtypes = {p.dtype for p in model.parameters()}
     if not dtypes <= {torch.float32, torch.float64} or len(dtypes) != 1:
         return "the parameters are not all float32 or all float64"
+    if not all(p.is_contiguous() for p in model.parameters()):
+        return "a parameter is not contiguous (the fused update wants its gradient's layout)"
+    dtype = next(iter(dtypes))
+    data = task.train_data
+    target = torch.int64 if task.criterion == "cross_entropy" else dtype
+    if len(data) != 2 or data[0].dtype != dtype or data[1].dtype != target:
+        return "the training data are not (inputs, targets) of the parameters' dtypes"
+    # rows of features in, class indices or (for MSE/2) targets shaped like the outputs: no
+    # broadcasting, which autograd would do differently
+    outputs = [m for m in model.modules() if type(m) is nn.Linear][-1].out_features
+    want = (len(data[0]),) if target != dtype else (len(data[0]), outputs)
+    if (data[0].dim() != 2 and not shape[0]) or tuple(data[1].shape) != want:
+        return "the training data are not (rows, features) inputs and (rows,) or (rows, outputs)"
     return None
 
 

@@ -47,8 +47,8 @@ class TrainerConfig:
     # the fast path (src/dlrun/fastpath.py): fused/foreach optimizer kernels called directly,
     # one gather per epoch, no per-step Python bookkeeping; false: the textbook eager step
     fast: bool = True
-    # with fast: a small MLP (Linear layers and activations) with a shared loss on the CPU trains
-    # in one TorchScript call per step, forward, backward and update (src/dlrun/mlp_kernel.py)
+    # with fast: a small MLP (Linear layers and activations) with a shared loss on the CPU takes
+    # its forward and backward passes in NumPy (src/dlrun/mlp_kernel.py); false: autograd
     mlp_kernel: bool = True
     compile: bool = False  # torch.compile the model's forward/backward
     cuda_graph: bool = False  # CUDA: capture the whole train step in one graph (else eager)

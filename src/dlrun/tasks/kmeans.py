@@ -71,7 +71,7 @@ def row_min(scores: torch.Tensor, values: bool = True) -> tuple[torch.Tensor, to
     if scores.device.type != "cpu" or scores.requires_grad:
         return scores.min(1)
     array = scores.numpy()
-    nearest = array.argmin(1)
+    nearest = array.argmin(1).astype(np.int64, copy=False)
     if not values:
         return scores, torch.from_numpy(nearest)
     best = array[np.arange(len(array)), nearest]
@@ -249,7 +249,8 @@ class KMeans(Task):
             if bool(counts.min() > 0):
                 sums = torch.zeros_like(centers).index_add_(0, labels, x)
                 # the mean of ||x||^2 - 2 x.c + ||c||^2 over the points, from the cluster sums
-                # (no per-point distances needed; float64 for the cancellation)
+                # (no per-point distances needed): the expansion rounds as the per-point one did;
+                # the inertia that validation reports is exact
                 total = (
                     self.x_sq.sum(dtype=torch.float64)
                     + (
