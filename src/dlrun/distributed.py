@@ -96,10 +96,15 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
-def teardown() -> None:
+def teardown(together: bool = False) -> None:
+    """Leave the process group; together (after a run that ended normally): all ranks at once,
+    since a rank that destroys its group while another still talks to it can abort at exit
+    (seen once with gloo under load). A failed rank leaves at once: torchrun stops the rest."""
     if _active():
         import torch.distributed as dist
 
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

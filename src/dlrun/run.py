@@ -52,9 +52,12 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     run = Run(config, schema.plain(cfg), run_dir, dict(hydra_cfg.runtime.choices))
     run.summary["overrides"] = [str(o) for o in hydra_cfg.overrides.task]
     try:
-        return run.main()
-    finally:
+        objective = run.main()
+    except BaseException:
         distributed.teardown()
+        raise
+    distributed.teardown(together=True)
+    return objective
 
 
 def seed_everything(seed: int) -> None:
