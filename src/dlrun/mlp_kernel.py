@@ -124,11 +124,9 @@ def gradients(
         np.exp(h, out=h)
         total = np.add.reduce(h, axis=0)
         loss = float(np.add.reduce(np.log(total) - picked)) / n
-        total *= n
         h /= total
-        h[y, rows] -= 1 / n
-        if scale != 1.0:
-            h *= scale
+        h[y, rows] -= 1
+        h *= scale / n
         g = h
     else:  # 0.5 * mean((h - y) ** 2): its gradient is (h - y) / size
         g = h - y.T
