@@ -16,6 +16,7 @@ class _Net(Task):
     name = "net"
     objective = "loss"
     maximize = False
+    criterion = "cross_entropy"  # each test sets its own
 
     def __init__(self, criterion: str, layers: Callable[[], list[nn.Module]], dtype) -> None:
         super().__init__(None, None, torch.device("cpu"))  # type: ignore[arg-type]
@@ -197,3 +198,10 @@ def test_data_the_kernel_would_read_otherwise_goes_to_autograd(data) -> None:
     assert _kernel(task, model, sgd, schema.TrainerConfig()) is None
     task.train_data = _data("half_mse", 40, (6,), torch.float32)
     assert _kernel(task, model, sgd, schema.TrainerConfig()) is not None
+
+
+def test_a_task_needs_a_criterion_or_a_loss() -> None:
+    with pytest.raises(TypeError, match="set criterion"):
+        type("NoLoss", (Task,), {"name": "x", "objective": "loss", "maximize": False})
+    with pytest.raises(TypeError, match="not one of"):
+        type("Odd", (Task,), {"criterion": "hinge"})

@@ -27,6 +27,18 @@ class Task(ABC):
     # loss() is then that criterion, and the fast path may run it as a fused MLP step
     criterion: ClassVar[str | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A task without a loss fails where it is written, not at its first training step."""
+        super().__init_subclass__(**kwargs)
+        if cls.criterion is None and cls.loss is Task.loss:
+            raise TypeError(
+                f"{cls.__name__}: set criterion (one of {', '.join(CRITERIA)}) or define loss()"
+            )
+        if cls.criterion is not None and cls.criterion not in CRITERIA:
+            raise TypeError(
+                f"{cls.__name__}: criterion {cls.criterion!r} is not one of {', '.join(CRITERIA)}"
+            )
+
     def __init__(self, cfg: TaskConfig, data: DataConfig, device: torch.device) -> None:
         self.cfg = cfg
         self.data = data
@@ -52,8 +64,6 @@ class Task(ABC):
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Mean loss of one batch, a 0-dim tensor (no .item(): the loop reads it once per epoch).
         With hand_gradients it also fills each parameter's .grad (no autograd)."""
-        if self.criterion is None:
-            raise NotImplementedError(f"{type(self).__name__} has no criterion and no loss()")
         return CRITERIA[self.criterion](model, batch, by_hand=self.hand_gradients)
 
     @abstractmethod
