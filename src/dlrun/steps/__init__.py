@@ -88,7 +88,7 @@ def _chosen(kind: str, why: str, step: Step) -> Step:
 
 def _not_graphed(trainer: TrainerConfig, reason: str | None) -> None:
     if trainer.cuda_graph and reason is not None:
-        log.info("trainer.cuda_graph: %s; running eager", reason)
+        log.info("trainer.cuda_graph: %s; not captured", reason)
 
 
 def _loss(task: Task, model: nn.Module, trainer: TrainerConfig) -> Step:

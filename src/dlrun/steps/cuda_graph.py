@@ -83,7 +83,7 @@ def graphed(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step) -> S
                 graphs[shape] = capture(batch)
             except Exception as exc:  # e.g. a host sync or a data-dependent shape in the loss
                 failed = True
-                log.info("trainer.cuda_graph: capture failed (%s); running eager", exc)
+                log.info("trainer.cuda_graph: capture failed (%s); running uncaptured", exc)
                 with contextlib.suppress(Exception):
                     torch.cuda.synchronize()
                 return step(batch)
