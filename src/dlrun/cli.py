@@ -6,7 +6,6 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import os
@@ -15,7 +14,6 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -27,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import distributed, files, schema, sweep
+from dlrun import compat, distributed, files, schema, sweep
 from dlrun.errors import DlrunError
 
 schema.register()
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep.current_dir = None
         try:
             if HELP_FLAGS & set(argv):
-                with _one_config_repository():
+                with compat.one_config_repository():
                     _hydra_main()
             else:
                 _hydra_main()
@@ -155,9 +153,11 @@ def check_arguments(argv: list[str]) -> None:
     """Hydra's own options, checked first so that a mistake is one line, not argparse's usage."""
     if "--version" in argv:
         return
-    from hydra._internal.utils import get_args_parser
-
-    parser = get_args_parser()
+    parser = compat.hydra_args_parser()
+    if parser is None:  # this Hydra checks its own options; a used run directory is refused still
+        if not {"-m", "--multirun", "-c", "--cfg", *HELP_FLAGS} & set(argv):
+            _refuse_used_run_dir([a for a in argv if not a.startswith("-")])
+        return
 
     def error(message: str) -> NoReturn:
         raise DlrunError(f"{message}; see dlrun --help (or --hydra-help for Hydra's options)")
@@ -185,39 +185,6 @@ def _refuse_used_run_dir(overrides: list[str]) -> None:
 
 
 HELP_FLAGS = {"--help", "-h", "--hydra-help"}
-
-
-@contextlib.contextmanager
-def _one_config_repository() -> Iterator[None]:
-    """Build Hydra's config repository once for `--help`, not once per config group.
-
-    Hydra's help lists the options of every group, and for each one re-reads every config
-    source and deep-copies the whole ConfigStore (about 90 times for dlrun's groups: seconds).
-    The listing is read-only, so one repository per (config, overrides) serves them all.
-    Where Hydra's internals differ, help runs as Hydra wrote it.
-    """
-    try:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    except ImportError:
-        yield
-        return
-    original = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
-    if original is None:
-        yield
-        return
-    cache: dict[tuple[object, ...], object] = {}
-
-    def cached(self: object, config_name: str | None, overrides: list[str]) -> object:
-        key = (id(self), config_name, tuple(overrides))
-        if key not in cache:
-            cache[key] = original(self, config_name, overrides)
-        return cache[key]
-
-    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = cached
-    try:
-        yield
-    finally:
-        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = original
 
 
 def one_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from dlrun import distributed, fastpath
+from dlrun import compat, distributed, steps
 from dlrun.errors import NonFiniteLoss
 from dlrun.interrupt import Interrupted
 
@@ -72,7 +72,7 @@ def epoch_loss(
     # the step losses and each weight's largest magnitude (NaN or inf where a weight is), in a
     # few ops: a small model's epoch is short, and every op here costs as much as a step's
     weighed = [p.detach() for p in params if p.numel()]
-    norms = torch._foreach_norm(weighed, math.inf) if weighed else []
+    norms = compat.foreach_norm(weighed, math.inf) if weighed else []
     numbers = torch.stack([*losses, *norms]).tolist()
     steps = numbers[: len(losses)]
     value = sum(w * x for w, x in zip(weights, steps, strict=True))
@@ -105,7 +105,7 @@ def fit(
     bs = trainer.batch_size
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
     weights = [min(bs, n - s) / n for s in range(0, n, bs)]
-    step = fastpath.build(task, model, optimizer, trainer)
+    step = steps.build(task, model, optimizer, trainer)
     params = [p for p in model.parameters() if p.is_floating_point()]
 
     epoch = start_epoch
@@ -119,7 +119,7 @@ def fit(
             else None
         )
         order = distributed.shard(order, total, task.device)
-        losses = [step(batch) for batch in fastpath.batches(data, order, bs, trainer.fast)]
+        losses = [step(batch) for batch in steps.batches(data, order, bs, trainer.fast)]
 
         train_loss = epoch_loss(epoch, losses, weights, params)  # the epoch's one host sync
         last = epoch == trainer.epochs

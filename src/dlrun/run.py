@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 
 from dlrun import (
     checkpoint,
+    compat,
     distributed,
-    fastpath,
     files,
     loggers,
     loop,
@@ -33,6 +33,7 @@ from dlrun import (
     optim,
     plots,
     schema,
+    steps,
     tasks,
 )
 from dlrun import device as devices
@@ -211,7 +212,7 @@ class Run:
         config = self.config
         config = dataclasses.replace(config, trainer=distributed.trainer_settings(config.trainer))
         device = distributed.setup(devices.resolve(config.device))
-        fastpath.check(config.trainer, device)
+        steps.check(config.trainer, device)
         seed_everything(config.seed)
         with distributed.main_first():  # a data set is fetched once
             task = tasks.create(config.task, config.data, device)
@@ -225,7 +226,7 @@ class Run:
         params = [p for p in model.parameters() if p.requires_grad]
         distributed.check_task(task.name, task.uses_optimizer and bool(params), task.hand_gradients)
         if not config.trainer.compile:
-            optim.skip_compiler_import()
+            compat.skip_compiler_import()
         optimizer = (
             optim.build(config.optimizer, params, fused=config.trainer.fast)
             if task.uses_optimizer and params
@@ -264,7 +265,7 @@ class Run:
         self.console.start(self.epoch)
         try:
             anomaly = torch.autograd.set_detect_anomaly(config.trainer.detect_anomaly)
-            with self.stop, anomaly, fastpath.cpu_threads(config.trainer, model, device):
+            with self.stop, anomaly, steps.cpu_threads(config.trainer, model, device):
                 loop.fit(
                     task,
                     distributed.wrap(model, device),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dlrun import compat
+
 
 class LastGood:
     def __init__(
@@ -48,7 +50,7 @@ class LastGood:
         optim = self._optimizer_tensors()
         for live, saved in ((self._model, self._model_saved), (optim, self._optim_saved)):
             if saved:
-                torch._foreach_copy_(saved, live)
+                compat.foreach_copy_(saved, live)
             else:
                 saved.extend(t.clone() for t in live)
         self._rng = (self.generator.get_state(), torch.get_rng_state())
@@ -62,12 +64,12 @@ class LastGood:
         optim = self._optimizer_tensors()
         with torch.no_grad():
             if self._model_saved:
-                torch._foreach_copy_(self._model, self._model_saved)
+                compat.foreach_copy_(self._model, self._model_saved)
             if self.optimizer is not None and not kept:
                 self.optimizer.state.clear()  # kept before the optimizer's first step
                 self._optim_size = -1
             elif optim and self._optim_saved is kept:
-                torch._foreach_copy_(optim, kept)
+                compat.foreach_copy_(optim, kept)
             else:  # cannot happen with torch's optimizers: their state is made once
                 return None
         self.generator.set_state(self._rng[0])

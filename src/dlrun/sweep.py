@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun import metrics
+from dlrun import compat, metrics
 from dlrun.errors import DlrunError
 
 MANIFEST = "sweep.json"
@@ -89,7 +89,6 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
     that choose their jobs as they go (Optuna)."""
     if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -97,10 +96,10 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
         arguments = [f"{k}={v}" for k, v in params.items()]
         arguments += list(config.hydra.overrides.task)
         overrides = OverridesParser.create().parse_overrides(arguments)
-        batches = BasicSweeper.split_arguments(overrides, None)
+        jobs = compat.basic_sweeper_jobs(overrides)
     except Exception:  # glob sweeps and the like need the config loader: list jobs as they run
         return []
-    return [list(job) for batch in batches for job in batch]
+    return jobs or []
 
 
 def job_records(job_dir: Path, overrides: list[str]) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import fastpath, optim, schema
+from dlrun import optim, schema, steps
 from dlrun.tasks.base import Task, classification_loss
 
 QUICK = (
@@ -32,6 +32,8 @@ def test_fast_and_eager_paths_train_identically_with_sgd(dlrun) -> None:
     fast = dlrun(*QUICK, "trainer.fast=true", "trainer.mlp_kernel=false")
     eager = dlrun(*QUICK, "trainer.fast=false")
     assert fast.code == eager.code == 0, fast.err + eager.err
+    assert "train step: fused (SGD fused kernel)" in (fast.run_dir / "dlrun.log").read_text()
+    assert "train step: eager (trainer.fast=false)" in (eager.run_dir / "dlrun.log").read_text()
     assert _losses(fast) == _losses(eager)
     a = torch.load(fast.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(eager.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
@@ -45,7 +47,9 @@ def test_the_mlp_kernel_trains_as_the_textbook_step(dlrun, args) -> None:
     kernel = dlrun(*QUICK, *args)
     eager = dlrun(*QUICK, *args, "trainer.fast=false")
     assert kernel.code == eager.code == 0, kernel.err + eager.err
-    assert "the NumPy MLP kernel" in (kernel.run_dir / "dlrun.log").read_text()
+    assert (
+        "train step: mlp_kernel (the NumPy MLP kernel" in (kernel.run_dir / "dlrun.log").read_text()
+    )
     a, b = _losses(kernel), _losses(eager)
     assert [r[:2] for r in a] == [r[:2] for r in b]
     for (_, _, x), (_, _, y) in zip(a, b, strict=True):
@@ -117,7 +121,7 @@ def test_direct_update_is_torch_optim_fused_step(cfg) -> None:
     models = [task.build_model() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     opts = [optim.build(cfg, m.parameters(), fused=True) for m in models]
-    step = fastpath.build(task, models[0], opts[0], schema.TrainerConfig())
+    step = steps.build(task, models[0], opts[0], schema.TrainerConfig())
     for i in range(5):
         batch = tuple(t[i : i + 8] for t in task.train_data)
         step(batch)

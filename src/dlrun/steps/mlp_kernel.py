@@ -1,30 +1,34 @@
 """A whole train step of a small MLP on the CPU without per-op dispatch: forward, backward and
 update written once in NumPy, on the very memory of the model's parameters.
 
-For FizzBuzz's 10-100-4 net a step is ~1 MFLOP, microseconds of arithmetic, while eager PyTorch
-spends ~25 dispatched ops (~10 us each on a laptop core) and an autograd graph on it: the seed's
-loop is overhead-bound. NumPy runs the same maths at ~1 us an op. The arrays are zero-copy views
-of the parameters and of the optimizer's own state tensors, so checkpoints, resume, metrics and
-the rest of the run see an ordinary torch model; only the step's arithmetic moves.
+For FizzBuzz's 10-100-4 net a step is microseconds of arithmetic, while eager PyTorch spends a
+few dozen dispatched ops and an autograd graph on it: the tutorial's loop is overhead-bound, and
+NumPy's per-op cost is far lower than torch's dispatch for such small matrices. The arrays are
+zero-copy views of the parameters and of the optimizer's own state tensors, so checkpoints,
+resume, metrics and the rest of the run see an ordinary torch model; only the step's arithmetic
+moves.
 
 It applies to ``nn.Sequential`` stacks of ``Linear`` layers (with biases) and ReLU, Tanh,
 Sigmoid or Identity, optionally after a ``Flatten``; a task whose loss is one of the shared
 criteria (cross-entropy, MSE/2); SGD, Adam or AdamW with fused kernels, whose update the kernel
 calls on the NumPy gradients; float32 or float64 on the CPU. Anything else trains through the
-autograd step. ``tests/test_mlp_kernel.py`` holds the kernel to autograd and torch.optim (the
-sums run in NumPy's BLAS, so the two agree to rounding, not bit for bit).
+autograd step. ``tests/test_steps_mlp_kernel.py`` holds the kernel to autograd and torch.optim
+(the sums run in NumPy's BLAS, so the two agree to rounding, not bit for bit).
 ``trainer.mlp_kernel=false`` turns it off.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+from dlrun import compat
+from dlrun.steps.batches import Batch, Step
+from dlrun.steps.fused import Update, fused_kind
 
 if TYPE_CHECKING:
     from dlrun.schema import TrainerConfig
@@ -32,13 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dlrun")
 
-Batch = tuple[torch.Tensor, ...]
-
 ACTIVATIONS = {nn.Identity: None, nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 CRITERIA = ("cross_entropy", "half_mse")
-# The kernel saves a fixed ~5 us per op; NumPy's single-threaded elementwise maths loses that
-# back on big activations. Measured crossover (one thread, Adam, 10-784 inputs): the kernel took
-# 0.4-0.6x autograd's time at 10k activations a step, 0.8-1.0x at 270k, 1.1x at 1M.
+# The kernel saves a fixed cost per op; NumPy's single-threaded elementwise maths loses that
+# back on big activations. Past this size autograd is faster (docs/performance.md has the
+# measured crossover).
 MAX_ACTIVATIONS = 2**18  # batch size x the Linear layers' output features
 
 
@@ -50,7 +52,7 @@ def layout(model: nn.Module) -> tuple[bool, list[str | None]] | None:
     modules = [model] if type(model) is nn.Linear else None
     if type(model) is nn.Sequential:
         modules = list(model)
-    if not modules or any(_hooked(m) for m in [model, *modules]):
+    if not modules or any(compat.has_hooks(m) for m in [model, *modules]):
         return None
     flatten = type(modules[0]) is nn.Flatten
     if flatten:
@@ -71,10 +73,6 @@ def layout(model: nn.Module) -> tuple[bool, list[str | None]] | None:
         elif type(m) is not nn.Identity or not acts:
             return None
     return (flatten, acts) if acts else None
-
-
-def _hooked(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
 
 
 # --------------------------------------------------------------------------- the step's maths
@@ -210,17 +208,15 @@ def build(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     trainer: TrainerConfig,
-    update: Callable[[list[torch.Tensor], list[torch.Tensor]], None] | None,
-) -> Callable[[Batch], torch.Tensor] | None:
+    update: Update | None,
+) -> Step | None:
     """The kernel step for this run, or None when it does not apply (see why_not).
 
-    ``update`` is the optimizer's fused kernel called on its own state (fastpath), so the update
-    and the checkpoints are torch.optim's whichever step computed the gradients; plain SGD
-    (no momentum, no weight decay) updates in place from NumPy, its -lr folded into the loss's
-    gradient.
+    ``update`` is the optimizer's fused kernel called on its own state (steps.fused), so the
+    update and the checkpoints are torch.optim's whichever step computed the gradients; plain
+    SGD (no momentum, no weight decay) updates in place from NumPy, its -lr folded into the
+    loss's gradient.
     """
-    from dlrun import optim
-
     reason = why_not(task, model, trainer)
     params = list(model.parameters())
     shape = layout(model)
@@ -236,10 +232,9 @@ def build(
         log.debug("trainer.mlp_kernel: not used (%s)", reason)
         return None
     flatten, acts = shape
-    log.info("train step: the NumPy MLP kernel (trainer.mlp_kernel=false: autograd)")
     criterion = task.criterion
     group = optimizer.param_groups[0]
-    sgd = optim.fused_kind(optimizer) is torch.optim.SGD
+    sgd = fused_kind(optimizer) is torch.optim.SGD
     arrays = [p.detach().numpy() for p in params]  # the parameters' own memory
     dtype = params[0].dtype
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import fastpath, mlp_kernel, optim, schema
+from dlrun import optim, schema, steps
+from dlrun.steps import fused, mlp_kernel
 from dlrun.tasks.base import Task
 
 
@@ -63,22 +64,22 @@ OPTIMIZERS = {
 
 
 def _kernel(task, model, opt, trainer):
-    return mlp_kernel.build(task, model, opt, trainer, fastpath._direct_update(opt))
+    return mlp_kernel.build(task, model, opt, trainer, fused.direct_update(opt))
 
 
-def _train(task: _Net, kernel: bool, cfg, steps: int = 12):
+def _train(task: _Net, kernel: bool, cfg, n_steps: int = 12):
     torch.manual_seed(1)
     model = task.build_model()
     opt = optim.build(cfg, model.parameters(), fused=True)
     trainer = schema.TrainerConfig(mlp_kernel=kernel)
-    step = fastpath.build(task, model, opt, trainer)
+    step = steps.build(task, model, opt, trainer)
     assert (
-        mlp_kernel.build(task, model, opt, trainer, fastpath._direct_update(opt)) is not None
+        mlp_kernel.build(task, model, opt, trainer, fused.direct_update(opt)) is not None
     ) == kernel
     with torch.no_grad():
         before = task.loss(model, task.train_data)
     losses = []
-    for i in range(steps):
+    for i in range(n_steps):
         s = (i * 7) % 40
         losses.append(step(tuple(t[s : s + 7] for t in task.train_data)))
     with torch.no_grad():
