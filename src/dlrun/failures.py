@@ -6,8 +6,32 @@ The loop raises what it finds (a NaN loss, torch's out-of-memory error); these t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from dlrun import rundir
 from dlrun.errors import Diverged, DlrunError, NonFiniteLoss
+
+if TYPE_CHECKING:
+    from dlrun.schema import TrainerConfig
+
+
+def explain(
+    exc: Exception,
+    epoch: int,
+    trainer: TrainerConfig,
+    lr: float,
+    last_finite: Callable[[], int | None],
+) -> DlrunError | None:
+    """A NaN/inf stop or running out of memory, as one line that says what to do; None for
+    any other error. ``last_finite`` writes the last finite epoch and returns the one last.pt
+    holds (it runs only for a NaN/inf stop)."""
+    if isinstance(exc, RuntimeError):
+        oom = out_of_memory(exc, epoch, trainer.batch_size)
+        if oom is not None:
+            return oom
+    what = divergence(exc, trainer.detect_anomaly, epoch)
+    return None if what is None else diverged(what, last_finite(), lr)
 
 
 def divergence(exc: BaseException, anomaly_mode: bool, epoch: int) -> str | None:
@@ -44,4 +68,15 @@ def out_of_memory(exc: BaseException, epoch: int, batch_size: int) -> DlrunError
         f"out of GPU memory at epoch {epoch + 1} with trainer.batch_size={batch_size} "
         f"({str(exc).strip().splitlines()[0][:120]}); try trainer.batch_size="
         f"{max(1, batch_size // 2)}, a smaller model, or device=cpu"
+    )
+
+
+def interrupted(epoch: int, saved_epoch: int | None, resume_command: str | None) -> str:
+    """What an interrupted run has on disk, and (outside a sweep, which says it) how to go on."""
+    if saved_epoch is None:
+        return f"interrupted at epoch {epoch}, before any checkpoint"
+    if resume_command is None:
+        return f"interrupted: checkpoint of epoch {saved_epoch} written"
+    return (
+        f"interrupted: checkpoint of epoch {saved_epoch} written; continue with: {resume_command}"
     )

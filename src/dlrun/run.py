@@ -9,7 +9,6 @@ so a test can build and run one without a Hydra app. The run directory's files a
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
@@ -31,13 +30,13 @@ from dlrun import (
     loop,
     metrics,
     optim,
-    plots,
+    run_output,
     rundir,
     schema,
     tasks,
 )
 from dlrun import device as devices
-from dlrun.console import Console, metrics_text
+from dlrun.console import Console
 from dlrun.distributed import Strategy
 from dlrun.errors import ConfigError, DlrunError
 from dlrun.interrupt import StopRequest
@@ -225,7 +224,12 @@ class Run:
         changed (a refused resume adds one line to the run's log and nothing else)."""
         path, resumed_dir = checkpoint.locate(str(self.config.resume))
         self.resumed = checkpoint.restore(
-            path, parts.task.name, self.config.trainer.epochs, *_state(parts)
+            path,
+            parts.task.name,
+            self.config.trainer.epochs,
+            parts.model,
+            parts.optimizer,
+            parts.generator,
         )
         for note in self.resumed.notes:
             self.console.print(note)
@@ -247,7 +251,8 @@ class Run:
 
     def fit(self, parts: Setup, kept: list[dict[str, Any]] | None) -> metrics.MetricsLog:
         """The header and env.json, then the loop until trainer.epochs (or a stop)."""
-        self._header(parts.device)
+        seed, choices = self.config.seed, self.info.choices
+        run_output.header(self.console, choices, self.plain, seed, parts.device, self.dir.path)
         if self.writes:
             self.dir.write_env(
                 metrics.environment(devices.describe(parts.device)), kept is not None
@@ -288,39 +293,16 @@ class Run:
         finally:
             self.console.stop()
             history.close()
-        self.summary.distributed = self.strategy.describe(parts.model)  # weights digests
+        self.summary.record_ranks(self.strategy.describe(parts.model))
         return history
 
     def finish(self, parts: Setup, history: metrics.MetricsLog) -> float | None:
         """summary.json completed, the task's report, the final table and the plots."""
         self._write_summary("completed")
-        task, model = parts.task, parts.model
         best = (self.recorder.best if self.recorder else None) or {}
-        model.eval()
-        with torch.no_grad():
-            text = task.report(model)
-        if text:
-            self.console.print(text)
-        rows = [
-            (k, metrics_text({"": v}).strip(), metrics_text({"": best.get(k, "")}).strip())
-            for k, v in self.summary.final.items()
-            if k != "epoch"
-        ]
-        self.console.table(
-            f"{task.name}: {self.epoch} epochs in {self.summary.wall_s:.1f}s "
-            f"(best at epoch {best.get('epoch', '-')})",
-            rows,
-            ("metric", "final", "best"),
-        )
+        run_output.closing(self.console, parts.task, parts.model, self.summary, best)
         if self.config.trainer.plots and self.writes:
-            try:
-                figures = {"curves": plots.curves(history.rows, task.objective)}
-                with torch.no_grad():
-                    figures.update(task.figures(model, history.rows))
-                plots.save(figures, self.dir.plots)
-            except Exception as exc:  # a plot must never cost the run its result
-                log.exception("plotting failed")
-                self.console.print(f"warning: plots not written ({exc})", style="yellow")
+            run_output.plots(self.console, parts.task, parts.model, history.rows, self.dir.plots)
         self.console.print(f"run directory: {self.dir.path}")
         return self.summary.objective
 
@@ -338,41 +320,15 @@ class Run:
         self.dir.write_summary(self.summary)
 
     def _explain(self, exc: Exception) -> DlrunError | None:
-        """A NaN/inf stop or running out of memory, as one line that says what to do."""
-        trainer = self.config.trainer
-        if isinstance(exc, RuntimeError):
-            oom = failures.out_of_memory(exc, self.epoch, trainer.batch_size)
-            if oom is not None:
-                return oom
-        what = failures.divergence(exc, trainer.detect_anomaly, self.epoch)
-        if what is None:
-            return None
-        # last.pt gets the last finite epoch
-        saved = self.recorder.save_last_good() if self.recorder is not None else self.saved_epoch
-        return failures.diverged(what, saved, self.config.optimizer.lr)
+        def last_finite() -> int | None:  # last.pt gets the last finite epoch
+            return self.recorder.save_last_good() if self.recorder else self.saved_epoch
+
+        trainer, lr = self.config.trainer, self.config.optimizer.lr
+        return failures.explain(exc, self.epoch, trainer, lr, last_finite)
 
     def _interrupted(self) -> str:
-        if self.saved_epoch is None:
-            return f"interrupted at epoch {self.epoch}, before any checkpoint"
-        if self.info.in_sweep:  # the sweep says how to go on
-            return f"interrupted: checkpoint of epoch {self.saved_epoch} written"
-        return (
-            f"interrupted: checkpoint of epoch {self.saved_epoch} written; continue with: "
-            f"{self.strategy.command()} resume={self.dir.path}"
+        return failures.interrupted(
+            self.epoch,
+            self.saved_epoch,
+            None if self.info.in_sweep else f"{self.strategy.command()} resume={self.dir.path}",
         )
-
-    def _header(self, device: torch.device) -> None:
-        c = self.info.choices
-        self.console.print(
-            f"dlrun task={c.get('task')} optimizer={c.get('optimizer')} "
-            f"device={devices.describe(device)} seed={self.config.seed}"
-        )
-        for key in ("task", "optimizer", "trainer", "data"):
-            self.console.print(
-                f"  {key:<9} {json.dumps(self.plain[key], separators=(',', ':'))}", style="dim"
-            )
-        self.console.print(f"  run dir   {self.dir.path}", style="dim")
-
-
-def _state(parts: Setup) -> tuple[torch.nn.Module, torch.optim.Optimizer | None, torch.Generator]:
-    return parts.model, parts.optimizer, parts.generator

@@ -255,6 +255,10 @@ class Summary:
     def progress(self, status: str, epochs_completed: int, wall_s: float) -> None:
         self.status, self.epochs_completed, self.wall_s = status, epochs_completed, wall_s
 
+    def record_ranks(self, ranks: dict[str, Any] | None) -> None:
+        """Data-parallel runs: world size, backend, every rank's weights digest."""
+        self.distributed = ranks
+
     def fail(self, exc: BaseException) -> None:
         self.status, self.error = "failed", error_line(exc)
         self.exit_code = getattr(exc, "exit_code", 1)
