@@ -169,7 +169,7 @@ def _job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
         "job": job_dir.name,
         "dir": str(job_dir.relative_to(sweep_dir)),
         "overrides": overrides,
-        "status": summary.status if summary else "running",
+        "status": (summary.status if summary else None) or "running",
         "objective": summary.objective if summary else None,
         "objective_name": summary.objective_name if summary else None,
         "epochs_completed": summary.epochs_completed if summary else None,
