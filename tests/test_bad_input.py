@@ -45,6 +45,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sine = make_run(w / "sine-run", "task=sine-bp")
     fizz = make_run(w / "fizz-run", "task=fizzbuzz")
     small = make_run(w / "small-run", "task=sine-bp", "task.hidden=3")
+    damaged = make_run(w / "damaged-run", "task=sine-bp")
+    rows = (damaged / "metrics.jsonl").read_text()
+    (damaged / "metrics.jsonl").write_text('{"epoch": 0, "spl\n' + rows)  # a line cut short
     shutil.copy(sine / "checkpoints" / "last.pt", w / "sine.pt")
     shutil.copy(fizz / "checkpoints" / "last.pt", w / "fizz.pt")
     shutil.copy(small / "checkpoints" / "last.pt", w / "hidden3.pt")
@@ -195,6 +198,11 @@ ROWS = [
         id="mnist truncated IDX",
     ),
     pytest.param(
+        ["resume={w}/damaged-run"],
+        ["{w}/damaged-run/metrics.jsonl", "line 1 is not a metrics row"],
+        id="resume with a damaged metrics.jsonl",
+    ),
+    pytest.param(
         ["hydra.run.dir=/proc/dlrun-test"],
         ["/proc/dlrun-test", "hydra.run.dir"],
         id="run dir not writable",
@@ -219,8 +227,7 @@ def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
 def test_bad_input(dlrun, world: Path, tmp_path: Path, args: list[str], names: list[str]) -> None:
     args = [a.replace("{w}", str(world)) for a in args]
     before = fingerprint(world)
-    log = world / "sine-run" / "dlrun.log"
-    log_before = log.read_text()
+    logs = {log: log.read_text() for log in world.glob("*/dlrun.log")}
 
     r = dlrun("trainer.epochs=1", *QUIET, *args)
 
@@ -234,10 +241,12 @@ def test_bad_input(dlrun, world: Path, tmp_path: Path, args: list[str], names: l
     assert not (world / "ran").exists()  # no code from a checkpoint ran
     # nothing already on disk changed; a refused resume of a run directory adds one log line
     after = fingerprint(world)
-    if log.read_text() != log_before:
-        assert log.read_text().startswith(log_before)
-        assert len(log.read_text()[len(log_before) :].strip().splitlines()) == 1
-        before.pop("sine-run/dlrun.log"), after.pop("sine-run/dlrun.log")
+    for log, log_before in logs.items():
+        if log.read_text() != log_before:
+            assert log.read_text().startswith(log_before)
+            assert len(log.read_text()[len(log_before) :].strip().splitlines()) == 1
+            name = str(log.relative_to(world))
+            before.pop(name), after.pop(name)
     assert after == before
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "run0").exists()
 

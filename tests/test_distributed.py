@@ -70,22 +70,20 @@ def _model(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(("n", "world"), [(100, 2), (5, 2), (7, 3), (2, 4)])
-def test_shards_cover_the_permutation_in_equal_parts(monkeypatch, n: int, world: int) -> None:
-    monkeypatch.setattr(distributed, "_active", lambda: True)
-    monkeypatch.setenv("WORLD_SIZE", str(world))
+def test_shards_cover_the_permutation_in_equal_parts(n: int, world: int) -> None:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
     shards = []
     for r in range(world):
-        monkeypatch.setenv("RANK", str(r))
-        shards.append(distributed.shard(order, n, torch.device("cpu")))
-        assert len(shards[-1]) == distributed.shard_size(n) == -(-n // world)
+        strategy = distributed.DataParallel(rank=r, world_size=world)
+        shards.append(strategy.shard(order, n, torch.device("cpu")))
+        assert len(shards[-1]) == strategy.shard_size(n) == -(-n // world)
     # every example is in some shard; the padding repeats the permutation's start
     merged = torch.stack(shards, 1).reshape(-1)  # position-major: batch k of every rank
     assert set(merged.tolist()) == set(range(n))
     assert torch.equal(merged[:n], order) and torch.equal(
         merged[n:], order.repeat(world)[: len(merged) - n]
     )
-    unshuffled = distributed.shard(None, n, torch.device("cpu"))
+    unshuffled = strategy.shard(None, n, torch.device("cpu"))  # the last rank's
     assert (
         unshuffled.tolist()
         == [i % n for i in range(world - 1, len(merged), world)][: len(unshuffled)]

@@ -11,11 +11,13 @@ from __future__ import annotations
 import pickle
 import random
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun import files
 from dlrun.errors import DlrunError
+from dlrun.rundir import RunDir
 
 if TYPE_CHECKING:
     import torch
@@ -33,10 +35,11 @@ def locate(resume: str) -> tuple[Path, Path | None]:
     """
     path = Path(resume).expanduser()
     if path.is_dir():
-        ckpt = path / "checkpoints" / "last.pt"
-        if not ckpt.exists():
-            raise DlrunError(f"resume={resume}: no checkpoints/last.pt in that directory")
-        return ckpt, path if (path / ".hydra").is_dir() else None
+        run = RunDir(path)
+        if not run.last.exists():
+            where = run.last.relative_to(path)
+            raise DlrunError(f"resume={resume}: no {where} in that directory")
+        return run.last, path if run.hydra.is_dir() else None
     if not path.exists():
         raise DlrunError(f"resume={resume}: no such file or directory")
     return path, None
@@ -146,3 +149,79 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     generator.set_state(state["loop"])
+
+
+def make_state(
+    task: str,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    generator: torch.Generator,
+    best: dict[str, Any] | None,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """What a checkpoint holds (``config``: the resolved config, for the record)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer_type": type(optimizer).__name__ if optimizer is not None else None,
+        "rng": rng_state(generator),
+        "best": best,
+        "config": config,
+    }
+
+
+@dataclass
+class Restored:
+    """What a resume took from its checkpoint."""
+
+    path: Path
+    epoch: int
+    best: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)  # for the console
+
+    def continues(self, run_dir: RunDir) -> bool:
+        """Resumed from that run directory's own last.pt (not from a .pt file elsewhere)."""
+        return self.path.resolve() == run_dir.last.resolve()
+
+
+def restore(
+    path: Path,
+    task: str,
+    epochs: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    generator: torch.Generator,
+) -> Restored:
+    """Load a checkpoint into this run's model, optimizer and RNGs, refusing one from another
+    task, of another model shape, or from beyond ``trainer.epochs`` in one line."""
+    state = load(path)
+    if state["task"] != task:
+        raise DlrunError(
+            f"checkpoint {path}: is from task {state['task']}, this run is task {task} "
+            f"(add task={state['task']})"
+        )
+    load_model(path, state, model)
+    if int(state["epoch"]) > epochs:
+        raise DlrunError(
+            f"trainer.epochs={epochs} is below the checkpoint's epoch {state['epoch']} ({path}); "
+            f"expected trainer.epochs >= {state['epoch']}"
+        )
+    restored = Restored(path, int(state["epoch"]), state.get("best"))
+    if optimizer is not None:
+        if state.get("optimizer") and state.get("optimizer_type") == type(optimizer).__name__:
+            chosen = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+            optimizer.load_state_dict(state["optimizer"])
+            for group, settings in zip(optimizer.param_groups, chosen, strict=True):
+                group.update(settings)  # this run's optimizer.* settings win
+        else:
+            restored.notes.append(
+                f"optimizer changed ({state.get('optimizer_type')} -> "
+                f"{type(optimizer).__name__}): its state starts fresh"
+            )
+    set_rng_state(state["rng"], generator)
+    return restored

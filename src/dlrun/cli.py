@@ -22,11 +22,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from dlrun import compat, distributed, files, schema, sweep
 from dlrun.errors import DlrunError
+from dlrun.rundir import RunDir, quote
 
 schema.register()
 
@@ -74,7 +75,7 @@ def _remove_if_empty(run_dir: Path) -> None:
     """A single run refused before it started leaves no directory behind (sweeps keep one)."""
     if HydraConfig.get().mode == RunMode.MULTIRUN or not run_dir.is_dir():
         return
-    if {p.name for p in run_dir.iterdir()} <= {".hydra", "dlrun.log", "summary.json"}:
+    if RunDir(run_dir).only_refusal_records():
         shutil.rmtree(run_dir, ignore_errors=True)
         for parent in list(run_dir.parents)[:2]:  # outputs/<date>/, outputs/ if made just now
             try:
@@ -177,7 +178,7 @@ def _refuse_used_run_dir(overrides: list[str]) -> None:
     if not given:
         return
     run_dir = Path(given[-1].strip("'\""))
-    if (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists():
+    if RunDir(run_dir).holds_run():
         raise DlrunError(
             f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir}, "
             "or choose a new directory"
@@ -245,37 +246,15 @@ def resume_argv(argv: list[str]) -> list[str]:
     _, run_dir = locate(argv[at].split("=", 1)[1])
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
+    run = RunDir(run_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return [
         *argv[:at],
-        *kept_overrides(run_dir, argv),
+        *run.kept_overrides(argv),
         *argv[at:],
         f"hydra.run.dir={quote(str(run_dir))}",
-        f"hydra.output_subdir=.hydra/resume-{stamp}-{os.getpid()}",
+        f"hydra.output_subdir={run.resume_subdir(f'{stamp}-{os.getpid()}')}",
     ]
-
-
-def recorded_overrides(run_dir: Path) -> list[str]:
-    """The overrides a run was last composed with: its latest resume's, else its own."""
-    records = sorted(run_dir.glob(".hydra/resume-*/overrides.yaml"))
-    latest = records[-1] if records else run_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(latest)] if latest.exists() else []
-
-
-def kept_overrides(run_dir: Path, argv: list[str]) -> list[str]:
-    """The run's recorded overrides that ``argv`` does not set again (what resume and rerun
-    replay before the new ones); Hydra's own settings are this invocation's."""
-    given = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
-    old = recorded_overrides(run_dir)
-    return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dlrun import files
+from dlrun.rundir import RunDir
 from dlrun.schema import LoggerConfig
 
 KEYS = ("epoch", "split")  # every row's coordinates; the rest are metrics
@@ -24,14 +25,14 @@ class Logger(Protocol):
 
 
 def open_loggers(
-    cfg: LoggerConfig, run_dir: Path, rows: list[dict[str, Any]], resume_epoch: int | None
+    cfg: LoggerConfig, run_dir: RunDir, rows: list[dict[str, Any]], resume_epoch: int | None
 ) -> list[Logger]:
     """The chosen loggers, given the rows metrics.jsonl already holds (up to a resume's epoch)."""
     chosen: list[Logger] = []
     if cfg.csv:
-        chosen.append(CsvLog(run_dir / "metrics.csv", rows))
+        chosen.append(CsvLog(run_dir.metrics_csv, rows))
     if cfg.tensorboard:
-        chosen.append(TensorBoardLog(run_dir / "tensorboard", resume_epoch))
+        chosen.append(TensorBoardLog(run_dir.tensorboard, resume_epoch))
     return chosen
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from dlrun import compat, distributed, steps
+from dlrun import compat, steps
+from dlrun.distributed import Strategy
 from dlrun.errors import NonFiniteLoss
 from dlrun.interrupt import Interrupted
 
@@ -60,7 +61,11 @@ def validate(task: Task, model: nn.Module) -> dict[str, float]:
 
 
 def epoch_loss(
-    epoch: int, losses: list[torch.Tensor], weights: list[float], params: list[torch.Tensor]
+    epoch: int,
+    losses: list[torch.Tensor],
+    weights: list[float],
+    params: list[torch.Tensor],
+    strategy: Strategy | None = None,
 ) -> float:
     """The epoch's mean training loss, read in one host sync that also checks the weights.
 
@@ -74,18 +79,18 @@ def epoch_loss(
     weighed = [p.detach() for p in params if p.numel()]
     norms = compat.foreach_norm(weighed, math.inf) if weighed else []
     numbers = torch.stack([*losses, *norms]).tolist()
-    steps = numbers[: len(losses)]
-    value = sum(w * x for w, x in zip(weights, steps, strict=True))
+    per_step = numbers[: len(losses)]
+    value = sum(w * x for w, x in zip(weights, per_step, strict=True))
     checked = value if all(map(math.isfinite, numbers)) else math.nan
-    if distributed.world_size() > 1:  # over all processes' shards: every rank sees the same loss
-        value, checked = distributed.mean(
+    if strategy is not None and strategy.world_size > 1:  # over every process's shard: all agree
+        value, checked = strategy.mean(
             torch.tensor([value, checked], dtype=torch.float64, device=losses[0].device)
         ).tolist()
     if math.isfinite(checked):
         return value
-    bad = [i for i, x in enumerate(steps) if not math.isfinite(x)]
+    bad = [i for i, x in enumerate(per_step) if not math.isfinite(x)]
     step = bad[0] if bad else len(losses) - 1
-    raise NonFiniteLoss(epoch, step + 1, len(losses), steps[step])
+    raise NonFiniteLoss(epoch, step + 1, len(losses), per_step[step])
 
 
 def fit(
@@ -97,11 +102,15 @@ def fit(
     hooks: Hooks,
     start_epoch: int = 0,
     validated_epoch: int | None = None,
+    strategy: Strategy | None = None,
 ) -> int:
-    """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed."""
+    """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed.
+
+    ``strategy`` shares the epoch out among data-parallel processes (default: one process)."""
+    strategy = strategy or Strategy()
     data = task.train_data
     total = data[0].shape[0] if data else 0
-    n = distributed.shard_size(total)  # this process's examples per epoch
+    n = strategy.shard_size(total)  # this process's examples per epoch
     bs = trainer.batch_size
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
     weights = [min(bs, n - s) / n for s in range(0, n, bs)]
@@ -118,10 +127,12 @@ def fit(
             if trainer.shuffle
             else None
         )
-        order = distributed.shard(order, total, task.device)
+        order = strategy.shard(order, total, task.device)
         losses = [step(batch) for batch in steps.batches(data, order, bs, trainer.fast)]
 
-        train_loss = epoch_loss(epoch, losses, weights, params)  # the epoch's one host sync
+        train_loss = epoch_loss(
+            epoch, losses, weights, params, strategy
+        )  # the epoch's one host sync
         last = epoch == trainer.epochs
         stop = task.converged(model)
         signum = hooks.stop_requested()

@@ -1,9 +1,10 @@
-"""The run directory's record files: metrics.jsonl, summary.json and env.json."""
+"""The metrics log a run appends to, and the environment record it writes once.
+
+File names and formats are :mod:`dlrun.rundir`'s; this is the writer that keeps a run's rows.
+"""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import shlex
@@ -13,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from dlrun import files
+from dlrun import files, rundir
 
 PACKAGES = (
     "dlrun",
@@ -28,54 +29,20 @@ PACKAGES = (
 )
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null rather than produce invalid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_json(path: Path, obj: Any) -> None:
-    with files.replace(path) as f:
-        json.dump(_clean(obj), f, indent=2)
-        f.write("\n")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 class MetricsLog:
     """metrics.jsonl: one row per logged phase of an epoch, appended and flushed as it happens."""
 
-    def __init__(
-        self, path: Path | None, resume_epoch: int | None = None, source: Path | None = None
-    ) -> None:
-        """``path`` None keeps the rows in memory only, reading a resumed run's from ``source``."""
+    def __init__(self, path: Path | None, kept: list[dict[str, Any]] | None = None) -> None:
+        """``path`` None keeps the rows in memory only (the ranks that write nothing).
+
+        ``kept``: a resumed run's rows up to its checkpoint's epoch; the file is rewritten to
+        hold just those, so the epochs trained again are not logged twice.
+        """
         self.path = path
-        self.rows: list[dict[str, Any]] = []
-        self.dropped = 0
-        read = path if path is not None else source
-        if resume_epoch is not None and read is not None and read.exists():
-            for line in read.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a crash
-                if row.get("epoch", 0) <= resume_epoch:
-                    self.rows.append(row)
-                else:
-                    self.dropped += 1  # trained again from the checkpoint
-            if path is not None:
-                with files.replace(path) as f:
-                    f.writelines(json.dumps(r) + "\n" for r in self.rows)
+        self.rows: list[dict[str, Any]] = list(kept or [])
+        if kept is not None and path is not None and path.exists():
+            with files.replace(path) as f:
+                f.writelines(rundir.metrics_line(r) for r in self.rows)
         self._file = open(path, "a") if path is not None else None  # noqa: SIM115 - for the run
         self.loggers: list[Any] = []  # dlrun.loggers: each gets every row written here
 
@@ -83,7 +50,7 @@ class MetricsLog:
         row = {"epoch": epoch, "split": split, **metrics}
         self.rows.append(row)
         if self._file is not None:
-            self._file.write(json.dumps(_clean(row)) + "\n")
+            self._file.write(rundir.metrics_line(row))
             self._file.flush()
         for logger in self.loggers:
             logger.append(row)

@@ -10,15 +10,15 @@ value by value, times aside: exactly on the CPU, within a relative tolerance on 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from dlrun import cli, metrics
+from dlrun import rundir
 from dlrun.errors import DlrunError
+from dlrun.rundir import RunDir, Summary, quote
 
 PROG = "dlrun-rerun"
 ACCELERATOR_RTOL = 1e-4  # relative tolerance on CUDA/MPS (and between different devices)
@@ -29,19 +29,10 @@ def _is_time(key: str) -> bool:
     return key.endswith("time_s") or key == "wall_s"
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DlrunError(f"cannot read {path}: {exc.strerror or exc}") from None
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise DlrunError(f"{path}: line {number} is not JSON") from None
-        rows.append({k: v for k, v in row.items() if not _is_time(k)})
-    return rows
+def read_metrics(run: RunDir) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows, times aside (rundir's policy for a damaged line)."""
+    rows = run.read_metrics(required=True)
+    return [{k: v for k, v in row.items() if not _is_time(k)} for row in rows]
 
 
 def _same(a: Any, b: Any, rtol: float) -> bool:
@@ -71,15 +62,6 @@ def compare(source: list[dict], rerun: list[dict], rtol: float = 0.0) -> list[st
     return problems
 
 
-def _device_kind(run_dir: Path) -> str | None:
-    """'cpu', 'cuda', 'mps' as the run recorded it (summary.json, else env.json)."""
-    for name in ("summary.json", "env.json"):
-        device = (metrics.read_json(run_dir / name) or {}).get("device")
-        if device:
-            return str(device).split()[0].split(":")[0]
-    return None
-
-
 def _continued_in_place(override: str) -> bool:
     """`resume=RUN_DIR` continued that same run: a rerun runs it from the start instead."""
     key, _, value = override.partition("=")
@@ -98,25 +80,29 @@ def _new_dir(extra: list[str]) -> Path:
 def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> int:
     if not source.is_dir():
         raise DlrunError(f"no such run directory: {source}")
-    if not (source / ".hydra" / "config.yaml").is_file():
-        raise DlrunError(f"{source} is not a run directory (no .hydra/config.yaml)")
-    summary = metrics.read_json(source / "summary.json") or {}
-    if verify and summary.get("status") != "completed":
-        status = summary.get("status") or "without summary.json"
+    run = RunDir(source)
+    if not run.config.is_file():
+        where = run.config.relative_to(source)
+        raise DlrunError(f"{source} is not a run directory (no {where})")
+    summary = run.read_summary() or Summary()
+    if verify and summary.status != "completed":
+        status = summary.status or f"without {rundir.SUMMARY}"
         raise DlrunError(f"{source} is {status}: only a completed run can be verified")
     new = _new_dir(extra)
     if new.exists():
         raise DlrunError(f"{new} already exists: a rerun writes a new run directory")
-    kept = [o for o in cli.kept_overrides(source, extra) if not _continued_in_place(o)]
+    kept = [o for o in run.kept_overrides(extra) if not _continued_in_place(o)]
     args = [a for a in extra if not a.startswith("hydra.run.dir=")]
-    argv = [*args, *kept, f"hydra.run.dir={cli.quote(str(new))}"]
+    argv = [*args, *kept, f"hydra.run.dir={quote(str(new))}"]
     print(f"rerun of {source} into {new}: dlrun {' '.join([*args, *kept])}", flush=True)
-    if summary.get("resumes"):
+    if summary.resumes:
         print(
-            f"note: {source} was resumed {len(summary['resumes'])} time(s); the rerun trains "
+            f"note: {source} was resumed {len(summary.resumes)} time(s); the rerun trains "
             "it in one go with its latest settings",
             flush=True,
         )
+    from dlrun import cli  # the `dlrun` command itself, run in this process
+
     try:
         cli.main(argv)
     except SystemExit as exc:
@@ -129,19 +115,20 @@ def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> i
 
 def check(source: Path, new: Path, rtol: float | None) -> int:
     """Say whether ``new`` reproduced ``source``'s metrics.jsonl: 0 if so, 1 if not."""
-    kinds = (_device_kind(source), _device_kind(new))
+    kinds = (RunDir(source).device_kind(), RunDir(new).device_kind())
     exact = kinds == ("cpu", "cpu")
     if rtol is None:
         rtol = 0.0 if exact else ACCELERATOR_RTOL
     how = "exactly" if rtol == 0 else f"within relative tolerance {rtol:g}"
     on = kinds[0] if kinds[0] == kinds[1] else f"{kinds[0]} (source) and {kinds[1]} (rerun)"
-    rows = read_metrics(source / "metrics.jsonl")
-    problems = compare(rows, read_metrics(new / "metrics.jsonl"), rtol)
+    rows = read_metrics(RunDir(source))
+    problems = compare(rows, read_metrics(RunDir(new)), rtol)
+    metrics = rundir.METRICS
     if not problems:
-        print(f"reproduced: {len(rows)} rows of metrics.jsonl match {how} on {on} (times aside)")
+        print(f"reproduced: {len(rows)} rows of {metrics} match {how} on {on} (times aside)")
         return 0
     print(
-        f"NOT reproduced: metrics.jsonl of {new} differs from {source} (compared {how} on {on}, "
+        f"NOT reproduced: {metrics} of {new} differs from {source} (compared {how} on {on}, "
         f"times aside): {problems[0]}"
         + (f"; {len(problems) - 1} more difference(s)" if len(problems) > 1 else "")
     )
@@ -155,11 +142,11 @@ def main(argv: list[str] | None = None) -> None:
         prog=PROG,
         usage=f"{PROG} RUN_DIR [--verify] [--rtol RTOL] [overrides ...]",
         description="Run a finished run again from its recorded config and overrides into a "
-        "new run directory (the source is only read); --verify compares the two metrics.jsonl "
+        f"new run directory (the source is only read); --verify compares the two {rundir.METRICS} "
         "files. Extra key=value overrides (and dlrun's flags, e.g. --config-dir) are passed on.",
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--verify", action="store_true", help="compare the two metrics.jsonl")
+    parser.add_argument("--verify", action="store_true", help=f"compare the two {rundir.METRICS}")
     parser.add_argument(
         "--rtol",
         type=float,

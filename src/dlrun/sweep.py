@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from dlrun import compat, metrics
+from dlrun import compat, rundir
 from dlrun.errors import DlrunError
+from dlrun.rundir import RunDir, Summary, read_json, write_json
 
-MANIFEST = "sweep.json"
-# what a fresh start clears from a job directory whose earlier attempt left no checkpoint
-_RECORDS = ("summary.json", "metrics.jsonl", "env.json", "plots", "checkpoints")
+MANIFEST = "sweep.json"  # in the sweep directory, beside the job directories
 
 current_dir: Path | None = None  # the sweep directory of this process's multirun
 
@@ -102,14 +101,14 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
     return jobs or []
 
 
-def job_records(job_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+def job_records(job_dir: Path, overrides: list[str]) -> Summary | None:
     """The summary of this job's earlier attempt; DlrunError when the directory holds another
     job (the sweep was changed but its directory reused)."""
-    previous = metrics.read_json(job_dir / "summary.json")
-    if previous is None or previous.get("overrides") in (None, overrides):
+    previous = RunDir(job_dir).read_summary()
+    if previous is None or previous.overrides in (None, overrides):
         return previous
     raise DlrunError(
-        f"{job_dir} holds a job with other overrides ({' '.join(previous['overrides'])}); "
+        f"{job_dir} holds a job with other overrides ({' '.join(previous.overrides)}); "
         "expected the same sweep: give this one a new hydra.sweep.dir"
     )
 
@@ -123,11 +122,11 @@ def prepare_job(job_dir: Path, overrides: list[str]) -> str:
     previous = job_records(job_dir, overrides)
     if previous is None:
         return "run"
-    if previous.get("status") == "completed":
+    if previous.status == "completed":
         return "skip"
-    if (job_dir / "checkpoints" / "last.pt").is_file():
+    if RunDir(job_dir).last.is_file():
         return "resume"
-    for name in _RECORDS:  # an attempt that never reached a checkpoint starts over
+    for name in rundir.RECORDS:  # an attempt that never reached a checkpoint starts over
         path = job_dir / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -138,22 +137,15 @@ def prepare_job(job_dir: Path, overrides: list[str]) -> str:
 
 def record_failure(job_dir: Path, overrides: list[str], exc: BaseException) -> None:
     """A job refused before its run started (a bad value) still gets its summary.json."""
-    if (job_dir / "summary.json").exists() or not job_dir.is_dir():
+    run = RunDir(job_dir)
+    if run.summary.exists() or not job_dir.is_dir():
         return  # the run wrote its own failed record
-    metrics.write_json(
-        job_dir / "summary.json",
-        {
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
-            "exit_code": getattr(exc, "exit_code", 1),
-            "overrides": overrides,
-            "epochs_completed": 0,
-        },
-    )
+    write_json(run.summary, Summary.refused(overrides, exc))
 
 
 def objective(job_dir: Path) -> float | None:
-    return (metrics.read_json(job_dir / "summary.json") or {}).get("objective")
+    summary = RunDir(job_dir).read_summary()
+    return summary.objective if summary else None
 
 
 def job_order(name: str) -> tuple[bool, int, str]:
@@ -167,20 +159,20 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
-    summary = metrics.read_json(job_dir / "summary.json") or {}
-    overrides = summary.get("overrides")
-    if overrides is None:
-        recorded = job_dir / ".hydra" / "overrides.yaml"
-        overrides = [str(o) for o in OmegaConf.load(recorded)] if recorded.exists() else []
+    run = RunDir(job_dir)
+    summary = run.read_summary()
+    overrides = summary.overrides if summary else None
+    if overrides is None:  # Hydra's record of the job's own overrides (not a resume's)
+        overrides = run.recorded_overrides(latest=False)
     return {
         "job": job_dir.name,
         "dir": str(job_dir.relative_to(sweep_dir)),
         "overrides": overrides,
-        "status": summary.get("status", "running"),
-        "objective": summary.get("objective"),
-        "objective_name": summary.get("objective_name"),
-        "epochs_completed": summary.get("epochs_completed"),
-        "error": summary.get("error"),
+        "status": (summary.status if summary else None) or "running",
+        "objective": summary.objective if summary else None,
+        "objective_name": summary.objective_name if summary else None,
+        "epochs_completed": summary.epochs_completed if summary else None,
+        "error": summary.error if summary else None,
     }
 
 
@@ -196,10 +188,10 @@ def _locked(sweep_dir: Path):
 
 
 def update_manifest(sweep_dir: Path, planned: list[list[str]] | None = None) -> dict[str, Any]:
-    """Rebuild sweep.json from the job directories (their summary.json is the truth)."""
+    """Rebuild the manifest from the job directories (their summaries are the truth)."""
     path = sweep_dir / MANIFEST
     with _locked(sweep_dir):
-        old = metrics.read_json(path) or {}
+        old = read_json(path) or {}
         if planned:
             old["planned"] = [list(p) for p in planned]
         jobs = {e["job"]: e for e in (_job_entry(d, sweep_dir) for d in _job_dirs(sweep_dir))}
@@ -215,7 +207,7 @@ def update_manifest(sweep_dir: Path, planned: list[list[str]] | None = None) -> 
             "planned": old.get("planned", []),
             "jobs": ordered,
         }
-        metrics.write_json(path, manifest)
+        write_json(path, manifest)
     return manifest
 
 
@@ -246,8 +238,7 @@ def finish(sweep_dir: Path) -> str:
     if failed:
         first = failed[0]
         codes = {
-            (metrics.read_json(sweep_dir / e["dir"] / "summary.json") or {}).get("exit_code")
-            for e in failed
+            getattr(RunDir(sweep_dir / e["dir"]).read_summary(), "exit_code", None) for e in failed
         }
         error = SweepFailed(
             f"{len(failed)} of {len(jobs)} jobs failed (job {first['job']}: "
