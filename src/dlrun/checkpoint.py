@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun import files
+from dlrun import files, rundir
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir
 
@@ -39,7 +39,12 @@ def locate(resume: str) -> tuple[Path, Path | None]:
         if not run.last.exists():
             where = run.last.relative_to(path)
             raise DlrunError(f"resume={resume}: no {where} in that directory")
-        return run.last, path if run.hydra.is_dir() else None
+        if not run.hydra.is_dir():  # e.g. what is left of a run directory removed meanwhile
+            raise DlrunError(
+                f"resume={resume}: not a run directory (no {rundir.HYDRA}/ record); to start a "
+                f"new run from its checkpoint give resume={run.last}"
+            )
+        return run.last, path
     if not path.exists():
         raise DlrunError(f"resume={resume}: no such file or directory")
     return path, None
