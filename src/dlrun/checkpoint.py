@@ -58,6 +58,14 @@ def save(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, f)
 
 
+def saved_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint holds, or None when it is missing or unusable."""
+    try:
+        return int(load(path)["epoch"])
+    except (DlrunError, KeyError, TypeError, ValueError):
+        return None
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read a dlrun checkpoint, refusing anything else with a one-line reason."""
     import torch

@@ -187,19 +187,26 @@ class RunDir:
                 return str(device).split()[0].split(":")[0]
         return None
 
+    def _overrides_record(self, latest: bool = True) -> Path:
+        records = sorted(self.hydra.glob(f"{RESUME_PREFIX}*/{OVERRIDES}")) if latest else []
+        return records[-1] if records else self.hydra / OVERRIDES
+
     def recorded_overrides(self, latest: bool = True) -> list[str]:
         """The overrides a run was last composed with: its latest resume's, else its own
         (``latest`` False: its own, as first composed)."""
         from omegaconf import OmegaConf
 
-        records = sorted(self.hydra.glob(f"{RESUME_PREFIX}*/{OVERRIDES}")) if latest else []
-        latest_record = records[-1] if records else self.hydra / OVERRIDES
-        return [str(o) for o in OmegaConf.load(latest_record)] if latest_record.exists() else []
+        record = self._overrides_record(latest)
+        return [str(o) for o in OmegaConf.load(record)] if record.exists() else []
 
-    def kept_overrides(self, argv: list[str]) -> list[str]:
+    def kept_overrides(self, argv: list[str], in_place_resume: bool = True) -> list[str]:
         """The run's recorded overrides that ``argv`` does not set again (what resume and rerun
-        replay before the new ones); Hydra's own settings are this invocation's."""
+        replay before the new ones); Hydra's own settings are this invocation's. Without
+        ``in_place_resume``, a resume's ``resume=`` (always this run's own directory) is left
+        out; a run's own ``resume=FILE.pt`` (a new run from a checkpoint) is kept."""
         given = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
+        if not in_place_resume and self._overrides_record().parent != self.hydra:
+            given.add("resume")
         old = self.recorded_overrides()
         return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
 
