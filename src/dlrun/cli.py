@@ -48,7 +48,7 @@ class _Before:
 
     @classmethod
     def look(cls, run_dir: Path) -> _Before:
-        created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        created = files.missing_dirs(run_dir)
         names = None if created else {p.name for p in run_dir.iterdir()}
         return cls(run_dir, created, names)
 
@@ -64,11 +64,7 @@ class _Before:
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             return
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        for parent in self.created[1:]:  # outputs/<date>/, outputs/ when made just now
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        files.remove_empty(self.created[1:])  # outputs/<date>/, outputs/ when made just now
 
 
 _before: _Before | None = None

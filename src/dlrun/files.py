@@ -74,3 +74,19 @@ def probe(directory: Path) -> None:
         ) from None
     finally:
         path.unlink(missing_ok=True)
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first: what making ``path``
+    would create (so that a failure can remove exactly that, and nothing that was there)."""
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove these directories, deepest first, while they are empty (rmdir never removes a
+    directory that holds anything)."""
+    for directory in dirs:
+        try:
+            directory.rmdir()
+        except OSError:
+            break
