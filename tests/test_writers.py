@@ -262,3 +262,15 @@ def test_a_failed_download_leaves_no_empty_directories(dlrun, tmp_path: Path, mo
     r = dlrun("task=mnist", "data.download=true", "data.root=data/sets")
     assert "downloading them failed" in one_error_line(r.err)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["data"]  # data/ was there before
+
+
+def test_every_row_of_faults_md_names_a_test_that_exists() -> None:
+    root = Path(__file__).parent
+    page = (root.parent / "docs" / "faults.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "test_" in line]
+    defined = "".join(p.read_text() for p in root.glob("test_*.py"))
+    assert len(rows) >= 10
+    for row in rows:
+        names = [n.strip("` ") for n in row.rstrip(" |").rsplit("|", 1)[1].split(",")]
+        for name in names:
+            assert f"def {name}(" in defined, name
