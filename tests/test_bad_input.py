@@ -238,7 +238,11 @@ ROWS = [
     pytest.param(["--cfg", "jobs"], ["--cfg", "invalid choice: 'jobs'"], id="Hydra option"),
     pytest.param(
         ["resume={w}/left-of-a-run"],
-        ["resume={w}/left-of-a-run", "not a run directory", "{w}/left-of-a-run/checkpoints/last.pt"],
+        [
+            "resume={w}/left-of-a-run",
+            "not a run directory",
+            "{w}/left-of-a-run/checkpoints/last.pt",
+        ],
         id="resume of a directory that is not a run",
     ),
     pytest.param(

@@ -125,7 +125,9 @@ def test_a_resumed_run_verifies_on_the_rows_both_runs_log(dlrun, tmp_path, monke
     """50 epochs, then resumed to 60: the source logs epoch 50 (where its first part ended),
     a run in one go does not; the rows both log match exactly. From another directory, with the
     source given relative to it, so the recorded `resume=` cannot be replayed."""
-    first = dlrun("task=sine-bp", "trainer.epochs=50", "trainer.plots=false", run_dir=tmp_path / "s")
+    first = dlrun(
+        "task=sine-bp", "trainer.epochs=50", "trainer.plots=false", run_dir=tmp_path / "s"
+    )
     assert first.code == 0, first.err
     resumed = dlrun("resume=s", "trainer.epochs=60")
     assert resumed.code == 0, resumed.err

@@ -136,8 +136,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
     print(
-        f"job {hydra_cfg.job.num}: {dirlock.describe(holder)} is running it; waiting for it "
-        "to end",
+        f"job {hydra_cfg.job.num}: {dirlock.describe(holder)} is running it; waiting for it to end",
         flush=True,
     )
 

@@ -20,7 +20,6 @@ from dlrun import rundir, sweep
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, Summary, read_json
 
-
 # a run whose summary is not final: its progress is read from metrics.jsonl
 LIVE = ("running", "stale", "unknown")
 
