@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import checkpoint, report, rundir
+from dlrun import checkpoint, cli, report, rundir
 from tests.conftest import call_main
 
 LONG = (
@@ -155,10 +155,11 @@ def test_the_same_sweep_started_twice_runs_each_job_once(tmp_path: Path) -> None
     ("made", "cwd", "run_dir", "kept"),
     [  # directories made first, where dlrun runs, hydra.run.dir, what must still be there
         (["a/b"], "a/b", "run1", ["a", "a/b"]),  # the report's reproduction
-        (["a/b"], "a/b", ".", ["a", "a/b"]),
+        (["a/b"], "a/b", ".", ["a", "a/b", "a/b/notes.txt"]),  # the user's own files stay
         (["empty"], ".", "empty", ["empty"]),
         ([], ".", "x/y/z", []),
         (["x"], ".", "x/y/z", ["x"]),
+        (["outputs"], ".", None, ["outputs"]),  # the default outputs/<date>/<time>
     ],
 )
 def test_a_refusal_removes_only_what_it_created(
@@ -166,9 +167,14 @@ def test_a_refusal_removes_only_what_it_created(
 ) -> None:
     for directory in made:
         (tmp_path / directory).mkdir(parents=True)
+    if "a/b/notes.txt" in kept:
+        (tmp_path / "a" / "b" / "notes.txt").write_text("mine\n")
     monkeypatch.chdir(tmp_path / cwd)
-    r = dlrun("optimizer.lr=0", f"hydra.run.dir={run_dir}")
-    assert "optimizer.lr=0" in one_error_line(r.err)
+    where = [f"hydra.run.dir={run_dir}"] if run_dir else []
+    try:
+        cli.main(["optimizer.lr=0", *where])
+    except SystemExit as exc:
+        assert exc.code == 2
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert left == kept
 

@@ -54,6 +54,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically and durably (temp file, fsync, rename)."""
     import torch
 
+    path.parent.mkdir(exist_ok=True)  # checkpoints/, inside a run directory that must exist
     with files.replace(path, "wb", durable=True) as f:
         torch.save(state, f)
 

@@ -54,17 +54,20 @@ class _Before:
 
     def remove_created(self) -> None:
         """The refused run's traces: its new directories, or in a directory that was there
-        before, the records it added (a refused resume's own record is run.py's to remove)."""
-        run = RunDir(self.run_dir)
-        if not self.run_dir.is_dir() or not run.only_refusal_records():
+        before, the records it added (a refused resume's own record is run.py's to remove).
+        Only while this process holds the directory's lock: else another process made it."""
+        if dirlock.held(self.run_dir) is None or not self.run_dir.is_dir():
             return
-        if self.names is not None:
-            for name in {rundir.HYDRA, rundir.LOG, rundir.SUMMARY, rundir.LOCK} - self.names:
-                path = self.run_dir / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        added = {p.name for p in self.run_dir.iterdir()} - (self.names or set())
+        if not added <= rundir.REFUSAL_RECORDS:  # the run started: its records stay
             return
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        files.remove_empty(self.created[1:])  # outputs/<date>/, outputs/ when made just now
+        if self.names is None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            files.remove_empty(self.created[1:])  # outputs/<date>/, outputs/ made just now
+            return
+        for name in added:
+            path = self.run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 _before: _Before | None = None

@@ -23,8 +23,7 @@ def replace(path: Path, mode: str = "w", durable: bool = False) -> Iterator[IO]:
     ``durable`` also fsyncs the file and the directory, so the new content survives a power cut
     (checkpoints); a crash before the rename leaves the old file untouched either way.
     """
-    # only the last level (checkpoints/): a run directory removed meanwhile is not remade
-    path.parent.mkdir(exist_ok=True)
+    # the directory must exist: a run directory removed meanwhile is never remade in part
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())

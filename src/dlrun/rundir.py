@@ -44,6 +44,8 @@ OVERRIDES = "overrides.yaml"
 RESUME_PREFIX = "resume-"
 LOCK = ".dlrun.lock"  # the writer's lock (dirlock.py): who writes here now
 TEMP = ".*.tmp"  # files.replace()'s temp files: left behind only by a killed writer
+# all that a run refused before it started leaves in its directory
+REFUSAL_RECORDS = frozenset({HYDRA, LOG, SUMMARY, LOCK})
 # what a sweep job that never reached a checkpoint clears before it starts over
 RECORDS = (SUMMARY, METRICS, ENV, "plots", CHECKPOINTS)
 
@@ -124,7 +126,7 @@ class RunDir:
 
     def only_refusal_records(self) -> bool:
         """Nothing here but what a run refused before it started leaves (its removal is safe)."""
-        return {p.name for p in self.path.iterdir()} <= {HYDRA, LOG, SUMMARY, LOCK}
+        return {p.name for p in self.path.iterdir()} <= REFUSAL_RECORDS
 
     def writer(self) -> dict[str, Any] | None:
         """The live process writing here (its pid, host, command), or None: see dirlock.py."""
