@@ -9,6 +9,7 @@ place; it is read with ``torch.load(weights_only=True)``, so a file from elsewhe
 from __future__ import annotations
 
 import pickle
+import shlex
 import random
 import zipfile
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ def locate(resume: str) -> tuple[Path, Path | None]:
         if not run.hydra.is_dir():  # e.g. what is left of a run directory removed meanwhile
             raise DlrunError(
                 f"resume={resume}: not a run directory (no {rundir.HYDRA}/ record); to start a "
-                f"new run from its checkpoint give resume={run.last}"
+                f"new run from its checkpoint give {shlex.quote(f'resume={run.last}')}"
             )
         return run.last, path
     if not path.exists():

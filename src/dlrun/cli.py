@@ -11,7 +11,6 @@ import itertools
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -22,12 +21,11 @@ import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, dirlock, distributed, files, interrupt, rundir, schema, sweep
+from dlrun import claim, compat, dirlock, distributed, files, interrupt, schema, sweep
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, quote, unquote
 
@@ -35,64 +33,6 @@ schema.register()
 
 
 _failures: list[BaseException] = []
-
-
-@dataclasses.dataclass
-class _Before:
-    """What was on disk before Hydra made this single run's directory: a refusal removes only
-    what this invocation created (never a directory or file that was there before it)."""
-
-    run_dir: Path
-    created: list[Path]  # the run directory and the parents it needed, deepest first
-    names: set[str] | None  # what an existing run directory held; None: it is new
-
-    @classmethod
-    def look(cls, run_dir: Path) -> _Before:
-        created = files.missing_dirs(run_dir)
-        names = None if created else {p.name for p in run_dir.iterdir()}
-        return cls(run_dir, created, names)
-
-    def remove_created(self) -> None:
-        """The refused run's traces: its new directories, or in a directory that was there
-        before, the records it added (a refused resume's own record is run.py's to remove).
-        Only while this process holds the directory's lock: else another process made it."""
-        if dirlock.held(self.run_dir) is None or not self.run_dir.is_dir():
-            return
-        added = {p.name for p in self.run_dir.iterdir()} - (self.names or set())
-        if not added <= rundir.REFUSAL_RECORDS:  # the run started: its records stay
-            return
-        if self.names is None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            files.remove_empty(self.created[1:])  # outputs/<date>/, outputs/ made just now
-            return
-        for name in added:
-            path = self.run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-_before: _Before | None = None
-_command: str | None = None  # as typed: what a lock's holder record shows
-
-
-class RunDirCallback(Callback):
-    """Before Hydra writes anything into a single run's directory: note what exists, take the
-    directory's writer lock (a second writer is refused here, having changed nothing) and
-    refuse a new run into a directory that holds a run (checked again under the lock)."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        global _before
-        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))  # ${now:} is cached
-        _before = _Before.look(run_dir)
-        if not distributed.is_main():  # under torchrun rank 0 holds the lock for all ranks
-            return
-        try:
-            dirlock.acquire(run_dir, command=_command)
-            if config.get("resume") is None and RunDir(run_dir).holds_run():
-                raise _used(run_dir)
-        except DlrunError as exc:
-            raise sweep.Refused(exc) from None
-        except OSError as exc:
-            raise sweep.Refused(_unwritable(exc)) from None
 
 
 @hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
@@ -107,7 +47,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         if in_sweep and distributed.is_main():  # the same sweep started twice: one runs a job
             lock = dirlock.acquire(
-                run_dir, wait=lambda holder: _waiting(hydra_cfg, holder), command=_command
+                run_dir, wait=lambda holder: _waiting(hydra_cfg, holder), command=claim.command
             )
         action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
@@ -144,22 +84,14 @@ def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
     )
 
 
-def _unwritable(exc: OSError) -> DlrunError:
-    return DlrunError(
-        f"cannot write the run directory: {files.describe(exc)}; choose another with "
-        "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
-    global _before, _command
     argv = sys.argv[1:] if argv is None else argv
-    _command = shlex.join(["dlrun", *argv])
+    claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
-    _before = None
+    claim.before = None
     try:
         check_arguments(argv)
         argv = hydra_quoted(argv)
@@ -180,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
             if isinstance(exc, HydraException):  # a missing config is an IOError too
                 raise
-            raise _unwritable(exc) from exc
+            raise claim.unwritable(exc) from exc
         if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
             print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
@@ -188,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
         if sweep.current_dir is not None and not isinstance(exc, DlrunError):
             sweep.discard_if_empty(sweep.current_dir)
-        if _before is not None and sweep.current_dir is None:  # a single run refused
-            _before.remove_created()
+        if claim.before is not None and sweep.current_dir is None:  # a single run refused
+            claim.before.remove_created()
         if full_error:
             raise
         print(f"dlrun: error: {sweep.missing_plugin(str(exc)) or one_line(exc)}", file=sys.stderr)
@@ -251,14 +183,7 @@ def _refuse_used_run_dir(overrides: list[str]) -> None:
         return
     run_dir = Path(unquote(given[-1]))
     if RunDir(run_dir).holds_run():
-        raise _used(run_dir)
-
-
-def _used(run_dir: Path) -> DlrunError:
-    return DlrunError(
-        f"hydra.run.dir={shlex.quote(str(run_dir))} already holds a run; continue it with "
-        f"{shlex.quote(f'resume={run_dir}')}, or choose a new directory"
-    )
+        raise claim.used(run_dir)
 
 
 # overrides whose values are paths: spaces and any letters are the path's, quoted for Hydra
