@@ -9,8 +9,8 @@ place; it is read with ``torch.load(weights_only=True)``, so a file from elsewhe
 from __future__ import annotations
 
 import pickle
-import shlex
 import random
+import shlex
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -87,6 +87,7 @@ def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
     argv = sys.argv[1:] if argv is None else argv
+    typed = argv  # as given: what the commands dlrun prints repeat
     claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             sweep.update_manifest(sweep.current_dir)
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
-                + sweep.continue_command(argv, sweep.current_dir),
+                + sweep.continue_command(typed, sweep.current_dir),
                 file=sys.stderr,
             )
         if full_error:
