@@ -14,7 +14,7 @@ import torch
 
 from dlrun import checkpoint, cli
 from dlrun.errors import ConfigError
-from dlrun.tasks.housing import FEATURES, TARGET
+from dlrun.tasks.housing.task import FEATURES, TARGET
 from tests.test_checkpoint import Payload
 from tests.test_mnist import write_data_set
 
