@@ -104,16 +104,24 @@ def _said(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _named(obj: object) -> str:
+    return getattr(obj, "__qualname__", None) or repr(obj)
+
+
 def _add(module: ModuleType, origin: str, dist: str | None = None) -> Found:
     """Check a task module and add it to the registry (one line naming origin when it is wrong)."""
-    config = getattr(module, "CONFIG", None) or _defined(module, _is_config, "config dataclass")
+    config = getattr(module, "CONFIG", None) or _defined(
+        module, origin, _is_config, "config dataclass"
+    )
     if config is None:
         raise ConfigError(
             f"{origin}: no task config: expected a dataclass with name: ClassVar[str] = '<task>' "
             "(or CONFIG = that dataclass)"
         )
     if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
-        raise ConfigError(f"{origin}: CONFIG = {config!r} is not a dataclass (add @dataclass)")
+        raise ConfigError(
+            f"{origin}: CONFIG = {_named(config)} is not a dataclass (add @dataclass)"
+        )
     name = getattr(config, "name", None)
     if not isinstance(name, str) or not name:
         raise ConfigError(
@@ -121,8 +129,8 @@ def _add(module: ModuleType, origin: str, dist: str | None = None) -> Found:
         )
     data = getattr(module, "DATA", None)
     if data is not None and not (isinstance(data, type) and dataclasses.is_dataclass(data)):
-        raise ConfigError(f"{origin}: DATA = {data!r} is not a dataclass (add @dataclass)")
-    task = getattr(module, "TASK", None) or _defined(module, _is_task, "Task subclass")
+        raise ConfigError(f"{origin}: DATA = {_named(data)} is not a dataclass (add @dataclass)")
+    task = getattr(module, "TASK", None) or _defined(module, origin, _is_task, "Task subclass")
     if task is None:
         raise ConfigError(
             f"{origin}: no task class: expected a subclass of dlrun's Task "
@@ -158,7 +166,9 @@ def _is_task(obj: object) -> bool:
     return isinstance(obj, type) and issubclass(obj, Task) and not isabstract(obj)
 
 
-def _defined(module: ModuleType, kind: Callable[[object], bool], what: str) -> type | None:
+def _defined(
+    module: ModuleType, origin: str, kind: Callable[[object], bool], what: str
+) -> type | None:
     """The one class of a kind that a module defines itself (CONFIG, TASK when not given)."""
     mine = [
         v
@@ -168,7 +178,7 @@ def _defined(module: ModuleType, kind: Callable[[object], bool], what: str) -> t
     if len(mine) > 1:
         names = ", ".join(sorted(c.__name__ for c in mine))
         raise ConfigError(
-            f"{module.__file__}: {len(mine)} {what}es ({names}): name the task's with "
+            f"{origin}: {len(mine)} {what}es ({names}): name the task's with "
             f"{'CONFIG' if kind is _is_config else 'TASK'} = ..."
         )
     return mine[0] if mine else None
@@ -186,24 +196,25 @@ def load_file(path: str | Path) -> Found:
     for one in found().values():
         if one.module.__file__ and Path(one.module.__file__).resolve() == path:
             return one
+    origin = f"task file {path}"
     if not path.is_file():
-        raise ConfigError(f"task file {path}: no such file")
+        raise ConfigError(f"{origin}: no such file")
     # a stable module name, so that the config's class pickles and reads back by the same name
     module_name = f"dlrun_task_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ConfigError(f"task file {path}: not a Python file")
+        raise ConfigError(f"{origin}: not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-        one = _add(module, str(path))
+        one = _add(module, origin)
     except ConfigError:
         sys.modules.pop(module_name, None)
         raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"task file {path}: cannot be imported: {_said(exc)}") from exc
+        raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}") from exc
     from dlrun import schema
 
     schema.store_task(one)
