@@ -19,69 +19,17 @@ from tests.conftest import call_main, run_cli
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ("trainer.plots=false", "trainer.progress=false")
 
-# the smallest complete task (docs/extending.md shows the same one): fit y = sin(x)
-WAVE_PY = """
-from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import nn
-
-from dlrun.schema import TaskConfig, check
-from dlrun.tasks.base import Task
-
-
-@dataclass
-class WaveConfig(TaskConfig):
-    name: ClassVar[str] = "wave"
-    hidden: int = 16
-
-    def __post_init__(self):
-        check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
-
-
-class Wave(Task):
-    objective = "mse"
-    maximize = False
-    criterion = "half_mse"
-
-    def __init__(self, cfg, data, device):
-        super().__init__(cfg, data, device)
-        x = torch.linspace(-3, 3, 64, device=device)[:, None]
-        self.train_data = (x, torch.sin(x))
-
-    def build_model(self):
-        h = self.cfg.hidden
-        return nn.Sequential(nn.Linear(1, h), nn.Tanh(), nn.Linear(h, 1))
-
-    def evaluate(self, model):
-        x, y = self.train_data
-        mse = torch.mean((model(x) - y) ** 2)
-        return {"loss": mse / 2, "mse": mse}
-"""
-
-WAVE_YAML = """
-defaults:
-  - override /optimizer: adam
-task:
-  hidden: 16
-optimizer:
-  lr: 0.01
-trainer:
-  epochs: 100
-  batch_size: 16
-  validate_every: 20
-  log_every: 20
-  checkpoint_every: 20
-"""
+# the smallest complete task, the one docs/extending.md walks through
+WAVE = ROOT / "examples" / "wave"
+WAVE_PY = (WAVE / "wave.py").read_text()
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's project directory: a task file and its YAML beside it, nothing installed."""
     directory = tmp_path_factory.mktemp("project")
-    (directory / "wave.py").write_text(WAVE_PY)
-    (directory / "wave.yaml").write_text(WAVE_YAML)
+    for name in ("wave.py", "wave.yaml"):
+        shutil.copy(WAVE / name, directory / name)
     return directory
 
 

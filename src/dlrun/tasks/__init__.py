@@ -118,7 +118,7 @@ def _add(module: ModuleType, origin: str, dist: str | None = None) -> Found:
             f"{origin}: no task config: expected a dataclass with name: ClassVar[str] = '<task>' "
             "(or CONFIG = that dataclass)"
         )
-    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+    if not _is_dataclass(config):
         raise ConfigError(
             f"{origin}: CONFIG = {_named(config)} is not a dataclass (add @dataclass)"
         )
@@ -128,7 +128,7 @@ def _add(module: ModuleType, origin: str, dist: str | None = None) -> Found:
             f"{origin}: {config.__name__} has no name: expected name: ClassVar[str] = '<task>'"
         )
     data = getattr(module, "DATA", None)
-    if data is not None and not (isinstance(data, type) and dataclasses.is_dataclass(data)):
+    if data is not None and not _is_dataclass(data):
         raise ConfigError(f"{origin}: DATA = {_named(data)} is not a dataclass (add @dataclass)")
     task = getattr(module, "TASK", None) or _defined(module, origin, _is_task, "Task subclass")
     if task is None:
@@ -151,10 +151,16 @@ def _add(module: ModuleType, origin: str, dist: str | None = None) -> Found:
     return one
 
 
+def _is_dataclass(obj: object) -> bool:
+    """A class made a dataclass itself: a subclass of one without @dataclass would compose, but
+    its own fields would be silently left out of the typed config."""
+    return isinstance(obj, type) and "__dataclass_fields__" in vars(obj)
+
+
 def _is_config(obj: object) -> bool:
     """A dataclass whose `name` is a ClassVar (a data config's `name` field is a setting)."""
     return (
-        dataclasses.is_dataclass(obj)
+        _is_dataclass(obj)
         and isinstance(getattr(obj, "name", None), str)
         and "name" not in {f.name for f in dataclasses.fields(obj)}
     )
