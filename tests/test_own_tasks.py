@@ -87,6 +87,35 @@ def test_a_task_file_sweeps_and_reports(dlrun, project: Path, tmp_path: Path, ca
     assert "2 runs in" in words and "(mse: lower is better)" in words and "completed" in words
 
 
+EXTENDING = ROOT / "docs" / "extending.md"
+
+COMPOSE_EACH = """
+import shlex, sys
+from dlrun import cli
+for line in sys.argv[1:]:
+    words = shlex.split(line)[1:]
+    if "-m" in words:  # --cfg job composes one job of a sweep: its first values
+        words = [w.split(",")[0] for w in words if w != "-m"]
+    args = words
+    try:
+        cli.main(["--cfg", "job", *args])
+    except SystemExit as exc:
+        assert not exc.code, f"{line}: exit {exc.code}"
+    print("composed:", line)
+"""
+
+
+def docs_commands() -> list[str]:
+    """The `dlrun ...` lines of docs/extending.md's shell blocks, comments dropped."""
+    blocks = EXTENDING.read_text().split("```bash\n")[1:]
+    lines = [ln.split("#")[0].strip() for b in blocks for ln in b.split("```")[0].splitlines()]
+    return [ln for ln in lines if ln.startswith("dlrun ")]
+
+
+def test_the_docs_show_the_example_task_as_it_is() -> None:
+    assert f"```python\n{WAVE_PY}```" in EXTENDING.read_text()
+
+
 def copy_of_digits(tmp_path: Path) -> Path:
     """examples/digits, copied outside the repository (as a user's download would be)."""
     source = tmp_path / "digits-src"
@@ -129,6 +158,19 @@ def test_the_digits_package_installs_and_learns(tmp_path: Path) -> None:
         timeout=120,
     )
     assert "digits" in r.stdout.split("== Config groups")[1].split("\ntask:")[1].splitlines()[0]
+    # every command docs/extending.md shows composes, with the package installed as it says
+    commands = docs_commands()
+    assert any("task=digits" in c for c in commands) and any(".py" in c for c in commands)
+    r = subprocess.run(
+        [sys.executable, "-c", COMPOSE_EACH, *commands],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("composed: ") == len(commands)
 
 
 BROKEN = {  # file content -> what the one line must say
