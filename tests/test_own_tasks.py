@@ -158,6 +158,16 @@ def test_the_digits_package_installs_and_learns(tmp_path: Path) -> None:
         timeout=120,
     )
     assert "digits" in r.stdout.split("== Config groups")[1].split("\ntask:")[1].splitlines()[0]
+    # its hand-written twin (task.impl=scratch) has gradients that dlrun-gradcheck checks
+    r = subprocess.run(
+        [sys.executable, "-m", "dlrun.gradcheck", "task=digits"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and "all 4 parameters agree" in r.stdout, r.stdout + r.stderr
     # every command docs/extending.md shows composes, with the package installed as it says
     commands = docs_commands()
     assert any("task=digits" in c for c in commands) and any(".py" in c for c in commands)
