@@ -8,12 +8,14 @@ Every task is found the same way, dlrun's six tutorials included:
   ``task=<name> task_file=/abs/my_task.py`` so that the recorded overrides that resume and rerun
   replay load the file again.
 
-A task module holds ``CONFIG`` (its config dataclass, whose ``name`` is the task's name: the only
-place it is written), optionally ``DATA`` (its DataConfig subclass), and ``TASK`` (its Task
-class, or the class's "module:Class" path). The built-ins give the path and keep their torch code
-in a submodule, so that `dlrun --help` and config errors import every task's config but never
-torch. A task's YAML (``<name>.yaml`` beside its module; the built-ins' stay in conf/task/) is
-stored in Hydra's ConfigStore with its typed schemas, so it composes like a built-in's.
+A task module holds its config dataclass (whose ``name`` ClassVar is the task's name: the only
+place it is written), optionally ``DATA`` (its DataConfig subclass), and its Task class. A module
+that defines one of each needs nothing more; ``CONFIG = ...`` and ``TASK = ...`` name them
+otherwise, and ``TASK`` may be the class's "module:Class" path. The built-ins are small packages
+that give the path and keep their torch code in ``task.py``: `dlrun --help` and config errors
+import every task's config, and a package lets that stay torch-free without moving each task's
+code out of one place. A task's YAML (``<name>.yaml`` beside its module; the built-ins' stay in
+conf/task/) is stored in Hydra's ConfigStore with its typed schemas, so it composes like theirs.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def found() -> dict[str, Found]:
     """Every task known to this process: the installed entry points, then loaded task files."""
     global _scanned
     if not _scanned:
+        _found.clear()  # a scan that failed part way starts again from nothing
         ours = False
         eps = [
             (ep.dist.name if ep.dist is not None else "?", ep) for ep in entry_points(group=GROUP)
