@@ -76,6 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tasks / "no-task.py").write_text(wave.replace("class Wave(Task)", "class Wave"))
     (tasks / "not-a-dataclass.py").write_text(wave.replace("@dataclass\n", ""))
     (tasks / "clash.py").write_text(wave.replace('"wave"', '"sine-bp"'))
+    (tasks / "good.py").write_text(wave.replace('"wave"', '"wave-of-the-world"'))
     return w
 
 
@@ -226,6 +227,11 @@ ROWS = [
         ["task={w}/../task-files/clash.py"],
         ["clash.py", "task name sine-bp is taken by entry point sine-bp"],
         id="task name taken",
+    ),
+    pytest.param(
+        ["hydra/launcher=joblib", "task={w}/../task-files/good.py"],
+        ["hydra/launcher=joblib", "good.py", "install it as a package"],
+        id="task file with another launcher",
     ),
 ]
 

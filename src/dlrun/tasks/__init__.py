@@ -246,17 +246,26 @@ def prepare(argv: list[str]) -> list[str]:
 
     schema.register()
 
-    out = []
+    out, files = [], []
     for arg in argv:
         key = arg.split("=", 1)[0] if "=" in arg and not arg.startswith("-") else None
         if key == "task" and _value(arg).endswith(".py"):
-            one = load_file(_value(arg))
+            files.append(one := load_file(_value(arg)))
             out += [f"task={one.name}", f"task_file={quote(str(one.module.__file__))}"]
         elif key in ("task_file", "+task_file") and _value(arg) not in ("", "null"):
-            one = load_file(_value(arg))
+            files.append(one := load_file(_value(arg)))
             out.append(f"task_file={quote(str(one.module.__file__))}")
         else:
             out.append(arg)
+    launcher = [_value(a) for a in argv if a.startswith("hydra/launcher=")]
+    if files and launcher and launcher[-1] != "basic":
+        # a launcher's worker processes import the config's classes by module name, and a task
+        # file's module exists only in the process that loaded it
+        raise ConfigError(
+            f"hydra/launcher={launcher[-1]}: a task file ({files[0].module.__file__}) "
+            "runs in dlrun's own process only; install it as a package with a dlrun.tasks "
+            "entry point for other launchers (docs/extending.md)"
+        )
     return out
 
 
