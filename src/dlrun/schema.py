@@ -202,9 +202,9 @@ OPTIMIZER_SCHEMAS: dict[str, type[OptimizerConfig]] = {
 class DataConfig:
     """Where a task finds data it does not generate itself.
 
-    A task that reads data subclasses this (e.g. with the data set's name), stores it under
-    ``schema/data`` with the task's name, and selects it in its YAML with
-    ``- /schema/data@data: <task>``, so its keys are typed and other tasks do not accept them.
+    A task that reads data subclasses this (e.g. with the data set's name) and names it ``DATA``
+    beside its config; it is stored under ``schema/data/<task>`` and selected in the task's YAML
+    with ``- /schema/data@data: <task>``, so its keys are typed and other tasks refuse them.
     """
 
     root: str = "${oc.env:DLRUN_DATA,data}"
