@@ -51,6 +51,24 @@ def test_a_task_file_composes_typed_and_refuses_bad_values(dlrun, project: Path)
     assert "wave" in shown.split("== Config groups")[1].split("\ntask:")[1].splitlines()[0]
 
 
+def test_a_task_files_data_schema_is_typed_too(dlrun, tmp_path: Path) -> None:
+    """DATA, a DataConfig subclass beside the config: its keys are data.*, typed."""
+    source = WAVE_PY.replace('"wave"', '"wave-data"').replace(
+        "class Wave(Task):",
+        "@dataclass\nclass WaveData(DataConfig):\n    noise: float = 0.0\n\n\n"
+        "DATA = WaveData\n\n\nclass Wave(Task):",
+    )
+    path = tmp_path / "wave_data.py"
+    path.write_text(source.replace("import TaskConfig", "import DataConfig, TaskConfig"))
+    r = dlrun("--cfg", "job", f"task={path}", "data.noise=0.5")
+    assert r.code == 0, r.err
+    assert "noise: 0.5" in r.out
+    r = dlrun("--cfg", "job", f"task={path}", "data.noise=loud")
+    assert r.code == 2 and "data.noise" in r.err
+    r = dlrun("--cfg", "job", "task=sine-bp", "data.noise=0.5")  # other tasks refuse it
+    assert r.code == 2 and "data.noise" in r.err
+
+
 def test_a_task_file_trains_resumes_exactly_and_reruns(
     dlrun, project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
