@@ -231,13 +231,24 @@ def test_a_broken_task_file_is_one_line(dlrun, tmp_path: Path, source: str, said
     assert not (tmp_path / "run0").exists()
 
 
-def test_a_broken_entry_point_is_one_line(tmp_path: Path) -> None:
-    """An installed distribution whose entry point cannot be imported: every command says so."""
-    info = tmp_path / "site" / "broken_task-0.1.dist-info"
+ENTRY_POINTS = {  # entry point -> the one line every command answers
+    "oops = no_such_module_for_dlrun": "entry point oops = no_such_module_for_dlrun (broken-task): "
+    "cannot be imported: ModuleNotFoundError: No module named 'no_such_module_for_dlrun'",
+    "waves = wave": "entry point waves = wave (broken-task): the entry point is named waves but "
+    "its task is named wave (CONFIG.name): name the entry point wave",
+}
+
+
+@pytest.mark.parametrize(("entry", "said"), ENTRY_POINTS.items(), ids=["import", "misnamed"])
+def test_a_broken_entry_point_is_one_line(tmp_path: Path, entry: str, said: str) -> None:
+    """An installed distribution whose entry point is wrong: every command says so, in one line."""
+    site = tmp_path / "site"
+    info = site / "broken_task-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-task\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[dlrun.tasks]\noops = no_such_module_for_dlrun\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    (info / "entry_points.txt").write_text(f"[dlrun.tasks]\n{entry}\n")
+    shutil.copy(WAVE / "wave.py", site / "wave.py")
+    env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("HYDRA_FULL_ERROR", None)
     r = subprocess.run(
         [sys.executable, "-m", "dlrun", "--cfg", "job"],
@@ -248,7 +259,4 @@ def test_a_broken_entry_point_is_one_line(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 2
-    assert r.stderr.splitlines() == [
-        "dlrun: error: entry point oops = no_such_module_for_dlrun (broken-task): cannot be "
-        "imported: ModuleNotFoundError: No module named 'no_such_module_for_dlrun'"
-    ]
+    assert r.stderr.splitlines() == [f"dlrun: error: {said}"]
