@@ -28,7 +28,7 @@ from typing import Any
 
 from dlrun.errors import DlrunError
 from dlrun.schema import MLflowConfig
-from dlrun.tracking_worker import STATUS, finish_sweep, stored_run_id
+from dlrun.tracking_worker import STATUS, finish_sweep, sqlite_path, stored_run_id
 
 __all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "for_run_dir", "stored_run_id"]
 
@@ -45,10 +45,6 @@ def tracking_uri(settings: MLflowConfig, cwd: Path | None = None) -> str:
     if env:
         return env
     return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlflow.db'}"
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def _refuse(uri: str, why: str) -> DlrunError:
@@ -69,7 +65,7 @@ def check_store(uri: str, timeout_s: float = 5.0) -> None:
             reason = getattr(exc, "reason", exc)
             raise _refuse(uri, f"the tracking server does not answer ({reason})") from None
         return
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None:
         where = db.parent
     elif uri.startswith("file:"):  # a directory of runs (file:///abs/path)

@@ -58,7 +58,21 @@ def client(uri: str) -> Any:
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    # a new database is created by the first client (its tables, then migrations): two jobs of
+    # a sweep doing it at once fail ("table experiments already exists"), so one at a time.
+    # flock on the file itself: SQLite's own locks are fcntl locks, which flock does not touch
+    with _locked(db):
+        mlflow = MlflowClient(tracking_uri=uri)
+        mlflow.search_experiments(max_results=1)  # the store is opened (and made) here
+        return mlflow
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (None for any other store)."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
@@ -68,7 +82,7 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
     # a SQLite store keeps its artifacts beside the database; a server picks its own place
-    db = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+    db = sqlite_path(uri)
     location = (db.parent / "mlruns").as_uri() if db is not None else None
     try:
         return mlflow.create_experiment(name, artifact_location=location)
@@ -204,7 +218,9 @@ def finish_sweep(
 
 
 def _say(**message: Any) -> None:
-    print(json.dumps(message), flush=True)
+    """An answer for the run's process, which may be gone (then the log has it all)."""
+    with contextlib.suppress(OSError):
+        print(json.dumps(message), flush=True)
 
 
 def main() -> None:
@@ -249,5 +265,6 @@ def main() -> None:
 if __name__ == "__main__":
     main()
     logging.shutdown()
-    sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
     os._exit(0)  # done: the run waits for this exit, not for mlflow's interpreter teardown
