@@ -237,12 +237,22 @@ class MlflowRun:
 def for_run_dir(
     settings: MLflowConfig, run_dir: Path, resume_epoch: int | None = None, active: bool = True
 ) -> MlflowRun:
-    """The run as Hydra recorded it in ``.hydra/``: params, tags, and its sweep if in one."""
+    """The run as Hydra recorded it in ``.hydra/``: params, tags, and its sweep if in one.
+
+    A resume's own config is in the newest ``.hydra/resume-*/`` (the first one stays in .hydra/).
+    """
     from omegaconf import OmegaConf
 
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    record = run_dir / ".hydra"
+    resumes = sorted(record.glob("resume-*/config.yaml"))
+    if resume_epoch is not None and resumes:
+        record = resumes[-1].parent
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(record / "config.yaml"), resolve=True)
+    except Exception:  # an interpolation that only Hydra's run could resolve: keep it as written
+        config = OmegaConf.to_container(OmegaConf.load(record / "config.yaml"))
     assert isinstance(config, dict)
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    hydra_yaml = record / "hydra.yaml"
     choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices if hydra_yaml.is_file() else {}
     task = choices.get("task") or "dlrun"
     tags = {
