@@ -200,6 +200,16 @@ ROWS = [
         id="run dir not writable",
     ),
     pytest.param(["--cfg", "jobs"], ["--cfg", "invalid choice: 'jobs'"], id="Hydra option"),
+    pytest.param(
+        ["logger=mlflow", "logger.mlflow.tracking_uri=nope://x"],
+        ["logger.mlflow.tracking_uri=nope://x", "expected sqlite:///<file>, http(s)://"],
+        id="not an MLflow store",
+    ),
+    pytest.param(
+        ["logger=mlflow", "logger.mlflow.experiment= "],
+        ["logger.mlflow.experiment=", "a non-empty name"],
+        id="empty MLflow experiment",
+    ),
 ]
 
 
