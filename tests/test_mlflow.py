@@ -361,3 +361,20 @@ def test_a_run_over_http_to_a_real_tracking_server(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, 15)  # the server and its uvicorn workers
         server.wait(timeout=30)
+
+
+def test_help_and_config_errors_never_import_mlflow(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from dlrun import cli\n"
+        "for args in (['--help', 'logger=mlflow'], ['logger=mlflow', 'optimizer.lr=0']):\n"
+        "    try:\n"
+        "        cli.main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('mlflow', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
