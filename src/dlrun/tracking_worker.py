@@ -116,7 +116,7 @@ def sweep_parent(
     mlflow: Any, uri: str, sweep_dir: Path, experiment_id: str, overrides: list[str]
 ) -> str:
     """The sweep's parent run id: made by the first job to ask, found by every other one."""
-    with _locked(sweep_dir / (PARENT_FILE + ".lock")):
+    with _locked(sweep_dir / ".mlflow-parent.lock"):
         found = stored_run_id(sweep_dir, PARENT_FILE)
         if found is not None:
             return found
@@ -225,6 +225,8 @@ def _say(**message: Any) -> None:
 
 def main() -> None:
     """Serve one run: the messages on stdin, the answers on stdout, the log on stderr."""
+    with contextlib.suppress(OSError):  # on a busy machine the training gets the CPU first
+        os.nice(10)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
