@@ -25,12 +25,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import claim, compat, dirlock, distributed, files, interrupt, schema, sweep
+from dlrun import claim, compat, dirlock, distributed, files, interrupt, schema, sweep, tasks
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, quote, unquote
-
-schema.register()
-
 
 _failures: list[BaseException] = []
 
@@ -96,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_arguments(argv)
         argv = hydra_quoted(argv)
-        sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
+        # the tasks are registered here, so that a broken one is a one-line error like any other
+        overrides = tasks.prepare(resume_argv(argv))
+        sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
         multirun = bool({"-m", "--multirun"} & set(argv))
