@@ -88,7 +88,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(dlrun, monkeypatch) ->
 
     assert r.code == 2, r.err
     lines = r.err.strip().splitlines()
-    assert len(lines) == 1 and "checkpoint of epoch 3 not written" in lines[0]
+    assert len(lines) == 1 and "checkpoint of epoch 3 (last.pt) not written" in lines[0]
     assert "No space left on device" in lines[0] and "last.pt still holds epoch 2" in lines[0]
     assert f"dlrun resume={r.run_dir}" in lines[0]
     state = checkpoint.load(r.run_dir / "checkpoints" / "last.pt")

@@ -12,6 +12,7 @@ load as before.
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 import random
 import shlex
@@ -56,8 +57,12 @@ def save(path: Path, state: dict[str, Any]) -> None:
     import torch
 
     state = {**state, CHECKSUM: checksum(state)}
+    # serialised in memory first: torch's archive writer turns a full disk into a RuntimeError
+    # ("unexpected pos"), a plain write gives the OSError that says what happened
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with files.replace(path, "wb", durable=True) as f:
-        torch.save(state, f)
+        f.write(buffer.getbuffer())
 
 
 CHECKSUM = "checksum"

@@ -50,7 +50,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
             return sweep.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
-        files.probe(run_dir)  # an unwritable directory or a full disk fails here, not later
+        # an unwritable directory or a full disk fails here, not later
+        files.probe(run_dir, elsewhere(bool(config.resume) or action == "resume"))
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
         from dlrun.run import execute  # imports torch: only once there is work to do
@@ -69,6 +70,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             sweep.update_manifest(Path(hydra_cfg.sweep.dir))
         elif (run_dir.parent / sweep.MANIFEST).is_file():  # a sweep's job resumed on its own
             sweep.update_manifest(run_dir.parent)
+
+
+def elsewhere(resuming: bool) -> str:
+    """The way out of a run directory that cannot be written, besides fixing the disk."""
+    if resuming:
+        return "copy the run directory to a writable disk and resume the copy"
+    return "choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -105,12 +113,17 @@ def main(argv: list[str] | None = None) -> None:
                 _hydra_main()
         except sweep.Refused as refused:
             raise refused.error from None
-        except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
-            if isinstance(exc, HydraException):  # a missing config is an IOError too
-                raise
+        except (OSError, ValueError) as exc:
+            # Hydra making the run directory, writing its .hydra/ record or opening dlrun.log
+            # there (logging reports that as a ValueError caused by the OSError)
+            cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
+            if isinstance(exc, HydraException) or not isinstance(cause, OSError):
+                raise  # a missing config is an IOError too
+            where = Path(cause.filename).parent if cause.filename else Path.cwd()
+            resuming = any(a.startswith("resume=") for a in argv)
             raise DlrunError(
-                f"cannot write the run directory: {files.describe(exc)}; choose another with "
-                "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"
+                f"cannot write the run directory: {files.describe(cause)}; "
+                f"{files.remedy(cause, where)}, or {elsewhere(resuming)}"
             ) from exc
         if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
             print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed

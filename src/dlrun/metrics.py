@@ -50,8 +50,12 @@ class MetricsLog:
         row = {"epoch": epoch, "split": split, **metrics}
         self.rows.append(row)
         if self._file is not None:
-            self._file.write(rundir.metrics_line(row))
-            self._file.flush()
+            try:
+                self._file.write(rundir.metrics_line(row))
+                self._file.flush()
+            except OSError as exc:  # a full disk: the message names the file
+                exc.filename = exc.filename or str(self.path)
+                raise
         for logger in self.loggers:
             logger.append(row)
         return row

@@ -65,6 +65,8 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
+    # dlrun.log is best effort: on a full disk each line it cannot write would print a traceback
+    logging.raiseExceptions = False
     info = RunInfo(
         run_dir=Path(hydra_cfg.runtime.output_dir),
         choices=dict(hydra_cfg.runtime.choices),
@@ -161,6 +163,7 @@ class Run:
                 parts = self.setup()
                 kept = self.resume(parts) if self.config.resume else None
                 history = self.fit(parts, kept)
+                return self.finish(parts, history)
             except Exception as exc:
                 explained = self._explain(exc)
                 if explained is None:
@@ -179,14 +182,13 @@ class Run:
             self.summary.fail(exc)
             try:
                 self._write_summary("failed")
-            except OSError:  # e.g. the disk is full: the error itself matters more
-                log.exception("%s not written", rundir.SUMMARY)
+            except OSError as write_error:  # e.g. a read-only disk: the error itself matters more
+                log.error("%s not written: %s", rundir.SUMMARY, write_error)
             if isinstance(exc, DlrunError):
-                log.error("stopped: %s", exc)
+                log.error("stopped: %s", exc, exc_info=isinstance(exc.__cause__, OSError))
             else:
                 log.exception("run failed")
             raise
-        return self.finish(parts, history)
 
     def setup(self) -> Setup:
         """Device, task, model, optimizer and the loop's generator, seeded; bad sizes refused."""
@@ -324,6 +326,10 @@ class Run:
         def last_finite() -> int | None:  # last.pt gets the last finite epoch
             return self.recorder.save_last_good() if self.recorder else self.saved_epoch
 
+        if isinstance(exc, OSError):  # a full disk, a read-only file system, a permission
+            command = self.strategy.command()
+            what = f"stopped at epoch {self.epoch}"
+            return failures.write_failed(exc, what, self.saved_epoch, self.dir.path, command)
         trainer, lr = self.config.trainer, self.config.optimizer.lr
         return failures.explain(exc, self.epoch, trainer, lr, last_finite)
 

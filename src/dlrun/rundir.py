@@ -22,6 +22,7 @@ Torch-free: the CLI, the report and sweeps use it before (or without) importing 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 from dataclasses import dataclass, field
@@ -131,7 +132,14 @@ class RunDir:
         return Summary.from_json(data) if data is not None else None
 
     def write_summary(self, summary: Summary) -> None:
-        write_json(self.summary, summary.to_json())
+        """Atomically; on a full disk (no room for the temp file) rewritten in place, so the
+        record still says how the run ended rather than `running` for ever."""
+        try:
+            write_json(self.summary, summary.to_json())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.summary.is_file():
+                raise
+            files.overwrite(self.summary, json_text(summary.to_json()))
 
     def read_metrics(self, required: bool = False) -> list[dict[str, Any]]:
         """metrics.jsonl's rows (the module docstring's policy for a damaged line); a missing
@@ -316,11 +324,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def json_text(obj: Any) -> str:
+    return json.dumps(_clean(obj), indent=2) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomically (a reader never sees half a file)."""
     with files.replace(path) as f:
-        json.dump(_clean(obj), f, indent=2)
-        f.write("\n")
+        f.write(json_text(obj))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
