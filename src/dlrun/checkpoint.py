@@ -40,6 +40,12 @@ def locate(resume: str) -> tuple[Path, Path | None]:
     starts a new run from it, so the run it came from is never rewritten.
     """
     path = Path(resume).expanduser()
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass  # said below
+    except OSError as exc:  # e.g. a directory on the way this user may not enter
+        raise DlrunError(f"resume={resume}: cannot be read ({files.describe(exc)})") from None
     if path.is_dir():
         run = RunDir(path)
         if not run.last.exists():
