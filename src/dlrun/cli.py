@@ -6,6 +6,7 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -25,14 +26,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, distributed, files, schema, sweep
+from dlrun import compat, distributed, files, interrupt, schema, sweep
 from dlrun.errors import DlrunError
+from dlrun.interrupt import Interrupted
 from dlrun.rundir import RunDir, quote
 
 schema.register()
 
 
 _failures: list[BaseException] = []
+_MAIN_PID = [0]  # the process main() runs in (a launcher's workers run jobs in others)
 _STARTED = time.time() - 1.0
 
 
@@ -45,6 +48,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     try:
+        if in_sweep and sweep.stop_requested(run_dir, Path(hydra_cfg.sweep.dir)):
+            if os.getpid() == _MAIN_PID[0]:  # the basic launcher: stop its loop here
+                raise Interrupted(interrupt.read_flag(Path(hydra_cfg.sweep.dir) / sweep.STOP))
+            return None  # a worker process: the parent reports the interruption
         action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
             print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
@@ -57,6 +64,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
+    except KeyboardInterrupt:
+        if in_sweep and os.getpid() != _MAIN_PID[0]:
+            # a launcher's worker process: the job has recorded `interrupted`; raising would
+            # reach the launcher as a broken worker, not a result
+            return None
+        raise
     except Exception as exc:
         if isinstance(exc, DlrunError):
             _remove_if_empty(run_dir)
@@ -105,12 +118,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
+        _MAIN_PID[0] = os.getpid()
+        multirun = bool({"-m", "--multirun"} & set(argv))
+        stop = interrupt.SweepStop(lambda: sweep.current_dir, sweep.STOP)
         try:
             if HELP_FLAGS & set(argv):
                 with compat.one_config_repository():
                     _hydra_main()
             else:
-                _hydra_main()
+                with stop if multirun else contextlib.nullcontext():
+                    _hydra_main()
+            if stop.signum is not None:  # every job has ended: now the sweep stops
+                raise Interrupted(stop.signum)
         except sweep.Refused as refused:
             raise refused.error from None
         except (OSError, ValueError) as exc:
@@ -138,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
         if sweep.current_dir is not None:
+            sweep.end_interrupted(sweep.current_dir)
             sweep.update_manifest(sweep.current_dir)
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "

@@ -34,6 +34,7 @@ from dlrun import (
     rundir,
     schema,
     steps,
+    sweep,
     tasks,
 )
 from dlrun import device as devices
@@ -57,6 +58,7 @@ class RunInfo:
     overrides: list[str] = field(default_factory=list)  # as typed (a sweep job's included)
     in_sweep: bool = False  # the sweep, not the run, says how to go on after an interrupt
     record_subdir: str | None = None  # where Hydra wrote this invocation's .hydra record
+    stop_file: Path | None = None  # a sweep's: its parent asks the job to stop (interrupt.py)
 
 
 def execute(cfg: DictConfig, config: schema.Config) -> float | None:
@@ -73,6 +75,9 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
         overrides=[str(o) for o in hydra_cfg.overrides.task],
         in_sweep=hydra_cfg.mode == RunMode.MULTIRUN,
         record_subdir=hydra_cfg.output_subdir,
+        stop_file=(
+            Path(hydra_cfg.sweep.dir) / sweep.STOP if hydra_cfg.mode == RunMode.MULTIRUN else None
+        ),
     )
     strategy = distributed.strategy()
     try:
@@ -132,7 +137,7 @@ class Run:
             overrides=list(info.overrides),
         )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)
-        self.stop = StopRequest()
+        self.stop = StopRequest(info.stop_file)
         self.resumed: checkpoint.Restored | None = None
         self.recorder: Recorder | None = None
         # a resume touches the run's records only once its checkpoint has been accepted
