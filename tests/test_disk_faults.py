@@ -195,3 +195,26 @@ def test_a_run_directory_without_write_permission(dlrun, tmp_path: Path) -> None
     line = one_line(r.stderr)
     assert "Permission denied" in line and "give this user write access" in line
     assert (first.run_dir / "summary.json").read_bytes() == summary
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop capabilities")
+def test_an_unreadable_last_pt_is_named_as_such(dlrun, tmp_path: Path) -> None:
+    first = dlrun("task=sine-bp", *QUIET, "trainer.epochs=3")
+    assert first.code == 0, first.err
+    last = first.run_dir / "checkpoints" / "last.pt"
+    os.chmod(last, 0)
+    try:
+        r = subprocess.run(
+            [*AS_A_USER, sys.executable, "-m", "dlrun", f"resume={first.run_dir}"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+    finally:
+        os.chmod(last, 0o644)
+    if r.returncode != 2 and "setpriv" in r.stderr:
+        pytest.skip(f"cannot drop capabilities here: {r.stderr.strip()}")
+    line = one_line(r.stderr)
+    assert "last.pt: not readable (permission denied)" in line and "truncated" not in line
+    assert checkpoint.load(last)["epoch"] == 3  # it was intact all along

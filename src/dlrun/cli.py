@@ -280,6 +280,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
     run = RunDir(run_dir)
+    run.check_records()  # a damaged record is refused before anything is written
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return [
         *argv[:at],

@@ -179,10 +179,19 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 def _job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     run = RunDir(job_dir)
-    summary = run.read_summary()
-    overrides = summary.overrides if summary else None
-    if overrides is None:  # Hydra's record of the job's own overrides (not a resume's)
-        overrides = run.recorded_overrides(latest=False)
+    try:
+        summary = run.read_summary()
+        overrides = summary.overrides if summary else None
+        if overrides is None:  # Hydra's record of the job's own overrides (not a resume's)
+            overrides = run.recorded_overrides(latest=False)
+    except DlrunError as exc:  # the manifest lists every job, a damaged one too
+        return {
+            "job": job_dir.name,
+            "dir": str(job_dir.relative_to(sweep_dir)),
+            "overrides": [],
+            "status": "damaged",
+            "error": str(exc),
+        }
     return {
         "job": job_dir.name,
         "dir": str(job_dir.relative_to(sweep_dir)),
