@@ -308,6 +308,9 @@ class Summary:
         """Known keys only (an older or newer dlrun's extra keys are kept out); a value of the
         wrong type is a ValueError naming the key."""
         values = {k: v for k, v in data.items() if k in _SUMMARY_TYPES}
+        for name in ("final", "best", "resumes"):  # an older record's null: none recorded
+            if values.get(name, 0) is None:
+                del values[name]
         for key, value in values.items():
             kinds = _SUMMARY_TYPES[key]
             wrong = isinstance(value, bool) and bool not in kinds
