@@ -174,3 +174,16 @@ def stop_idle_workers() -> None:
     if executor is not None:
         with contextlib.suppress(Exception):
             executor.shutdown(wait=True, kill_workers=True)
+
+
+def unstore(group: str, name: str) -> None:
+    """Drop ``group/name`` from Hydra's ConfigStore, which has no public way to remove an entry:
+    a task file forgotten between two commands in one process must not leave its config behind.
+    Where the store's layout differs, the entry stays (a later store of the name replaces it)."""
+    from hydra.core.config_store import ConfigStore
+
+    node = getattr(ConfigStore.instance(), "repo", None)
+    for part in group.split("/"):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(f"{name}.yaml", None)
