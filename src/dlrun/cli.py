@@ -33,6 +33,7 @@ from dlrun.rundir import RunDir, quote
 
 _failures: list[BaseException] = []
 _MAIN_PID = [0]  # the process main() runs in (a launcher's workers run jobs in others)
+_SWEEP_STOP: list[interrupt.SweepStop] = []  # that process's, during a sweep
 _STARTED = time.time() - 1.0
 
 
@@ -45,9 +46,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     try:
-        if in_sweep and sweep.stop_requested(run_dir, Path(hydra_cfg.sweep.dir)):
-            if os.getpid() == _MAIN_PID[0]:  # the basic launcher: stop its loop here
-                raise Interrupted(interrupt.read_flag(Path(hydra_cfg.sweep.dir) / sweep.STOP))
+        in_main = os.getpid() == _MAIN_PID[0]
+        # a signal that came before Hydra made the sweep directory left no stop file
+        early = _SWEEP_STOP[0].signum if in_main and _SWEEP_STOP else None
+        if in_sweep and sweep.stop_requested(run_dir, Path(hydra_cfg.sweep.dir), bool(early)):
+            if in_main:  # the basic launcher: stop its loop here
+                flag = Path(hydra_cfg.sweep.dir) / sweep.STOP
+                raise Interrupted(early or interrupt.read_flag(flag) or signal.SIGINT)
             return None  # a worker process: the parent reports the interruption
         action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         _MAIN_PID[0] = os.getpid()
         multirun = bool({"-m", "--multirun"} & set(argv))
         stop = interrupt.SweepStop(lambda: sweep.current_dir, sweep.STOP)
+        _SWEEP_STOP[:] = [stop]
         try:
             if HELP_FLAGS & set(argv):
                 with compat.one_config_repository():

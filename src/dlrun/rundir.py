@@ -197,6 +197,15 @@ class RunDir:
             return []
         if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
             raise Damaged(latest_record, "not a list of key=value overrides", REMEDY_YAML)
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+
+        for override in overrides:
+            try:
+                OverridesParser.create().parse_override(override)
+            except HydraException:
+                reason = f"holds {override[:40]!r}, not a key=value override"
+                raise Damaged(latest_record, reason, REMEDY_YAML) from None
         return overrides
 
     def kept_overrides(self, argv: list[str]) -> list[str]:

@@ -137,10 +137,11 @@ def prepare_job(job_dir: Path, overrides: list[str]) -> str:
     return "run"
 
 
-def stop_requested(job_dir: Path, sweep_dir: Path) -> bool:
-    """The sweep was interrupted before this job started: it does not start. A job directory
-    that holds nothing but Hydra's record of it is removed (the job stays pending)."""
-    if not (sweep_dir / STOP).exists():
+def stop_requested(job_dir: Path, sweep_dir: Path, asked: bool = False) -> bool:
+    """The sweep was interrupted (its stop file, or ``asked`` in this process) before this job
+    started: it does not start. A job directory that holds nothing but Hydra's record of it is
+    removed (the job stays pending)."""
+    if not (asked or (sweep_dir / STOP).exists()):
         return False
     if job_dir.is_dir() and {p.name for p in job_dir.iterdir()} <= {rundir.HYDRA, rundir.LOG}:
         shutil.rmtree(job_dir, ignore_errors=True)
