@@ -69,6 +69,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "binary.csv").write_bytes(b"\xff\xfe\x00\x81" * 100)
     (w / "points-nan.csv").write_text("1,2\n3,nan\n5,6\n")
     np.save(w / "points-inf.npy", np.array([[1.0, 2.0], [np.inf, 0.0]]))
+    housing_csv(w / "huge.csv", cell="1e39")  # finite, but inf in float32
+    (w / "points-huge.csv").write_text("1,2\n3,1e20\n5,6\n")  # its square is inf in float32
+    np.save(w / "points-huge.npy", np.array([[1.0, 2.0], [3.0, -1e20]]))
+    np.save(w / "points-empty.npy", np.zeros((0, 2)))
+    for name, record, text in [
+        ("damaged-summary", "summary.json", "[1, 2]\n"),
+        ("damaged-env", "env.json", '{"python": "3.1'),
+        ("damaged-overrides", ".hydra/overrides.yaml", "- task=sine-bp\n- [oops\n"),
+    ]:
+        (make_run(w / name, "task=sine-bp") / record).write_text(text)
+    flipped = make_run(w / "flipped-run", "task=sine-bp")
+    last = flipped / "checkpoints" / "last.pt"
+    weight = next(iter(checkpoint.load(last)["model"].values())).numpy().tobytes()
+    raw = bytearray(last.read_bytes())
+    raw[bytes(raw).find(weight[:16]) + 1] ^= 0x04  # one bit of a stored weight
+    last.write_bytes(bytes(raw))
     (w / "a-directory").mkdir()
     raw = write_data_set(w / "mnist", n_train=30, n_test=9)
     idx = raw / "train-images-idx3-ubyte"
@@ -224,6 +240,46 @@ ROWS = [
         ["task=kmeans", "data.path={w}/points-inf.npy"],
         ["data.path={w}/points-inf.npy", "element [1, 0]"],
         id="kmeans .npy inf",
+    ),
+    pytest.param(
+        ["task=housing-regression", "data.path={w}/huge.csv"],
+        ["data.path={w}/huge.csv", "line 5, column", "too large for the model's float32"],
+        id="housing value beyond float32",
+    ),
+    pytest.param(
+        ["task=kmeans", "task.k=2", "data.path={w}/points-huge.csv"],
+        ["data.path={w}/points-huge.csv", "line 2, column 2", "1e+20 is too large", "<="],
+        id="kmeans value whose square is beyond float32",
+    ),
+    pytest.param(
+        ["task=kmeans", "task.k=2", "data.path={w}/points-huge.npy"],
+        ["data.path={w}/points-huge.npy", "element [1, 1]", "too large"],
+        id="kmeans .npy value beyond float32",
+    ),
+    pytest.param(
+        ["task=kmeans", "data.path={w}/points-empty.npy"],
+        ["data.path={w}/points-empty.npy", "expected at least one point"],
+        id="kmeans empty .npy",
+    ),
+    pytest.param(
+        ["resume={w}/damaged-summary"],
+        ["{w}/damaged-summary/summary.json: damaged", "not an object", "delete it"],
+        id="resume with a damaged summary.json",
+    ),
+    pytest.param(
+        ["resume={w}/damaged-env"],
+        ["{w}/damaged-env/env.json: damaged", "not JSON"],
+        id="resume with a damaged env.json",
+    ),
+    pytest.param(
+        ["resume={w}/damaged-overrides"],
+        ["{w}/damaged-overrides/.hydra/overrides.yaml: damaged", "not YAML"],
+        id="resume with a damaged overrides.yaml",
+    ),
+    pytest.param(
+        ["resume={w}/flipped-run"],
+        ["{w}/flipped-run/checkpoints/last.pt: damaged", "checksum"],
+        id="resume of a checkpoint with flipped bits",
     ),
     pytest.param(
         ["task=kmeans", "data.path={w}/points-nan.csv", "data.n=5"],

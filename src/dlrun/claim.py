@@ -77,13 +77,21 @@ class RunDirCallback(Callback):
         except DlrunError as exc:
             raise sweep.Refused(exc) from None
         except OSError as exc:
-            raise sweep.Refused(unwritable(exc)) from None
+            raise sweep.Refused(unwritable(exc, config.get("resume") is not None)) from None
 
 
-def unwritable(exc: OSError) -> DlrunError:
+def elsewhere(resuming: bool) -> str:
+    """The way out of a run directory that cannot be written, besides fixing the disk."""
+    if resuming:
+        return "copy the run directory to a writable disk and resume the copy"
+    return "choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
+
+
+def unwritable(exc: OSError, resuming: bool = False) -> DlrunError:
+    where = Path(exc.filename).parent if exc.filename else Path.cwd()
     return DlrunError(
-        f"cannot write the run directory: {files.describe(exc)}; choose another with "
-        "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"
+        f"cannot write the run directory: {files.describe(exc)}; {files.remedy(exc, where)}, "
+        f"or {elsewhere(resuming)}"
     )
 
 

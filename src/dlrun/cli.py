@@ -27,9 +27,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dlrun import claim, compat, dirlock, distributed, files, interrupt, schema, sweep, tasks
 from dlrun.errors import DlrunError
+from dlrun.interrupt import Interrupted
 from dlrun.rundir import RunDir, quote, unquote
 
 _failures: list[BaseException] = []
+_MAIN_PID = [0]  # the process main() runs in (a launcher's workers run jobs in others)
+_SWEEP_STOP: list[interrupt.SweepStop] = []  # that process's, during a sweep
 
 
 @hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
@@ -42,6 +45,14 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     lock = dirlock.held(run_dir)
     try:
+        in_main = os.getpid() == _MAIN_PID[0]
+        # a signal that came before Hydra made the sweep directory left no stop file
+        early = _SWEEP_STOP[0].signum if in_main and _SWEEP_STOP else None
+        if in_sweep and sweep.stop_requested(run_dir, Path(hydra_cfg.sweep.dir), bool(early)):
+            if in_main:  # the basic launcher: stop its loop here
+                flag = Path(hydra_cfg.sweep.dir) / sweep.STOP
+                raise Interrupted(early or interrupt.read_flag(flag) or signal.SIGINT)
+            return None  # a worker process: the parent reports the interruption
         if in_sweep and distributed.is_main():  # the same sweep started twice: one runs a job
             lock = dirlock.acquire(
                 run_dir, wait=lambda holder: _waiting(hydra_cfg, holder), command=claim.command
@@ -51,7 +62,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
             return sweep.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
-        files.probe(run_dir)  # an unwritable directory or a full disk fails here, not later
+        # an unwritable directory or a full disk fails here, not later
+        files.probe(run_dir, claim.elsewhere(bool(config.resume) or action == "resume"))
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
         if lock is not None:  # under the lock no live writer owns a temp file here
@@ -59,6 +71,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
+    except KeyboardInterrupt:
+        if in_sweep and os.getpid() != _MAIN_PID[0]:
+            # a launcher's worker process: the job has recorded `interrupted`; raising would
+            # reach the launcher as a broken worker, not a result
+            return None
+        raise
     except Exception as exc:
         if in_sweep:
             sweep.record_failure(run_dir, overrides, exc)
@@ -98,21 +116,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
+        _MAIN_PID[0] = os.getpid()
         multirun = bool({"-m", "--multirun"} & set(argv))
+        stop = interrupt.SweepStop(lambda: sweep.current_dir, sweep.STOP)
+        _SWEEP_STOP[:] = [stop]
         try:
             if HELP_FLAGS & set(argv):
                 with compat.one_config_repository():
                     _hydra_main()
             else:
                 # a single run: SIGTERM, like Ctrl-C, ends it `interrupted` wherever it is
-                with interrupt.terminate_interrupts(not multirun):
+                with stop if multirun else interrupt.terminate_interrupts():
                     _hydra_main()
+            if stop.signum is not None:  # every job has ended: now the sweep stops
+                raise Interrupted(stop.signum)
         except sweep.Refused as refused:
             raise refused.error from None
-        except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
-            if isinstance(exc, HydraException):  # a missing config is an IOError too
-                raise
-            raise claim.unwritable(exc) from exc
+        except (OSError, ValueError) as exc:
+            # Hydra making the run directory, writing its .hydra/ record or opening dlrun.log
+            # there (logging reports that as a ValueError caused by the OSError)
+            cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
+            if isinstance(exc, HydraException) or not isinstance(cause, OSError):
+                raise  # a missing config is an IOError too
+            where = Path(cause.filename).parent if cause.filename else Path.cwd()
+            resuming = any(a.startswith("resume=") for a in argv)
+            raise DlrunError(
+                f"cannot write the run directory: {files.describe(cause)}; "
+                f"{files.remedy(cause, where)}, or {claim.elsewhere(resuming)}"
+            ) from exc
         if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
             print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
@@ -128,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
         if sweep.current_dir is not None:
+            sweep.end_interrupted(sweep.current_dir)
             sweep.update_manifest(sweep.current_dir)
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
@@ -268,6 +300,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
     run = RunDir(run_dir)
+    run.check_records()  # a damaged record is refused before anything is written
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return [
         *argv[:at],

@@ -18,7 +18,10 @@ from omegaconf import OmegaConf
 
 from dlrun import rundir, sweep
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir, Summary, read_json
+from dlrun.rundir import Damaged, RunDir, Summary, read_record
+
+# sweep.json is derived from the job directories: losing it loses nothing
+MANIFEST_REMEDY = "delete it: the report lists the job directories without it"
 
 # a run whose summary is not final: its progress is read from metrics.jsonl
 LIVE = ("running", "stale", "unknown")
@@ -127,20 +130,21 @@ def _parse(overrides: list[str]) -> dict[str, str]:
 
 
 def _load_yaml(path: Path) -> Any:
-    try:
-        return OmegaConf.load(path) if path.is_file() else None
-    except Exception:  # a file cut short while being written
+    data = rundir.read_yaml(path)  # checked: a damaged record is one line naming it
+    if not isinstance(data, dict):
         return None
+    try:
+        return OmegaConf.create(data)
+    except Exception as exc:  # e.g. a YAML date or a key OmegaConf does not take
+        raise Damaged(path, f"not a config ({type(exc).__name__})", rundir.REMEDY_YAML) from None
 
 
 def load_job(path: Path, name: str) -> Job:
     run = RunDir(path)
+    run.check_records()
     summary = run.read_summary() or Summary()
     rows = run.read_metrics()  # a line cut short while being written is left out
-    try:
-        overrides = _parse(run.recorded_overrides())
-    except Exception:  # a record cut short while being written
-        overrides = {}
+    overrides = _parse(run.recorded_overrides())
     hydra_cfg = _load_yaml(run.hydra_config)
     choices = OmegaConf.select(hydra_cfg, "hydra.runtime.choices") if hydra_cfg else None
     config = _load_yaml(run.config)
@@ -207,10 +211,16 @@ def fill_objectives(jobs: list[Job]) -> None:
 
 def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
     """Jobs listed in a sweep.json manifest that have no directory yet (not started)."""
-    manifest = read_json(root / sweep.MANIFEST) or {}
+    where = root / sweep.MANIFEST
+    manifest = read_record(where, MANIFEST_REMEDY) or {}
+    entries = manifest.get("jobs", [])
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("dir"), str) for e in entries
+    ):
+        raise Damaged(where, '"jobs" is not a list of job entries', MANIFEST_REMEDY)
     seen = {j.path.resolve() for j in jobs}
     extra = []
-    for entry in manifest.get("jobs", []):
+    for entry in entries:
         path = root / entry["dir"]  # relative to the sweep directory
         if path.exists() or path.resolve() in seen:
             continue
@@ -218,13 +228,17 @@ def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
             Job(
                 path=path,
                 name=_name(path, root),
-                overrides=_parse(entry.get("overrides") or []),
+                overrides=_parse([str(o) for o in _list(entry.get("overrides"))]),
                 summary=Summary(),
                 rows=[],
-                status=entry.get("status") or "pending",
+                status=str(entry.get("status") or "pending"),
             )
         )
     return extra
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _name(path: Path, root: Path) -> str:

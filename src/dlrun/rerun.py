@@ -93,6 +93,7 @@ def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> i
     if not run.config.is_file():
         where = run.config.relative_to(source)
         raise DlrunError(f"{source} is not a run directory (no {where})")
+    run.check_records()  # the source's records, metrics.jsonl too, before anything runs
     summary = run.read_summary() or Summary()
     if verify and summary.status != "completed":
         status = summary.status or f"without {rundir.SUMMARY}"

@@ -35,6 +35,7 @@ from dlrun import (
     rundir,
     schema,
     steps,
+    sweep,
     tasks,
 )
 from dlrun import device as devices
@@ -58,6 +59,7 @@ class RunInfo:
     overrides: list[str] = field(default_factory=list)  # as typed (a sweep job's included)
     in_sweep: bool = False  # the sweep, not the run, says how to go on after an interrupt
     record_subdir: str | None = None  # where Hydra wrote this invocation's .hydra record
+    stop_file: Path | None = None  # a sweep's: its parent asks the job to stop (interrupt.py)
 
 
 def execute(cfg: DictConfig, config: schema.Config) -> float | None:
@@ -66,12 +68,17 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
+    # dlrun.log is best effort: on a full disk each line it cannot write would print a traceback
+    logging.raiseExceptions = False
     info = RunInfo(
         run_dir=Path(hydra_cfg.runtime.output_dir),
         choices=dict(hydra_cfg.runtime.choices),
         overrides=[str(o) for o in hydra_cfg.overrides.task],
         in_sweep=hydra_cfg.mode == RunMode.MULTIRUN,
         record_subdir=hydra_cfg.output_subdir,
+        stop_file=(
+            Path(hydra_cfg.sweep.dir) / sweep.STOP if hydra_cfg.mode == RunMode.MULTIRUN else None
+        ),
     )
     strategy = distributed.strategy()
     try:
@@ -131,7 +138,7 @@ class Run:
             overrides=list(info.overrides),
         )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)
-        self.stop = StopRequest()
+        self.stop = StopRequest(info.stop_file)
         self.resumed: checkpoint.Restored | None = None
         self.recorder: Recorder | None = None
         # a resume touches the run's records only once its checkpoint has been accepted
@@ -156,12 +163,15 @@ class Run:
 
     def main(self) -> float | None:
         """setup, resume (with ``resume=``), fit, finish; every way out leaves summary.json."""
+        if self.writes:  # the CLI's Hydra made it; a Run built in Python may name a new one
+            self.dir.path.mkdir(parents=True, exist_ok=True)
         self._write_summary()
         try:
             try:
                 parts = self.setup()
                 kept = self.resume(parts) if self.config.resume else None
                 history = self.fit(parts, kept)
+                return self.finish(parts, history)
             except Exception as exc:
                 explained = self._explain(exc)
                 if explained is None:
@@ -181,14 +191,13 @@ class Run:
             try:
                 if not isinstance(exc, rundir.RunDirGone):  # writing would remake the directory
                     self._write_summary("failed")
-            except OSError:  # e.g. the disk is full: the error itself matters more
-                log.exception("%s not written", rundir.SUMMARY)
+            except OSError as write_error:  # e.g. a read-only disk: the error itself matters more
+                log.error("%s not written: %s", rundir.SUMMARY, write_error)
             if isinstance(exc, DlrunError):
-                log.error("stopped: %s", exc)
+                log.error("stopped: %s", exc, exc_info=isinstance(exc.__cause__, OSError))
             else:
                 log.exception("run failed")
             raise
-        return self.finish(parts, history)
 
     def setup(self) -> Setup:
         """Device, task, model, optimizer and the loop's generator, seeded; bad sizes refused."""
@@ -328,6 +337,10 @@ class Run:
         def last_finite() -> int | None:  # last.pt gets the last finite epoch
             return self.recorder.save_last_good() if self.recorder else self.saved_epoch
 
+        if isinstance(exc, OSError):  # a full disk, a read-only file system, a permission
+            command = self.strategy.command()
+            what = f"stopped at epoch {self.epoch}"
+            return failures.write_failed(exc, what, self.saved_epoch, self.dir.path, command)
         trainer, lr = self.config.trainer, self.config.optimizer.lr
         return failures.explain(exc, self.epoch, trainer, lr, last_finite)
 
