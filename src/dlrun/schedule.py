@@ -10,6 +10,7 @@ kind reads ``group["lr"]`` when it updates, so a new rate takes effect at the ne
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -83,6 +84,11 @@ def build(
     """The run's schedule (None: ``scheduler=none``, or a task without an optimizer)."""
     if optimizer is None or cfg.kind == "none":
         return None
+    # the fused and kernel steps update the optimizer's state without calling its step(), which
+    # is what this warning counts: the order is right (update, then the scheduler)
+    warnings.filterwarnings(
+        "ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before", category=UserWarning
+    )
     made: lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
     if isinstance(cfg, schema.StepSchedulerConfig):
         made = lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
