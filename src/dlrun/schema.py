@@ -158,12 +158,12 @@ class OneCycleSchedulerConfig(SchedulerConfig):
     cycle_momentum: bool = False
 
     def __post_init__(self) -> None:
-        _check(
-            self.max_lr is not None and 0 < self.max_lr < math.inf,
-            "scheduler.max_lr",
-            "a number > 0 (onecycle needs its peak learning rate)",
-            self.max_lr,
-        )
+        if self.max_lr is None:
+            raise ConfigError(
+                "scheduler=onecycle needs scheduler.max_lr, its peak learning rate "
+                "(e.g. scheduler.max_lr=0.1)"
+            )
+        _check(0 < self.max_lr < math.inf, "scheduler.max_lr", "a number > 0", self.max_lr)
         _check(0 < self.pct_start < 1, "scheduler.pct_start", "a number in (0, 1)", self.pct_start)
 
 
