@@ -93,11 +93,12 @@ def epoch_values(
     # few ops: a small model's epoch is short, and every op here costs as much as a step's
     weighed = [p.detach() for p in params if p.numel()]
     norms = compat.foreach_norm(weighed, math.inf) if weighed else []
-    if clipped:  # [loss, norm] per step: losses first, then the gradient norms
-        pairs = torch.stack(losses)
-        numbers = torch.cat([pairs.T.reshape(-1), *[n.reshape(1) for n in norms]]).tolist()
-        grad_norms = numbers[len(losses) : 2 * len(losses)]
-        del numbers[len(losses) : 2 * len(losses)]
+    if clipped:  # [loss, norm] per step, then the weights' norms: split apart in Python
+        pairs = torch.stack(losses).reshape(-1)
+        numbers = (torch.cat([pairs, torch.stack(norms)]) if norms else pairs).tolist()
+        steps_end = 2 * len(losses)
+        grad_norms = numbers[1:steps_end:2]
+        numbers = numbers[0:steps_end:2] + numbers[steps_end:]
     else:
         numbers = torch.stack([*losses, *norms]).tolist()
         grad_norms = []

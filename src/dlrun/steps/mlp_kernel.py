@@ -259,6 +259,7 @@ def build(
     sgd = fused_kind(optimizer) is torch.optim.SGD
     arrays = [p.detach().numpy() for p in params]  # the parameters' own memory
     dtype = params[0].dtype
+    np_dtype = arrays[0].dtype
     # trainer.grad_clip: clipped in NumPy, the norm returned beside the loss
     clipping, max_norm, value = (
         trainer.grad_clip.on,
@@ -286,8 +287,8 @@ def build(
                     norm = clip(grads, 1.0, max_norm, value)
                 with torch.no_grad():
                     update(params, [torch.from_numpy(g) for g in grads])
-        if clipping:
-            return torch.tensor([loss, norm], dtype=dtype)
+        if clipping:  # from a NumPy pair: cheaper than a torch op on Python numbers
+            return torch.from_numpy(np.array((loss, norm), dtype=np_dtype))
         return torch.scalar_tensor(loss, dtype=dtype)
 
     return step
