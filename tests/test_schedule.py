@@ -232,3 +232,15 @@ def test_early_stopping_ends_completed_with_its_record(dlrun) -> None:
     )
     state = torch.load(r.run_dir / "checkpoints/last.pt", weights_only=True)["early_stopping"]
     assert state["waited"] == 3
+
+
+def test_the_curves_plot_shows_a_scheduled_rate() -> None:
+    from dlrun import plots
+
+    rows = [{"epoch": e, "split": "train", "loss": 1.0 / e, "lr": 0.1 / e} for e in range(1, 5)]
+    rows += [{"epoch": 4, "split": "val", "loss": 0.2, "accuracy": 0.5}]
+    axes = plots.curves(rows, "accuracy").axes
+    assert [ax.get_title() for ax in axes] == ["loss", "validation accuracy", "learning rate"]
+    assert list(axes[2].lines[0].get_ydata()) == [0.1, 0.05, 0.1 / 3, 0.025]
+    flat = [{**r, "lr": 0.1} if r["split"] == "train" else r for r in rows]
+    assert len(plots.curves(flat, "accuracy").axes) == 2  # a constant rate: no panel
