@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dlrun import checkpoint, cli
+from dlrun import checkpoint, cli, rundir
 from dlrun.errors import ConfigError
 from dlrun.tasks.housing.task import FEATURES, TARGET
 from tests.test_checkpoint import Payload
@@ -71,6 +73,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = write_data_set(w / "mnist", n_train=30, n_test=9)
     idx = raw / "train-images-idx3-ubyte"
     idx.write_bytes(idx.read_bytes()[:-100])
+    left = w / "left-of-a-run" / "checkpoints"  # what a run directory removed meanwhile leaves
+    left.mkdir(parents=True)
+    shutil.copy(sine / "checkpoints" / "last.pt", left / "last.pt")
     # task files beside the world, not in it: importing one writes its __pycache__/
     tasks = w.parent / "task-files"
     tasks.mkdir()
@@ -81,6 +86,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tasks / "clash.py").write_text(wave.replace('"wave"', '"sine-bp"'))
     (tasks / "good.py").write_text(wave.replace('"wave"', '"wave-of-the-world"'))
     return w
+
+
+@pytest.fixture(scope="module")
+def busy(world: Path):
+    """A run directory another live process writes (it holds the directory's lock)."""
+    run = make_run(world / "busy-run", "task=sine-bp")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    yield holder
+    holder.kill()
+    holder.wait()
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from dlrun import dirlock
+dirlock.acquire(Path(sys.argv[1]), command="dlrun task=sine-bp")
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def no_cuda(n: int = 1):
@@ -262,6 +290,20 @@ ROWS = [
         id="scheduler on a task without an optimizer",
     ),
     pytest.param(
+        ["resume={w}/left-of-a-run"],
+        [
+            "resume={w}/left-of-a-run",
+            "not a run directory",
+            "{w}/left-of-a-run/checkpoints/last.pt",
+        ],
+        id="resume of a directory that is not a run",
+    ),
+    pytest.param(
+        ["task=sine-bp", "resume={w}/busy-run"],
+        ["{w}/busy-run is being written by pid", "dlrun task=sine-bp", "wait for it"],
+        id="a second writer of a run directory",
+    ),
+    pytest.param(
         ["task={w}/../task-files/import-error.py"],
         ["import-error.py", "cannot be imported", "no_such_module_for_dlrun"],
         id="task file import error",
@@ -298,7 +340,8 @@ ROWS = [
 
 
 def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
-    """Every file's mtime and content, every directory's existence."""
+    """Every file's mtime and content, every directory's existence (the writer locks aside:
+    each writer records itself in its directory's lock file)."""
     return {
         str(p.relative_to(root)): (
             (p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
@@ -306,11 +349,14 @@ def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
             else (0, "dir")
         )
         for p in sorted(root.rglob("*"))
+        if p.name != rundir.LOCK
     }
 
 
 @pytest.mark.parametrize(("args", "names"), ROWS)
-def test_bad_input(dlrun, world: Path, tmp_path: Path, args: list[str], names: list[str]) -> None:
+def test_bad_input(
+    dlrun, world: Path, busy, tmp_path: Path, args: list[str], names: list[str]
+) -> None:
     args = [a.replace("{w}", str(world)) for a in args]
     before = fingerprint(world)
     logs = {log: log.read_text() for log in world.glob("*/dlrun.log")}

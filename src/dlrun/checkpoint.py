@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import pickle
 import random
+import shlex
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun import files
+from dlrun import files, rundir
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir
 
@@ -39,7 +40,12 @@ def locate(resume: str) -> tuple[Path, Path | None]:
         if not run.last.exists():
             where = run.last.relative_to(path)
             raise DlrunError(f"resume={resume}: no {where} in that directory")
-        return run.last, path if run.hydra.is_dir() else None
+        if not run.hydra.is_dir():  # e.g. what is left of a run directory removed meanwhile
+            raise DlrunError(
+                f"resume={resume}: not a run directory (no {rundir.HYDRA}/ record); to start a "
+                f"new run from its checkpoint give {shlex.quote(f'resume={run.last}')}"
+            )
+        return run.last, path
     if not path.exists():
         raise DlrunError(f"resume={resume}: no such file or directory")
     return path, None
@@ -49,8 +55,17 @@ def save(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically and durably (temp file, fsync, rename)."""
     import torch
 
+    path.parent.mkdir(exist_ok=True)  # checkpoints/, inside a run directory that must exist
     with files.replace(path, "wb", durable=True) as f:
         torch.save(state, f)
+
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint holds, or None when it is missing or unusable."""
+    try:
+        return int(load(path)["epoch"])
+    except (DlrunError, KeyError, TypeError, ValueError):
+        return None
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import os
 import re
-import shutil
+import shlex
 import signal
 import sys
 import time
@@ -25,12 +25,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, distributed, files, schema, sweep, tasks
+from dlrun import claim, compat, dirlock, distributed, files, interrupt, schema, sweep, tasks
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir, quote
+from dlrun.rundir import RunDir, quote, unquote
 
 _failures: list[BaseException] = []
-_STARTED = time.time() - 1.0
 
 
 @hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
@@ -41,7 +40,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [str(o) for o in hydra_cfg.overrides.task]
+    lock = dirlock.held(run_dir)
     try:
+        if in_sweep and distributed.is_main():  # the same sweep started twice: one runs a job
+            lock = dirlock.acquire(
+                run_dir, wait=lambda holder: _waiting(hydra_cfg, holder), command=claim.command
+            )
         action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
             print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
@@ -50,12 +54,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         files.probe(run_dir)  # an unwritable directory or a full disk fails here, not later
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
+        if lock is not None:  # under the lock no live writer owns a temp file here
+            RunDir(run_dir).remove_stale_temps()
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
     except Exception as exc:
-        if isinstance(exc, DlrunError):
-            _remove_if_empty(run_dir)
         if in_sweep:
             sweep.record_failure(run_dir, overrides, exc)
             print(f"job {hydra_cfg.job.num} failed: {one_line(exc)}", file=sys.stderr)
@@ -63,54 +67,52 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return None
     finally:
         if in_sweep:
+            if lock is not None:  # a worker process runs other jobs next
+                lock.release()
             sweep.update_manifest(Path(hydra_cfg.sweep.dir))
         elif (run_dir.parent / sweep.MANIFEST).is_file():  # a sweep's job resumed on its own
             sweep.update_manifest(run_dir.parent)
 
 
-def _remove_if_empty(run_dir: Path) -> None:
-    """A single run refused before it started leaves no directory behind (sweeps keep one)."""
-    if HydraConfig.get().mode == RunMode.MULTIRUN or not run_dir.is_dir():
-        return
-    if RunDir(run_dir).only_refusal_records():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for parent in list(run_dir.parents)[:2]:  # outputs/<date>/, outputs/ if made just now
-            try:
-                if parent.stat().st_ctime < _STARTED:
-                    break
-                parent.rmdir()
-            except OSError:
-                break
+def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
+    print(
+        f"job {hydra_cfg.job.num}: {dirlock.describe(holder)} is running it; waiting for it to end",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
     argv = sys.argv[1:] if argv is None else argv
+    typed = argv  # as given: what the commands dlrun prints repeat
+    claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
+    claim.before = None
     try:
         check_arguments(argv)
+        argv = hydra_quoted(argv)
         # the tasks are registered here, so that a broken one is a one-line error like any other
         overrides = tasks.prepare(resume_argv(argv))
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
+        multirun = bool({"-m", "--multirun"} & set(argv))
         try:
             if HELP_FLAGS & set(argv):
                 with compat.one_config_repository():
                     _hydra_main()
             else:
-                _hydra_main()
+                # a single run: SIGTERM, like Ctrl-C, ends it `interrupted` wherever it is
+                with interrupt.terminate_interrupts(not multirun):
+                    _hydra_main()
         except sweep.Refused as refused:
             raise refused.error from None
         except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
             if isinstance(exc, HydraException):  # a missing config is an IOError too
                 raise
-            raise DlrunError(
-                f"cannot write the run directory: {files.describe(exc)}; choose another with "
-                "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"
-            ) from exc
+            raise claim.unwritable(exc) from exc
         if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
             print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
         if sweep.current_dir is not None and not isinstance(exc, DlrunError):
             sweep.discard_if_empty(sweep.current_dir)
+        if claim.before is not None and sweep.current_dir is None:  # a single run refused
+            claim.before.remove_created()
         if full_error:
             raise
         print(f"dlrun: error: {sweep.missing_plugin(str(exc)) or one_line(exc)}", file=sys.stderr)
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             sweep.update_manifest(sweep.current_dir)
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
-                + sweep.continue_command(argv, sweep.current_dir),
+                + sweep.continue_command(typed, sweep.current_dir),
                 file=sys.stderr,
             )
         if full_error:
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     finally:
+        dirlock.release_all()  # (the kernel would at exit; main() may run again in-process)
         sys.argv = saved_argv
         if not full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -176,12 +181,29 @@ def _refuse_used_run_dir(overrides: list[str]) -> None:
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")]
     if not given:
         return
-    run_dir = Path(given[-1].strip("'\""))
+    run_dir = Path(unquote(given[-1]))
     if RunDir(run_dir).holds_run():
-        raise DlrunError(
-            f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir}, "
-            "or choose a new directory"
+        raise claim.used(run_dir)
+
+
+# overrides whose values are paths: spaces and any letters are the path's, quoted for Hydra
+PATH_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "resume")
+_GRAMMAR = set("[](){},=")  # Hydra's sweep and list syntax: such a value is left as typed
+
+
+def hydra_quoted(argv: list[str]) -> list[str]:
+    """Quote for Hydra's override grammar what it cannot lex unquoted: a value with letters
+    beyond ASCII (``hydra.run.dir=ü1``), or spaces in a path (``resume=my run/x``)."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        plain = key.lstrip("+~")
+        needs = any(ord(c) > 127 for c in value) or (
+            plain in PATH_KEYS and any(c.isspace() for c in value)
         )
+        typed = value[:1] in ("'", '"') or _GRAMMAR & set(value) or arg.startswith("-")
+        out.append(f"{key}={quote(value)}" if eq and needs and not typed else arg)
+    return out
 
 
 HELP_FLAGS = {"--help", "-h", "--hydra-help"}
@@ -242,7 +264,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     from dlrun.checkpoint import locate
 
-    _, run_dir = locate(argv[at].split("=", 1)[1])
+    _, run_dir = locate(unquote(argv[at].split("=", 1)[1]))
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
     run = RunDir(run_dir)

@@ -23,7 +23,7 @@ def replace(path: Path, mode: str = "w", durable: bool = False) -> Iterator[IO]:
     ``durable`` also fsyncs the file and the directory, so the new content survives a power cut
     (checkpoints); a crash before the rename leaves the old file untouched either way.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # the directory must exist: a run directory removed meanwhile is never remade in part
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
@@ -73,3 +73,19 @@ def probe(directory: Path) -> None:
         ) from None
     finally:
         path.unlink(missing_ok=True)
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first: what making ``path``
+    would create (so that a failure can remove exactly that, and nothing that was there)."""
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove these directories, deepest first, while they are empty (rmdir never removes a
+    directory that holds anything)."""
+    for directory in dirs:
+        try:
+            directory.rmdir()
+        except OSError:
+            break

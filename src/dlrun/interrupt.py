@@ -6,9 +6,11 @@ one aborts at once. The run then exits 130 (SIGINT) or 143 (SIGTERM) with a resu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 
 
@@ -52,3 +54,21 @@ class StopRequest:
     ) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def terminate_interrupts(enabled: bool = True) -> Iterator[None]:
+    """SIGTERM raises :class:`Interrupted` as SIGINT raises KeyboardInterrupt, so a run stopped
+    outside the loop (loading its data, say) still ends ``interrupted``, not killed mid-way."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

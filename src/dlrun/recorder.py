@@ -7,6 +7,7 @@ from every save; the run reads that account when it writes its summary or says h
 from __future__ import annotations
 
 import math
+import shlex
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,6 +72,8 @@ class Recorder:
                 self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
+        if self.writes:  # one stat an epoch: a write into a removed directory would remake it
+            self.run_dir.check_present()
         if self.writes and save:
             self.save_checkpoint(epoch)
         elif self.writes:
@@ -117,7 +120,7 @@ class Recorder:
             last = self.run_dir.last.relative_to(self.run_dir.path)
             then = (
                 f"{last} still holds epoch {held}; free some space and continue with: "
-                f"dlrun resume={self.run_dir.path}"
+                f"dlrun {shlex.quote(f'resume={self.run_dir.path}')}"
                 if held is not None
                 else "no checkpoint was written; free some space and run again"
             )

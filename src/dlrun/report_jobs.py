@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from omegaconf import OmegaConf
 from dlrun import rundir, sweep
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, Summary, read_json
+
+# a run whose summary is not final: its progress is read from metrics.jsonl
+LIVE = ("running", "stale", "unknown")
 
 
 @dataclass
@@ -35,13 +39,24 @@ class Job:
     objective_name: str | None = None
     maximize: bool | None = None
     seed: Any = None
+    checkpointed: int | None = None  # a stale run's last.pt epoch (None: none usable)
+
+    def resume_hint(self) -> str:
+        """A stale run: what it left and the command that continues it (quoted for the shell)."""
+        command = "dlrun " + shlex.quote(f"resume={self.path}")
+        if self.checkpointed is None:
+            return f"{self.name}: stale (its process is gone) and no usable last.pt: run it again"
+        return (
+            f"{self.name}: stale (its process is gone, summary.json still says running); "
+            f"last.pt holds epoch {self.checkpointed}; continue with: {command}"
+        )
 
     @property
     def epochs(self) -> tuple[int | None, int | None]:
         """(epochs done, epochs planned); a running job's progress comes from metrics.jsonl."""
         done = self.summary.epochs_completed
         logged = max((r.get("epoch", 0) for r in self.rows), default=None)
-        if self.status in ("running", "unknown") and logged is not None:
+        if self.status in LIVE and logged is not None:
             done = max(done or 0, logged)
         total = self.summary.epochs
         if total is None and self.config is not None:
@@ -58,7 +73,7 @@ class Job:
 
     @property
     def final(self) -> float | None:
-        if self.status not in ("running", "unknown"):
+        if self.status not in LIVE:
             return number(self.summary.objective)
         curve = self.val()
         return curve[-1][1] if curve else None
@@ -137,12 +152,23 @@ def load_job(path: Path, name: str) -> Job:
         rows=rows,
         config=config,
         choices=OmegaConf.to_container(choices) if choices is not None else {},
-        status=summary.status or "unknown",
+        status=_status(run, summary),
         objective_name=summary.objective_name,
         maximize=summary.maximize,
     )
     job.seed = summary.seed if summary.seed is not None else select(config, "seed")
+    if job.status == "stale" and run.last.is_file():
+        from dlrun import checkpoint  # imports torch: only for a run that needs the epoch
+
+        job.checkpointed = checkpoint.saved_epoch(run.last)
     return job
+
+
+def _status(run: RunDir, summary: Summary) -> str:
+    """The recorded status; ``stale`` for a run recorded running whose writer is gone (no
+    process holds the directory's lock: it was killed, or the machine went down)."""
+    status = summary.status or "unknown"
+    return "stale" if status == "running" and run.writer() is None else status
 
 
 def select(config: Any, key: str) -> Any:

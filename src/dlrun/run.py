@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -186,7 +187,8 @@ class Run:
                 shutil.rmtree(self.dir.path / str(self.info.record_subdir), ignore_errors=True)
             self.summary.fail(exc)
             try:
-                self._write_summary("failed")
+                if not isinstance(exc, rundir.RunDirGone):  # writing would remake the directory
+                    self._write_summary("failed")
             except OSError:  # e.g. the disk is full: the error itself matters more
                 log.exception("%s not written", rundir.SUMMARY)
             if isinstance(exc, DlrunError):
@@ -318,6 +320,8 @@ class Run:
 
     def finish(self, parts: Setup, history: metrics.MetricsLog) -> float | None:
         """summary.json completed, the task's report, the final table and the plots."""
+        if self.writes:
+            self.dir.check_present()
         self._write_summary("completed")
         best = (self.recorder.best if self.recorder else None) or {}
         run_output.closing(self.console, parts.task, parts.model, self.summary, best)
@@ -350,5 +354,7 @@ class Run:
         return failures.interrupted(
             self.epoch,
             self.saved_epoch,
-            None if self.info.in_sweep else f"{self.strategy.command()} resume={self.dir.path}",
+            None
+            if self.info.in_sweep
+            else f"{self.strategy.command()} {shlex.quote(f'resume={self.dir.path}')}",
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ BEST = "best.pt"
 HYDRA = ".hydra"
 OVERRIDES = "overrides.yaml"
 RESUME_PREFIX = "resume-"
+LOCK = ".dlrun.lock"  # the writer's lock (dirlock.py): who writes here now
+TEMP = ".*.tmp"  # files.replace()'s temp files: left behind only by a killed writer
+# all that a run refused before it started leaves in its directory
+REFUSAL_RECORDS = frozenset({HYDRA, LOG, SUMMARY, LOCK})
 # what a sweep job that never reached a checkpoint clears before it starts over
 RECORDS = (SUMMARY, METRICS, ENV, "plots", CHECKPOINTS)
 
@@ -121,7 +126,34 @@ class RunDir:
 
     def only_refusal_records(self) -> bool:
         """Nothing here but what a run refused before it started leaves (its removal is safe)."""
-        return {p.name for p in self.path.iterdir()} <= {HYDRA, LOG, SUMMARY}
+        return {p.name for p in self.path.iterdir()} <= REFUSAL_RECORDS
+
+    def writer(self) -> dict[str, Any] | None:
+        """The live process writing here (its pid, host, command), or None: see dirlock.py."""
+        from dlrun import dirlock
+
+        return dirlock.holder(self.path)
+
+    def check_present(self) -> None:
+        """Raise RunDirGone when the directory was removed or moved away while this process
+        writes it (a write now would recreate a partial run directory)."""
+        from dlrun import dirlock
+
+        lock = dirlock.held(self.path)
+        if not (lock.intact() if lock is not None else self.path.is_dir()):
+            raise RunDirGone(
+                f"the run directory {self.path} was removed or moved while the run wrote it; "
+                "the run stopped and wrote nothing more (its status cannot be recorded); "
+                "start a new run"
+            )
+
+    def remove_stale_temps(self) -> list[Path]:
+        """The temp files of a writer killed mid-write (this process holds the lock, so no
+        live writer owns them); returns what was removed."""
+        stale = [*self.path.glob(TEMP), *self.checkpoints.glob(TEMP)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     # ------------------------------------------------------------------ records
 
@@ -157,19 +189,26 @@ class RunDir:
                 return str(device).split()[0].split(":")[0]
         return None
 
+    def _overrides_record(self, latest: bool = True) -> Path:
+        records = sorted(self.hydra.glob(f"{RESUME_PREFIX}*/{OVERRIDES}")) if latest else []
+        return records[-1] if records else self.hydra / OVERRIDES
+
     def recorded_overrides(self, latest: bool = True) -> list[str]:
         """The overrides a run was last composed with: its latest resume's, else its own
         (``latest`` False: its own, as first composed)."""
         from omegaconf import OmegaConf
 
-        records = sorted(self.hydra.glob(f"{RESUME_PREFIX}*/{OVERRIDES}")) if latest else []
-        latest_record = records[-1] if records else self.hydra / OVERRIDES
-        return [str(o) for o in OmegaConf.load(latest_record)] if latest_record.exists() else []
+        record = self._overrides_record(latest)
+        return [str(o) for o in OmegaConf.load(record)] if record.exists() else []
 
-    def kept_overrides(self, argv: list[str]) -> list[str]:
+    def kept_overrides(self, argv: list[str], in_place_resume: bool = True) -> list[str]:
         """The run's recorded overrides that ``argv`` does not set again (what resume and rerun
-        replay before the new ones); Hydra's own settings are this invocation's."""
+        replay before the new ones); Hydra's own settings are this invocation's. Without
+        ``in_place_resume``, a resume's ``resume=`` (always this run's own directory) is left
+        out; a run's own ``resume=FILE.pt`` (a new run from a checkpoint) is kept."""
         given = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
+        if not in_place_resume and self._overrides_record().parent != self.hydra:
+            given.add("resume")
         old = self.recorded_overrides()
         return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
 
@@ -178,9 +217,26 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+class RunDirGone(DlrunError):
+    """The run directory disappeared under a running run."""
+
+
+def unquote(value: str) -> str:
+    """A value as typed for Hydra (``'my run'`` or ``my run``) -> the plain value (the inverse
+    of :func:`quote`, Hydra's rules: a backslash escapes only a quote or the string's end)."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        q, inner = value[0], value[1:-1]
+        inner = re.sub(r"(\\*)\\" + q, lambda m: m.group(1)[: len(m.group(1)) // 2] + q, inner)
+        return re.sub(r"(\\+)$", lambda m: m.group(1)[: len(m.group(1)) // 2], inner)
+    return value
+
+
 def quote(value: str) -> str:
-    """A value as one Hydra override token (a path with spaces or quotes stays one value)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A value as one Hydra override token (a path with spaces, quotes or non-ASCII letters
+    stays one value): single quotes; backslashes doubled only before a quote or at the end."""
+    inner = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    inner = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, inner)
+    return f"'{inner}'"
 
 
 # --------------------------------------------------------------------------- summary.json
