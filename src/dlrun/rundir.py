@@ -363,6 +363,8 @@ class Summary:
     overrides: list[str] | None = None
     exit_code: int | None = None
     distributed: dict[str, Any] | None = None
+    # trainer.early_stopping ended the run: {epoch, best_epoch, monitor, best}
+    stopped_early: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Summary:
@@ -388,7 +390,7 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for optional in ("exit_code", "distributed"):
+        for optional in ("exit_code", "distributed", "stopped_early"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -421,6 +423,10 @@ class Summary:
     def record_ranks(self, ranks: dict[str, Any] | None) -> None:
         """Data-parallel runs: world size, backend, every rank's weights digest."""
         self.distributed = ranks
+
+    def record_stop(self, stopped: dict[str, Any] | None) -> None:
+        """Early stopping's account: the epoch it stopped at and the best epoch (None: not)."""
+        self.stopped_early = stopped
 
     def fail(self, exc: BaseException) -> None:
         self.status, self.error = "failed", error_line(exc)
