@@ -25,14 +25,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, distributed, files, schema, sweep
+from dlrun import compat, distributed, files, rundir, schema, sweep
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir, quote
+from dlrun.rundir import RunDir, quote, token
 
 schema.register()
 
 
 _failures: list[BaseException] = []
+_ran: list[Path] = []  # the run directories of the jobs run in this process (for the API)
 _STARTED = time.time() - 1.0
 
 
@@ -55,7 +56,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             config = dataclasses.replace(config, resume=str(run_dir))
         from dlrun.run import execute  # imports torch: only once there is work to do
 
-        return execute(cfg, config)
+        objective = execute(cfg, config)
+        _ran.append(run_dir)
+        return objective
     except Exception as exc:
         if isinstance(exc, DlrunError):
             _remove_if_empty(run_dir)
@@ -86,9 +89,11 @@ def _remove_if_empty(run_dir: Path) -> None:
                 break
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
-    argv = sys.argv[1:] if argv is None else argv
+def invoke(argv: list[str]) -> list[Path]:
+    """The `dlrun` command, run in this process: returns the run directories of the jobs it ran
+    here, and raises a DlrunError carrying the one line the command prints for a user mistake
+    (``exit_code`` set). Hydra's global state and sys.argv are left as they were, so the Python
+    API can call it many times in one process."""
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         check_arguments(argv)
         sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
         _failures.clear()
+        _ran.clear()
         sweep.current_dir = None
         try:
             if HELP_FLAGS & set(argv):
@@ -116,14 +122,16 @@ def main(argv: list[str] | None = None) -> None:
             print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
             raise _failures[0]
+        return list(_ran)
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
         if sweep.current_dir is not None and not isinstance(exc, DlrunError):
             sweep.discard_if_empty(sweep.current_dir)
         if full_error:
             raise
-        print(f"dlrun: error: {sweep.missing_plugin(str(exc)) or one_line(exc)}", file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt as exc:
+        explained = DlrunError(sweep.missing_plugin(str(exc)) or one_line(exc))
+        explained.exit_code = getattr(exc, "exit_code", 2)
+        raise explained from exc
+    except KeyboardInterrupt:
         if sweep.current_dir is not None:
             sweep.update_manifest(sweep.current_dir)
             print(
@@ -131,6 +139,26 @@ def main(argv: list[str] | None = None) -> None:
                 + sweep.continue_command(argv, sweep.current_dir),
                 file=sys.stderr,
             )
+        raise
+    finally:
+        sys.argv = saved_argv
+        if not full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        GlobalHydra.instance().clear()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
+    argv = sys.argv[1:] if argv is None else argv
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:
+        invoke(argv)
+    except DlrunError as exc:
+        if full_error:
+            raise
+        print(f"dlrun: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt as exc:
         if full_error:
             raise
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
@@ -143,11 +171,6 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
-    finally:
-        sys.argv = saved_argv
-        if not full_error:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        GlobalHydra.instance().clear()
 
 
 def check_arguments(argv: list[str]) -> None:
@@ -243,7 +266,13 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     from dlrun.checkpoint import locate
 
-    _, run_dir = locate(argv[at].split("=", 1)[1])
+    value = argv[at].split("=", 1)[1]
+    if value == rundir.LATEST and not Path(value).exists():
+        latest = rundir.latest("resume=latest").path
+        print(f"resume=latest: {latest} (the newest run under {rundir.OUTPUTS}/)", flush=True)
+        value = str(latest)
+        argv = [*argv[:at], f"resume={token(value)}", *argv[at + 1 :]]
+    _, run_dir = locate(value)
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
     run = RunDir(run_dir)

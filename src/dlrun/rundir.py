@@ -11,6 +11,7 @@ know and keys an older run did not write. The layout::
     env.json                 the software and machine it ran on (and each resume's)
     checkpoints/last.pt      the state to continue from; best.pt the best validated epoch
     plots/, dlrun.log        figures; the log (console lines and tracebacks)
+    eval/<time>.json         each dlrun-eval of one of its checkpoints
 
 A damaged metrics.jsonl has one policy, for every reader: a last line cut short (no newline at
 its end: the row being written when the run stopped, or being written right now) is dropped
@@ -24,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,9 @@ BEST = "best.pt"
 HYDRA = ".hydra"
 OVERRIDES = "overrides.yaml"
 RESUME_PREFIX = "resume-"
+EVAL = "eval"  # dlrun-eval's records, one JSON file per evaluation
+OUTPUTS = "outputs"  # where a run's directory goes by default (conf/config.yaml, hydra.run.dir)
+LATEST = "latest"  # resume=latest, dlrun-eval latest, dlrun-rerun latest: the newest run
 # what a sweep job that never reached a checkpoint clears before it starts over
 RECORDS = (SUMMARY, METRICS, ENV, "plots", CHECKPOINTS)
 
@@ -103,6 +109,10 @@ class RunDir:
     def tensorboard(self) -> Path:  # logger=tensorboard
         return self.path / "tensorboard"
 
+    @property
+    def evals(self) -> Path:  # dlrun-eval's records
+        return self.path / EVAL
+
     def resume_subdir(self, stamp: str) -> str:
         """Hydra's output_subdir for one resume's record (relative to the run directory)."""
         return f"{HYDRA}/{RESUME_PREFIX}{stamp}"
@@ -132,6 +142,19 @@ class RunDir:
 
     def write_summary(self, summary: Summary) -> None:
         write_json(self.summary, summary.to_json())
+
+    def write_eval(self, record: dict[str, Any]) -> Path:
+        """eval/<time>.json: one evaluation's record, the only file dlrun-eval writes into a run
+        directory (a second one in the same second gets a numbered name, never overwrites)."""
+        # a writer of the run directory: it takes the directory's writer lock here, as every
+        # other writer does, once rundir has one
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path, n = self.evals / f"{stamp}.json", 1
+        while path.exists():
+            n += 1
+            path = self.evals / f"{stamp}-{n}.json"
+        write_json(path, record)
+        return path
 
     def read_metrics(self, required: bool = False) -> list[dict[str, Any]]:
         """metrics.jsonl's rows (the module docstring's policy for a damaged line); a missing
@@ -174,8 +197,28 @@ class RunDir:
         return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
 
 
+def latest(what: str, root: Path = Path(OUTPUTS)) -> RunDir:
+    """The newest run directory under ``root`` (``what``: the argument that asked, for the
+    error), newest by the run's start time: when Hydra wrote its .hydra/config.yaml, once, as the
+    run started (a resume records itself in .hydra/resume-*/, a sweep job in multirun/)."""
+    records = sorted(root.rglob(f"{HYDRA}/config.yaml")) if root.is_dir() else []
+    if not records:
+        raise DlrunError(
+            f"{what}: no run under {root.resolve()} (a run directory has {HYDRA}/config.yaml); "
+            "run dlrun from the directory that holds outputs/, or give the run directory's path"
+        )
+    newest = max(records, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+    return RunDir(newest.parent.parent)
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def token(value: str) -> str:
+    """A value as one Hydra override token, quoted only when it must be (a recorded override
+    then reads as the user would have typed it)."""
+    return value if re.fullmatch(r"[\w./:@+-]+", value) else quote(value)
 
 
 def quote(value: str) -> str:
