@@ -6,14 +6,17 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import logging
 import os
 import re
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, distributed, files, rundir, schema, sweep
+from dlrun import compat, distributed, files, multirun, rundir, schema
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, quote, token
 
@@ -46,10 +49,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [str(o) for o in hydra_cfg.overrides.task]
     try:
-        action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
+        action = multirun.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
             print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
-            return sweep.objective(run_dir)
+            return multirun.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
         files.probe(run_dir)  # an unwritable directory or a full disk fails here, not later
         if action == "resume":
@@ -63,15 +66,15 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if isinstance(exc, DlrunError):
             _remove_if_empty(run_dir)
         if in_sweep:
-            sweep.record_failure(run_dir, overrides, exc)
+            multirun.record_failure(run_dir, overrides, exc)
             print(f"job {hydra_cfg.job.num} failed: {one_line(exc)}", file=sys.stderr)
         _failures.append(exc)
         return None
     finally:
         if in_sweep:
-            sweep.update_manifest(Path(hydra_cfg.sweep.dir))
-        elif (run_dir.parent / sweep.MANIFEST).is_file():  # a sweep's job resumed on its own
-            sweep.update_manifest(run_dir.parent)
+            multirun.update_manifest(Path(hydra_cfg.sweep.dir))
+        elif (run_dir.parent / multirun.MANIFEST).is_file():  # a sweep's job resumed on its own
+            multirun.update_manifest(run_dir.parent)
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -102,14 +105,15 @@ def invoke(argv: list[str]) -> list[Path]:
         sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
         _failures.clear()
         _ran.clear()
-        sweep.current_dir = None
+        multirun.current_dir = None
         try:
-            if HELP_FLAGS & set(argv):
-                with compat.one_config_repository():
+            with logging_restored():
+                if HELP_FLAGS & set(argv):
+                    with compat.one_config_repository():
+                        _hydra_main()
+                else:
                     _hydra_main()
-            else:
-                _hydra_main()
-        except sweep.Refused as refused:
+        except multirun.Refused as refused:
             raise refused.error from None
         except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
             if isinstance(exc, HydraException):  # a missing config is an IOError too
@@ -118,25 +122,25 @@ def invoke(argv: list[str]) -> list[Path]:
                 f"cannot write the run directory: {files.describe(exc)}; choose another with "
                 "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"
             ) from exc
-        if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
-            print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
+        if multirun.current_dir is not None:  # a sweep: jobs may have run in other processes
+            print(multirun.finish(multirun.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
             raise _failures[0]
         return list(_ran)
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
-        if sweep.current_dir is not None and not isinstance(exc, DlrunError):
-            sweep.discard_if_empty(sweep.current_dir)
+        if multirun.current_dir is not None and not isinstance(exc, DlrunError):
+            multirun.discard_if_empty(multirun.current_dir)
         if full_error:
             raise
-        explained = DlrunError(sweep.missing_plugin(str(exc)) or one_line(exc))
+        explained = DlrunError(multirun.missing_plugin(str(exc)) or one_line(exc))
         explained.exit_code = getattr(exc, "exit_code", 2)
         raise explained from exc
     except KeyboardInterrupt:
-        if sweep.current_dir is not None:
-            sweep.update_manifest(sweep.current_dir)
+        if multirun.current_dir is not None:
+            multirun.update_manifest(multirun.current_dir)
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
-                + sweep.continue_command(argv, sweep.current_dir),
+                + multirun.continue_command(argv, multirun.current_dir),
                 file=sys.stderr,
             )
         raise
@@ -171,6 +175,22 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level as they were before Hydra set up the run's (its
+    dlrun.log handler is closed): nothing logged later in this process lands in that run's log."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def check_arguments(argv: list[str]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from dlrun import rundir, sweep
+from dlrun import multirun, rundir
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, Summary, read_json
 
@@ -91,7 +91,7 @@ def find_runs(path: Path) -> list[Path]:
         return [path]
     found = []
     for here, dirs, _ in os.walk(path):
-        dirs.sort(key=sweep.job_order)
+        dirs.sort(key=multirun.job_order)
         for d in list(dirs):
             if RunDir(Path(here) / d).is_run():
                 found.append(Path(here) / d)
@@ -181,7 +181,7 @@ def fill_objectives(jobs: list[Job]) -> None:
 
 def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
     """Jobs listed in a sweep.json manifest that have no directory yet (not started)."""
-    manifest = read_json(root / sweep.MANIFEST) or {}
+    manifest = read_json(root / multirun.MANIFEST) or {}
     seen = {j.path.resolve() for j in jobs}
     extra = []
     for entry in manifest.get("jobs", []):

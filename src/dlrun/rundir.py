@@ -145,14 +145,16 @@ class RunDir:
 
     def write_eval(self, record: dict[str, Any]) -> Path:
         """eval/<time>.json: one evaluation's record, the only file dlrun-eval writes into a run
-        directory (a second one in the same second gets a numbered name, never overwrites)."""
+        directory; named to the microsecond, so the names sort in time order and a second
+        evaluation never overwrites the first."""
         # a writer of the run directory: it takes the directory's writer lock here, as every
         # other writer does, once rundir has one
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path, n = self.evals / f"{stamp}.json", 1
-        while path.exists():
-            n += 1
-            path = self.evals / f"{stamp}-{n}.json"
+        while True:
+            now = time.time()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+            path = self.evals / f"{stamp}-{int(now % 1 * 1e6):06d}.json"
+            if not path.exists():
+                break
         write_json(path, record)
         return path
 
