@@ -72,7 +72,7 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None) -> list[Result]:
     manifest = read_json(where / multirun.MANIFEST) if where is not None else None
     if where is None or manifest is None:
         raise DlrunError(f"dlrun {' '.join(argv)} made no sweep")
-    return [Result(where / job["dir"]) for job in manifest.get("jobs", [])]
+    return [Result((where / job["dir"]).absolute()) for job in manifest.get("jobs", [])]
 
 
 def _invoke(argv: list[str]) -> list[Path]:
