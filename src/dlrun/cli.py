@@ -28,12 +28,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, distributed, files, multirun, rundir, schema
+from dlrun import compat, distributed, files, multirun, rundir, schema, tasks
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, quote, token
-
-schema.register()
-
 
 _failures: list[BaseException] = []
 _ran: list[Path] = []  # the run directories of the jobs run in this process (for the API)
@@ -102,7 +99,9 @@ def invoke(argv: list[str]) -> list[Path]:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     try:
         check_arguments(argv)
-        sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
+        # the tasks are registered here, so that a broken one is a one-line error like any other
+        overrides = tasks.prepare(resume_argv(argv))
+        sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         _ran.clear()
         multirun.current_dir = None

@@ -65,7 +65,7 @@ def compose(run: RunDir | None, task: str, overrides: list[str]) -> Config:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlrun import schema
+    from dlrun import schema, tasks
     from dlrun.cli import one_line
 
     def key(override: str) -> str:
@@ -75,10 +75,10 @@ def compose(run: RunDir | None, task: str, overrides: list[str]) -> Config:
         base = [o for o in run.kept_overrides(overrides) if key(o) != "resume"]
     else:
         base = [] if any(key(o) == "task" for o in overrides) else [f"task={task}"]
-    schema.register()
+    prepared = tasks.prepare([*base, *overrides])  # the tasks found, and a run's task file
     try:
         with initialize_config_module(config_module="dlrun.conf", version_base=None):
-            cfg = hydra_compose("config", overrides=[*base, *overrides])
+            cfg = hydra_compose("config", overrides=prepared)
         return schema.to_objects(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise DlrunError(one_line(exc)) from exc
