@@ -60,11 +60,13 @@ def test_last_checkpoint_scores_the_final_metrics(dlrun, capsys) -> None:
     r = dlrun("task=sine-bp", "trainer.epochs=120", "trainer.validate_every=40", *QUIET)
     assert r.code == 0, r.err
 
-    code, _, err = eval_cli(capsys, r.run_dir, "--checkpoint", "last")
+    code, _, err = eval_cli(capsys, r.run_dir, "device=cpu", "--checkpoint", "last")
 
     assert code == 0, err
     final = {k: v for k, v in r.summary()["final"].items() if k != "epoch"}
-    assert the_record(r.run_dir)["metrics"] == final
+    record = the_record(r.run_dir)
+    assert record["metrics"] == final and record["epoch"] == 120
+    assert record["checkpoint"].endswith("last.pt") and record["overrides"] == ["device=cpu"]
 
 
 @pytest.mark.slow

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser.error = error  # type: ignore[method-assign]
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_intermixed_args(argv)  # overrides before or after --checkpoint
         evaluate(args.target, args.checkpoint, list(args.overrides))
     except DlrunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
