@@ -111,3 +111,28 @@ def test_a_checkpoint_outside_a_run_is_scored_without_a_record(dlrun, tmp_path, 
     assert "no record written" in out
     assert f"{r.summary()['best']['mse']:.4g}" in out
     assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.slow
+def test_mnist_model_scored_on_another_data_set_by_name(dlrun, tmp_path, capsys) -> None:
+    from tests.test_mnist import write_data_set
+
+    root = tmp_path / "data"
+    write_data_set(root, "MNIST", n_train=120, n_test=30)
+    write_data_set(root, "FashionMNIST", n_train=120, n_test=12)  # another test split
+    r = dlrun(
+        "task=mnist-mlp", f"data.root={root}", "data.download=false", "trainer.epochs=3", *QUIET
+    )
+    assert r.code == 0, r.err
+
+    assert eval_cli(capsys, r.run_dir)[0] == 0
+    own = the_record(r.run_dir)["metrics"]
+    code, _, err = eval_cli(capsys, r.run_dir, "data.name=FashionMNIST")
+
+    assert code == 0, err
+    assert own == {k: v for k, v in r.summary()["best"].items() if k != "epoch"}
+    records = sorted((r.run_dir / "eval").glob("*.json"))
+    other = json.loads(records[-1].read_text())["metrics"]
+    # scored on the 12 images of the other data set, not the run's 30
+    assert other["accuracy"] == pytest.approx(other["correct"] / 12)
+    assert own["accuracy"] == pytest.approx(own["correct"] / 30)
