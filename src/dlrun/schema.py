@@ -303,16 +303,17 @@ def register() -> None:
         store_task(task)
 
 
-def store_task(task: Found) -> None:
+def store_task(task: Found, with_yaml: bool = True) -> None:
     """A task's typed schemas (schema/task/<name>, schema/data/<name>) and, for a task whose YAML
-    sits beside its module (or that has none), its `task=<name>` config with those schemas."""
+    sits beside its module (or that has none), its `task=<name>` config with those schemas
+    (``with_yaml=False``: a config dir's task/<name>.yaml that Hydra reads itself)."""
     cs = ConfigStore.instance()
     cs.store(group="schema/task", name=task.name, node=task.config)
     schemas = [{"/schema/task@task": task.name}]
     if task.data is not None:
         cs.store(group="schema/data", name=task.name, node=task.data)
         schemas.append({"/schema/data@data": task.name})
-    if task.tutorial:
+    if task.tutorial or not with_yaml:
         return  # a tutorial: its YAML is conf/task/<name>.yaml
     node = OmegaConf.to_container(OmegaConf.load(task.yaml)) if task.yaml else {}
     if not isinstance(node, dict):
