@@ -47,6 +47,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sine = make_run(w / "sine-run", "task=sine-bp")
     fizz = make_run(w / "fizz-run", "task=fizzbuzz")
     small = make_run(w / "small-run", "task=sine-bp", "task.hidden=3")
+    (w / "mine" / "task").mkdir(parents=True)  # the user's own configs (--config-dir)
+    (w / "mine" / "task" / "sine-small.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /schema/task@task: sine-bp\n  - _self_\n"
+    )
+    make_run(w / "mine-run", "--config-dir", str(w / "mine"), "task=sine-small")
     damaged = make_run(w / "damaged-run", "task=sine-bp")
     rows = (damaged / "metrics.jsonl").read_text()
     (damaged / "metrics.jsonl").write_text('{"epoch": 0, "spl\n' + rows)  # a line cut short
@@ -340,6 +345,12 @@ COMMAND_ROWS = [
         ["{w}/sine-run", "--checkpoint", "first"],
         ["--checkpoint", "invalid choice: 'first'"],
         id="eval --checkpoint neither best nor last",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/mine-run"],
+        ["task/sine-small", "--config-dir DIR"],
+        id="eval of a run made with --config-dir, without it",
     ),
     pytest.param(evaluation, ["latest"], ["dlrun-eval latest", "no run under"], id="eval latest"),
     pytest.param(rerun, ["latest"], ["dlrun-rerun latest", "no run under"], id="rerun latest"),

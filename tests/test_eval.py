@@ -136,3 +136,23 @@ def test_mnist_model_scored_on_another_data_set_by_name(dlrun, tmp_path, capsys)
     # scored on the 12 images of the other data set, not the run's 30
     assert other["accuracy"] == pytest.approx(other["correct"] / 12)
     assert own["accuracy"] == pytest.approx(own["correct"] / 30)
+
+
+def test_a_run_with_its_own_configs_needs_them_again(dlrun, tmp_path, capsys) -> None:
+    mine = tmp_path / "mine"
+    (mine / "task").mkdir(parents=True)
+    (mine / "task" / "sine-small.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - /schema/task@task: sine-bp\n  - override /optimizer: sgd\n  - _self_\n"
+        "task:\n  hidden: 7\ntrainer:\n  epochs: 40\n  validate_every: 20\n"
+    )
+    r = dlrun("--config-dir", str(mine), "task=sine-small", *QUIET)
+    assert r.code == 0, r.err
+
+    code, _, err = eval_cli(capsys, r.run_dir)
+    assert code == 2 and "task/sine-small" in err and "--config-dir DIR" in err
+    code, _, err = eval_cli(capsys, r.run_dir, "--config-dir", mine)
+
+    assert code == 0, err
+    best = {k: v for k, v in r.summary()["best"].items() if k != "epoch"}
+    assert the_record(r.run_dir)["metrics"] == best

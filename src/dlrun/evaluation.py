@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from dlrun import rundir
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir
+from dlrun.rundir import RunDir, quote
 
 if TYPE_CHECKING:
     import torch
@@ -57,12 +57,15 @@ def target(spec: str, which: str = "best") -> tuple[Path, RunDir | None]:
     return path, owner if inside else None
 
 
-def compose(run: RunDir | None, task: str, overrides: list[str]) -> Config:
+def compose(
+    run: RunDir | None, task: str, overrides: list[str], config_dir: str | None = None
+) -> Config:
     """The run's recorded overrides (all but resume=: evaluating never resumes), then the new
-    ones; a checkpoint outside any run gets its own task and the new overrides."""
+    ones; a checkpoint outside any run gets its own task and the new overrides. ``config_dir``:
+    the user's own configs, as `dlrun --config-dir` searched them for the run."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
     from dlrun import schema, tasks
@@ -75,13 +78,20 @@ def compose(run: RunDir | None, task: str, overrides: list[str]) -> Config:
         base = [o for o in run.kept_overrides(overrides) if key(o) != "resume"]
     else:
         base = [] if any(key(o) == "task" for o in overrides) else [f"task={task}"]
-    prepared = tasks.prepare([*base, *overrides])  # the tasks found, and a run's task file
+    flags = ["--config-dir", config_dir] if config_dir else []
+    # the tasks found, a run's task file, and those beside the user's configs
+    prepared = tasks.prepare([*flags, *base, *overrides])[len(flags) :]
+    if config_dir:
+        prepared.append(f"hydra.searchpath=[{quote('file://' + str(Path(config_dir).absolute()))}]")
     try:
         with initialize_config_module(config_module="dlrun.conf", version_base=None):
             cfg = hydra_compose("config", overrides=prepared)
         return schema.to_objects(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise DlrunError(one_line(exc)) from exc
+        hint = ""
+        if isinstance(exc, MissingConfigException) and not config_dir:
+            hint = "; a run made with --config-dir DIR needs --config-dir DIR here too"
+        raise DlrunError(one_line(exc) + hint) from exc
 
 
 @dataclass
@@ -96,7 +106,9 @@ class Loaded:
     device: torch.device
 
 
-def load(path: Path, run: RunDir | None, overrides: list[str]) -> Loaded:
+def load(
+    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None = None
+) -> Loaded:
     """Build the task and model under the (recomposed) config and load the checkpoint's
     weights; another task's checkpoint or another model shape is one line."""
     from dlrun import checkpoint, tasks
@@ -104,7 +116,7 @@ def load(path: Path, run: RunDir | None, overrides: list[str]) -> Loaded:
     from dlrun.run import seed_everything
 
     state = checkpoint.load(path)
-    config = compose(run, str(state["task"]), overrides)
+    config = compose(run, str(state["task"]), overrides, config_dir)
     if config.task.name != state["task"]:
         raise DlrunError(
             f"checkpoint {path}: is from task {state['task']}, this evaluation is task "
@@ -129,12 +141,14 @@ def score(loaded: Loaded) -> dict[str, float]:
     return metrics
 
 
-def evaluate(spec: str, which: str, overrides: list[str]) -> tuple[dict[str, float], Path | None]:
+def evaluate(
+    spec: str, which: str, overrides: list[str], config_dir: str | None = None
+) -> tuple[dict[str, float], Path | None]:
     """Score, print the table, write the record: (the metrics, the record's path or None)."""
     from dlrun.console import Console, metrics_text
 
     path, run = target(spec, which)
-    loaded = load(path, run, overrides)
+    loaded = load(path, run, overrides, config_dir)
     metrics = score(loaded)
     epoch = loaded.state.get("epoch")
     console = Console(progress=False, total_epochs=0)
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for bad input (one line on stderr)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        usage=f"{PROG} RUN_DIR|CHECKPOINT|latest [--checkpoint best|last] [key=value ...]",
+        usage=f"{PROG} RUN_DIR|CHECKPOINT|latest [--checkpoint best|last] [--config-dir DIR] "
+        "[key=value ...]",
         description="Score a checkpoint with its task's own evaluation, without training. A run "
         "directory means its checkpoints/best.pt; key=value overrides recompose the run's "
         "recorded config (e.g. data.path=other.csv to score the model on other data). Prints "
@@ -169,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("target", help="a run directory, a .pt file, or latest")
     parser.add_argument("--checkpoint", choices=WHICH, default="best", help="of a run directory")
+    parser.add_argument("--config-dir", "-cd", help="your own configs, as the run had them")
     parser.add_argument("overrides", nargs="*", help="key=value, as for dlrun")
 
     def error(message: str) -> NoReturn:
@@ -177,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.error = error  # type: ignore[method-assign]
     try:
         args = parser.parse_intermixed_args(argv)  # overrides before or after --checkpoint
-        evaluate(args.target, args.checkpoint, list(args.overrides))
+        evaluate(args.target, args.checkpoint, list(args.overrides), args.config_dir)
     except DlrunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)
