@@ -248,6 +248,16 @@ ROWS = [
         id="task file with another launcher",
     ),
     pytest.param(
+        ["logger=mlflow", "logger.mlflow.tracking_uri=nope://x"],
+        ["logger.mlflow.tracking_uri=nope://x", "expected sqlite:///<file>, http(s)://"],
+        id="not an MLflow store",
+    ),
+    pytest.param(
+        ["logger=mlflow", "logger.mlflow.experiment= "],
+        ["logger.mlflow.experiment=", "a non-empty name"],
+        id="empty MLflow experiment",
+    ),
+    pytest.param(
         ["resume=latest"], ["resume=latest", "no run under", "outputs"], id="resume latest, no run"
     ),
 ]
