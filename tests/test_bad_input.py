@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from dlrun import checkpoint, cli, rundir
+from dlrun import checkpoint, cli, evaluation, rerun, rundir
 from dlrun.errors import ConfigError
 from dlrun.tasks.housing.task import FEATURES, TARGET
+from tests.conftest import call_main
 from tests.test_checkpoint import Payload
 from tests.test_mnist import write_data_set
 
@@ -48,6 +49,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sine = make_run(w / "sine-run", "task=sine-bp")
     fizz = make_run(w / "fizz-run", "task=fizzbuzz")
     small = make_run(w / "small-run", "task=sine-bp", "task.hidden=3")
+    (w / "mine" / "task").mkdir(parents=True)  # the user's own configs (--config-dir)
+    (w / "mine" / "task" / "sine-small.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /schema/task@task: sine-bp\n  - _self_\n"
+    )
+    make_run(w / "mine-run", "--config-dir", str(w / "mine"), "task=sine-small")
     damaged = make_run(w / "damaged-run", "task=sine-bp")
     rows = (damaged / "metrics.jsonl").read_text()
     (damaged / "metrics.jsonl").write_text('{"epoch": 0, "spl\n' + rows)  # a line cut short
@@ -392,6 +398,9 @@ ROWS = [
         ["logger.mlflow.experiment=", "a non-empty name"],
         id="empty MLflow experiment",
     ),
+    pytest.param(
+        ["resume=latest"], ["resume=latest", "no run under", "outputs"], id="resume latest, no run"
+    ),
 ]
 
 
@@ -443,3 +452,81 @@ def test_hydra_full_error_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ConfigError, match="optimizer.lr"):
         cli.main(["optimizer.lr=-1"])
+
+
+# the other commands that read a run: (command, arguments, what the line must name)
+COMMAND_ROWS = [
+    pytest.param(
+        evaluation,
+        ["{w}/a-directory"],
+        ["{w}/a-directory", "no checkpoints/best.pt"],
+        id="eval of a path with no checkpoint",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/missing"],
+        ["{w}/missing", "no such checkpoint file or run directory"],
+        id="eval of a missing path",
+    ),
+    pytest.param(
+        evaluation, ["{w}/notes.txt"], ["{w}/notes.txt", "not a checkpoint"], id="eval of a text"
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/sine-run", "task=fizzbuzz"],
+        ["sine-run/checkpoints/best.pt", "task sine-bp", "task fizzbuzz", "task=sine-bp"],
+        id="eval of another task",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/sine-run", "task.hidden=3"],
+        ["sine-run/checkpoints/best.pt", "model differs", "0.weight (25, 1) vs (3, 1)"],
+        id="eval of another model shape",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/hidden3.pt", "task=sine-bp"],
+        ["{w}/hidden3.pt", "model differs", "0.weight (3, 1) vs (25, 1)"],
+        id="eval of a loose checkpoint of another shape",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/sine-run", "trainer.epochz=1"],
+        ["trainer.epochz", "TrainerConfig"],
+        id="eval with an unknown key",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/sine-run", "--checkpoint", "first"],
+        ["--checkpoint", "invalid choice: 'first'"],
+        id="eval --checkpoint neither best nor last",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/mine-run"],
+        ["task/sine-small", "--config-dir DIR"],
+        id="eval of a run made with --config-dir, without it",
+    ),
+    pytest.param(evaluation, ["latest"], ["dlrun-eval latest", "no run under"], id="eval latest"),
+    pytest.param(rerun, ["latest"], ["dlrun-rerun latest", "no run under"], id="rerun latest"),
+]
+
+
+@pytest.mark.parametrize(("command", "args", "names"), COMMAND_ROWS)
+def test_bad_input_of_the_other_commands(
+    world: Path, tmp_path: Path, monkeypatch, capsys, command, args: list[str], names: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no outputs/ here: `latest` finds no run
+    before = fingerprint(world)
+
+    code, out, err = call_main(command.main, capsys, *(a.replace("{w}", str(world)) for a in args))
+
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{command.PROG}: error: ")
+    for name in names:
+        assert name.replace("{w}", str(world)) in lines[0], lines[0]
+    assert "Traceback" not in out + err
+    assert fingerprint(world) == before
+    assert list(tmp_path.iterdir()) == []

@@ -11,13 +11,14 @@
     - A `$ dlrun ARGS` line followed by a `dlrun: error: ...` line documents a mistake: it runs
       for real (plots and progress bar off) and must print exactly that line, and, when the next
       command is `echo $?`, exit with the code shown under it.
-    - `dlrun-report`, `dlrun-rerun` and `dlrun-gradcheck` run for real, in a fresh directory that
-      holds `housing.csv` and the configs that the docs show as YAML under a `conf-mine/` path.
+    - `dlrun-report`, `dlrun-rerun`, `dlrun-eval` and `dlrun-gradcheck` run for real, in a
+      fresh directory that holds `housing.csv` and the configs that the docs show as YAML under
+      a `conf-mine/` path.
     - Paths that stand for a run (`outputs/2026-...`, `multirun/<name>/<job>`), a sweep
       (`multirun/<name>`) or a checkpoint (`path/to/best.pt`) as `resume=` values or as the
-      arguments of dlrun-report and dlrun-rerun are replaced by the runs of one tiny sweep made
-      once for the module (sine-bp, 2 epochs, seeds 0 and 1); a command naming two runs gets
-      both.
+      arguments of dlrun-report, dlrun-rerun and dlrun-eval are replaced by the runs of one tiny
+      sweep made once for the module (sine-bp, 2 epochs, seeds 0 and 1); a command naming two
+      runs gets both.
     - Shell syntax: `# comments`, a leading `$ `, `\\` continuations, `&&`/`;`/`|` chains,
       leading `VAR=value` assignments, quotes (shlex), `python -m dlrun` and
       `torchrun ... -m dlrun ARGS` (checked as `dlrun ARGS`). Other programs are not run.
@@ -63,6 +64,7 @@ SHELL = {"", "bash", "sh", "shell", "console"}
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)\s*$")
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\b")
 PLACEHOLDER = re.compile(r"^(outputs/\d{4}-|multirun/|path/to/)")
+RUN_READERS = ("dlrun-report", "dlrun-rerun", "dlrun-eval")  # their paths are placeholders
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def substitute(args: tuple[str, ...], script: str, swept: Path) -> list[str]:
     for a in args:
         if a.startswith("resume="):
             out.append("resume=" + real(a.split("=", 1)[1]))
-        elif script in ("dlrun-report", "dlrun-rerun") and not a.startswith("-") and "=" not in a:
+        elif script in RUN_READERS and not a.startswith("-") and "=" not in a:
             out.append(real(a))
         else:
             out.append(a)

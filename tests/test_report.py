@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dlrun import cli, dirlock, report
-from dlrun import sweep as dlrun_sweep
+from dlrun import multirun as dlrun_sweep
 from tests.conftest import call_main
 
 SINE = (

@@ -1,3 +1,43 @@
-"""dlrun: one command for small deep-learning experiments."""
+"""dlrun: one command for small deep-learning experiments, and its Python API.
+
+``dlrun.run(...)``, ``dlrun.sweep(...)`` and ``dlrun.Result`` are loaded on first use
+(:mod:`dlrun.api`), so ``import dlrun`` stays light: no torch, no Hydra.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from dlrun.errors import DlrunError
+
+if TYPE_CHECKING:
+    from dlrun.api import Result, run, sweep
 
 __version__ = "0.1.0"
+__all__ = ["DlrunError", "Result", "__version__", "run", "sweep"]
+
+_API = ("run", "sweep", "Result")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from dlrun import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dlrun' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """``dlrun.run`` stays the API's function once the module dlrun/run.py is imported: the
+    import system would bind that submodule over it (``from dlrun.run import X`` still works,
+    it finds the submodule in sys.modules)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

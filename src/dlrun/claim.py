@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun import dirlock, distributed, files, rundir, sweep
+from dlrun import dirlock, distributed, files, multirun, rundir
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir
 
@@ -75,9 +75,9 @@ class RunDirCallback(Callback):
             if config.get("resume") is None and RunDir(run_dir).holds_run():
                 raise used(run_dir)
         except DlrunError as exc:
-            raise sweep.Refused(exc) from None
+            raise multirun.Refused(exc) from None
         except OSError as exc:
-            raise sweep.Refused(unwritable(exc, config.get("resume") is not None)) from None
+            raise multirun.Refused(unwritable(exc, config.get("resume") is not None)) from None
 
 
 def elsewhere(resuming: bool) -> str:

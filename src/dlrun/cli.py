@@ -6,14 +6,17 @@ config errors are answered without importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import logging
 import os
 import re
 import shlex
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,12 +28,24 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import claim, compat, dirlock, distributed, files, interrupt, schema, sweep, tasks
+from dlrun import (
+    claim,
+    compat,
+    dirlock,
+    distributed,
+    files,
+    interrupt,
+    multirun,
+    rundir,
+    schema,
+    tasks,
+)
 from dlrun.errors import DlrunError
 from dlrun.interrupt import Interrupted
-from dlrun.rundir import RunDir, quote, unquote
+from dlrun.rundir import RunDir, quote, token, unquote
 
 _failures: list[BaseException] = []
+_ran: list[Path] = []  # the run directories of the jobs run in this process (for the API)
 _MAIN_PID = [0]  # the process main() runs in (a launcher's workers run jobs in others)
 _SWEEP_STOP: list[interrupt.SweepStop] = []  # that process's, during a sweep
 
@@ -48,19 +63,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         in_main = os.getpid() == _MAIN_PID[0]
         # a signal that came before Hydra made the sweep directory left no stop file
         early = _SWEEP_STOP[0].signum if in_main and _SWEEP_STOP else None
-        if in_sweep and sweep.stop_requested(run_dir, Path(hydra_cfg.sweep.dir), bool(early)):
+        if in_sweep and multirun.stop_requested(run_dir, Path(hydra_cfg.sweep.dir), bool(early)):
             if in_main:  # the basic launcher: stop its loop here
-                flag = Path(hydra_cfg.sweep.dir) / sweep.STOP
+                flag = Path(hydra_cfg.sweep.dir) / multirun.STOP
                 raise Interrupted(early or interrupt.read_flag(flag) or signal.SIGINT)
             return None  # a worker process: the parent reports the interruption
         if in_sweep and distributed.is_main():  # the same sweep started twice: one runs a job
             lock = dirlock.acquire(
                 run_dir, wait=lambda holder: _waiting(hydra_cfg, holder), command=claim.command
             )
-        action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
+        action = multirun.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
             print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
-            return sweep.objective(run_dir)
+            return multirun.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
         # an unwritable directory or a full disk fails here, not later
         files.probe(run_dir, claim.elsewhere(bool(config.resume) or action == "resume"))
@@ -70,7 +85,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             RunDir(run_dir).remove_stale_temps()
         from dlrun.run import execute  # imports torch: only once there is work to do
 
-        return execute(cfg, config)
+        objective = execute(cfg, config)
+        _ran.append(run_dir)
+        return objective
     except KeyboardInterrupt:
         if in_sweep and os.getpid() != _MAIN_PID[0]:
             # a launcher's worker process: the job has recorded `interrupted`; raising would
@@ -79,7 +96,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         raise
     except Exception as exc:
         if in_sweep:
-            sweep.record_failure(run_dir, overrides, exc)
+            multirun.record_failure(run_dir, overrides, exc)
             print(f"job {hydra_cfg.job.num} failed: {one_line(exc)}", file=sys.stderr)
         _failures.append(exc)
         return None
@@ -87,9 +104,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if in_sweep:
             if lock is not None:  # a worker process runs other jobs next
                 lock.release()
-            sweep.update_manifest(Path(hydra_cfg.sweep.dir))
-        elif (run_dir.parent / sweep.MANIFEST).is_file():  # a sweep's job resumed on its own
-            sweep.update_manifest(run_dir.parent)
+            multirun.update_manifest(Path(hydra_cfg.sweep.dir))
+        elif (run_dir.parent / multirun.MANIFEST).is_file():  # a sweep's job resumed on its own
+            multirun.update_manifest(run_dir.parent)
 
 
 def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
@@ -99,9 +116,11 @@ def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
-    argv = sys.argv[1:] if argv is None else argv
+def invoke(argv: list[str]) -> list[Path]:
+    """The `dlrun` command, run in this process: returns the run directories of the jobs it ran
+    here, and raises a DlrunError carrying the one line the command prints for a user mistake
+    (``exit_code`` set). Hydra's global state and sys.argv are left as they were, so the Python
+    API can call it many times in one process."""
     typed = argv  # as given: what the commands dlrun prints repeat
     claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -115,22 +134,24 @@ def main(argv: list[str] | None = None) -> None:
         overrides = tasks.prepare(resume_argv(argv))
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
-        sweep.current_dir = None
+        _ran.clear()
+        multirun.current_dir = None
         _MAIN_PID[0] = os.getpid()
-        multirun = bool({"-m", "--multirun"} & set(argv))
-        stop = interrupt.SweepStop(lambda: sweep.current_dir, sweep.STOP)
+        is_multirun = bool({"-m", "--multirun"} & set(argv))
+        stop = interrupt.SweepStop(lambda: multirun.current_dir, multirun.STOP)
         _SWEEP_STOP[:] = [stop]
         try:
-            if HELP_FLAGS & set(argv):
-                with compat.one_config_repository():
-                    _hydra_main()
-            else:
-                # a single run: SIGTERM, like Ctrl-C, ends it `interrupted` wherever it is
-                with stop if multirun else interrupt.terminate_interrupts():
-                    _hydra_main()
+            with logging_restored():
+                if HELP_FLAGS & set(argv):
+                    with compat.one_config_repository():
+                        _hydra_main()
+                else:
+                    # a single run: SIGTERM, like Ctrl-C, ends it `interrupted` wherever it is
+                    with stop if is_multirun else interrupt.terminate_interrupts():
+                        _hydra_main()
             if stop.signum is not None:  # every job has ended: now the sweep stops
                 raise Interrupted(stop.signum)
-        except sweep.Refused as refused:
+        except multirun.Refused as refused:
             raise refused.error from None
         except (OSError, ValueError) as exc:
             # Hydra making the run directory, writing its .hydra/ record or opening dlrun.log
@@ -144,28 +165,51 @@ def main(argv: list[str] | None = None) -> None:
                 f"cannot write the run directory: {files.describe(cause)}; "
                 f"{files.remedy(cause, where)}, or {claim.elsewhere(resuming)}"
             ) from exc
-        if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
-            print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
+        if multirun.current_dir is not None:  # a sweep: jobs may have run in other processes
+            print(multirun.finish(multirun.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
             raise _failures[0]
+        return list(_ran)
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
-        if sweep.current_dir is not None and not isinstance(exc, DlrunError):
-            sweep.discard_if_empty(sweep.current_dir)
-        if claim.before is not None and sweep.current_dir is None:  # a single run refused
+        if multirun.current_dir is not None and not isinstance(exc, DlrunError):
+            multirun.discard_if_empty(multirun.current_dir)
+        if claim.before is not None and multirun.current_dir is None:  # a single run refused
             claim.before.remove_created()
         if full_error:
             raise
-        print(f"dlrun: error: {sweep.missing_plugin(str(exc)) or one_line(exc)}", file=sys.stderr)
-        sys.exit(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt as exc:
-        if sweep.current_dir is not None:
-            sweep.end_interrupted(sweep.current_dir)
-            sweep.update_manifest(sweep.current_dir)
+        explained = DlrunError(multirun.missing_plugin(str(exc)) or one_line(exc))
+        explained.exit_code = getattr(exc, "exit_code", 2)
+        raise explained from exc
+    except KeyboardInterrupt:
+        if multirun.current_dir is not None:
+            multirun.end_interrupted(multirun.current_dir)
+            multirun.update_manifest(multirun.current_dir)
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
-                + sweep.continue_command(typed, sweep.current_dir),
+                + multirun.continue_command(typed, multirun.current_dir),
                 file=sys.stderr,
             )
+        raise
+    finally:
+        dirlock.release_all()  # (the kernel would at exit; main() may run again in-process)
+        sys.argv = saved_argv
+        if not full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        GlobalHydra.instance().clear()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
+    argv = sys.argv[1:] if argv is None else argv
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:
+        invoke(argv)
+    except DlrunError as exc:
+        if full_error:
+            raise
+        print(f"dlrun: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt as exc:
         if full_error:
             raise
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
@@ -178,12 +222,22 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level as they were before Hydra set up the run's (its
+    dlrun.log handler is closed): nothing logged later in this process lands in that run's log."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
     finally:
-        dirlock.release_all()  # (the kernel would at exit; main() may run again in-process)
-        sys.argv = saved_argv
-        if not full_error:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def check_arguments(argv: list[str]) -> None:
@@ -296,7 +350,13 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     from dlrun.checkpoint import locate
 
-    _, run_dir = locate(unquote(argv[at].split("=", 1)[1]))
+    value = unquote(argv[at].split("=", 1)[1])
+    if value == rundir.LATEST and not Path(value).exists():
+        latest = rundir.latest("resume=latest").path
+        print(f"resume=latest: {latest} (the newest run under {rundir.OUTPUTS}/)", flush=True)
+        value = str(latest)
+        argv = [*argv[:at], f"resume={token(value)}", *argv[at + 1 :]]
+    _, run_dir = locate(value)
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
     run = RunDir(run_dir)

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from dlrun import rundir, sweep
+from dlrun import multirun, rundir
 from dlrun.errors import DlrunError
 from dlrun.rundir import Damaged, RunDir, Summary, read_record
 
@@ -109,7 +109,7 @@ def find_runs(path: Path) -> list[Path]:
         return [path]
     found = []
     for here, dirs, _ in os.walk(path):
-        dirs.sort(key=sweep.job_order)
+        dirs.sort(key=multirun.job_order)
         for d in list(dirs):
             if RunDir(Path(here) / d).is_run():
                 found.append(Path(here) / d)
@@ -211,7 +211,7 @@ def fill_objectives(jobs: list[Job]) -> None:
 
 def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
     """Jobs listed in a sweep.json manifest that have no directory yet (not started)."""
-    where = root / sweep.MANIFEST
+    where = root / multirun.MANIFEST
     manifest = read_record(where, MANIFEST_REMEDY) or {}
     entries = manifest.get("jobs", [])
     if not isinstance(entries, list) or not all(

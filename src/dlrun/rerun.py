@@ -93,6 +93,9 @@ def _new_dir(extra: list[str]) -> Path:
 
 
 def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> int:
+    if str(source) == rundir.LATEST and not source.exists():
+        source = rundir.latest(f"{PROG} latest").path
+        print(f"{PROG} latest: {source} (the newest run under {rundir.OUTPUTS}/)", flush=True)
     if not source.is_dir():
         raise DlrunError(f"no such run directory: {source}")
     run = RunDir(source)
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     2 for bad input (one line)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        usage=f"{PROG} RUN_DIR [--verify] [--rtol RTOL] [overrides ...]",
+        usage=f"{PROG} RUN_DIR|latest [--verify] [--rtol RTOL] [overrides ...]",
         description="Run a finished run again from its recorded config and overrides into a "
         f"new run directory (the source is only read); --verify compares the two {rundir.METRICS} "
         "files. Extra key=value overrides (and dlrun's flags, e.g. --config-dir) are passed on.",

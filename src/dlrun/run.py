@@ -30,6 +30,7 @@ from dlrun import (
     loggers,
     loop,
     metrics,
+    multirun,
     optim,
     run_output,
     rundir,
@@ -37,7 +38,6 @@ from dlrun import (
     schema,
     steps,
     stopping,
-    sweep,
     tasks,
 )
 from dlrun import device as devices
@@ -79,7 +79,9 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
         in_sweep=hydra_cfg.mode == RunMode.MULTIRUN,
         record_subdir=hydra_cfg.output_subdir,
         stop_file=(
-            Path(hydra_cfg.sweep.dir) / sweep.STOP if hydra_cfg.mode == RunMode.MULTIRUN else None
+            Path(hydra_cfg.sweep.dir) / multirun.STOP
+            if hydra_cfg.mode == RunMode.MULTIRUN
+            else None
         ),
     )
     strategy = distributed.strategy()

@@ -11,6 +11,7 @@ know and keys an older run did not write. The layout::
     env.json                 the software and machine it ran on (and each resume's)
     checkpoints/last.pt      the state to continue from; best.pt the best validated epoch
     plots/, dlrun.log        figures; the log (console lines and tracebacks)
+    eval/<time>.json         each dlrun-eval of one of its checkpoints
 
 A damaged metrics.jsonl has one policy, for every reader: a last line cut short (no newline at
 its end: the row being written when the run stopped, or being written right now) is dropped
@@ -29,6 +30,7 @@ import errno
 import json
 import math
 import re
+import time
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +54,9 @@ LOCK = ".dlrun.lock"  # the writer's lock (dirlock.py): who writes here now
 TEMP = ".*.tmp"  # files.replace()'s temp files: left behind only by a killed writer
 # all that a run refused before it started leaves in its directory
 REFUSAL_RECORDS = frozenset({HYDRA, LOG, SUMMARY, LOCK})
+EVAL = "eval"  # dlrun-eval's records, one JSON file per evaluation
+OUTPUTS = "outputs"  # where a run's directory goes by default (conf/config.yaml, hydra.run.dir)
+LATEST = "latest"  # resume=latest, dlrun-eval latest, dlrun-rerun latest: the newest run
 # what a sweep job that never reached a checkpoint clears before it starts over
 RECORDS = (SUMMARY, METRICS, ENV, "plots", CHECKPOINTS)
 
@@ -113,6 +118,10 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:  # logger=tensorboard
         return self.path / "tensorboard"
+
+    @property
+    def evals(self) -> Path:  # dlrun-eval's records
+        return self.path / EVAL
 
     def resume_subdir(self, stamp: str) -> str:
         """Hydra's output_subdir for one resume's record (relative to the run directory)."""
@@ -179,6 +188,21 @@ class RunDir:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.summary.is_file():
                 raise
             files.overwrite(self.summary, json_text(summary.to_json()))
+
+    def write_eval(self, record: dict[str, Any]) -> Path:
+        """eval/<time>.json: one evaluation's record, the only file dlrun-eval writes into a run
+        directory; named to the microsecond, so the names sort in time order and a second
+        evaluation never overwrites the first."""
+        # (the caller holds the directory's writer lock: dirlock.py)
+        self.evals.mkdir(exist_ok=True)
+        while True:
+            now = time.time()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+            path = self.evals / f"{stamp}-{int(now % 1 * 1e6):06d}.json"
+            if not path.exists():
+                break
+        write_json(path, record)
+        return path
 
     def read_metrics(self, required: bool = False) -> list[dict[str, Any]]:
         """metrics.jsonl's rows (the module docstring's policy for a damaged line); a missing
@@ -308,6 +332,20 @@ def read_yaml(path: Path) -> Any:
     return data
 
 
+def latest(what: str, root: Path = Path(OUTPUTS)) -> RunDir:
+    """The newest run directory under ``root`` (``what``: the argument that asked, for the
+    error), newest by the run's start time: when Hydra wrote its .hydra/config.yaml, once, as the
+    run started (a resume records itself in .hydra/resume-*/, a sweep job in multirun/)."""
+    records = sorted(root.rglob(f"{HYDRA}/config.yaml")) if root.is_dir() else []
+    if not records:
+        raise DlrunError(
+            f"{what}: no run under {root.resolve()} (a run directory has {HYDRA}/config.yaml); "
+            "run dlrun from the directory that holds outputs/, or give the run directory's path"
+        )
+    newest = max(records, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+    return RunDir(newest.parent.parent)
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -324,6 +362,12 @@ def unquote(value: str) -> str:
         inner = re.sub(r"(\\*)\\" + q, lambda m: m.group(1)[: len(m.group(1)) // 2] + q, inner)
         return re.sub(r"(\\+)$", lambda m: m.group(1)[: len(m.group(1)) // 2], inner)
     return value
+
+
+def token(value: str) -> str:
+    """A value as one Hydra override token, quoted only when it must be (a recorded override
+    then reads as the user would have typed it)."""
+    return value if re.fullmatch(r"[\w./:@+-]+", value) else quote(value)
 
 
 def quote(value: str) -> str:

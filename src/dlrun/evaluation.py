@@ -1,0 +1,215 @@
+"""`dlrun-eval`: score a checkpoint with its task's own evaluate(), without training.
+
+The config is the run's own, recomposed from its recorded overrides (as ``resume=`` does) with
+the new ones on top, so ``data.path=other.csv`` or ``data.name=FashionMNIST`` points the same
+model at data of the same shape that it never saw. The run directory is only read, except for
+this evaluation's record, ``eval/<time>.json``. On the run's own data the metrics equal the
+run's recorded ones for that epoch: the task is built under the run's seed (a task draws its
+split from the seeded RNGs) and scored by the loop's own validate(), with the run's CPU threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from dlrun import dirlock, rundir
+from dlrun.errors import DlrunError
+from dlrun.rundir import RunDir, quote
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from dlrun.schema import Config
+    from dlrun.tasks.base import Task
+
+PROG = "dlrun-eval"
+WHICH = ("best", "last")
+
+
+def target(spec: str, which: str = "best") -> tuple[Path, RunDir | None]:
+    """``RUN_DIR|CHECKPOINT|latest`` -> (the checkpoint file, the run directory it belongs to:
+    None for a .pt file outside any run)."""
+    path = Path(spec).expanduser()
+    if spec == rundir.LATEST and not path.exists():
+        path = rundir.latest(f"{PROG} latest").path
+        print(f"{PROG} latest: {path} (the newest run under {rundir.OUTPUTS}/)", flush=True)
+    if path.is_dir():
+        run = RunDir(path)
+        file = run.best if which == "best" else run.last
+        if not file.is_file():
+            hint = (
+                " (best.pt is written once a validated epoch improves; try --checkpoint last)"
+                if which == "best" and run.last.is_file()
+                else ""
+            )
+            raise DlrunError(f"{path}: no {file.relative_to(path)} in that directory{hint}")
+        return file, run if run.config.is_file() else None
+    if not path.is_file():
+        raise DlrunError(f"{spec}: no such checkpoint file or run directory")
+    owner = RunDir(path.parent.parent)  # <run>/checkpoints/<name>.pt
+    inside = path.parent.name == rundir.CHECKPOINTS and owner.config.is_file()
+    return path, owner if inside else None
+
+
+def compose(
+    run: RunDir | None, task: str, overrides: list[str], config_dir: str | None = None
+) -> Config:
+    """The run's recorded overrides (all but resume=: evaluating never resumes), then the new
+    ones; a checkpoint outside any run gets its own task and the new overrides. ``config_dir``:
+    the user's own configs, as `dlrun --config-dir` searched them for the run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dlrun import schema, tasks
+    from dlrun.cli import one_line
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    if run is not None:
+        base = [o for o in run.kept_overrides(overrides) if key(o) != "resume"]
+    else:
+        base = [] if any(key(o) == "task" for o in overrides) else [f"task={task}"]
+    flags = ["--config-dir", config_dir] if config_dir else []
+    # the tasks found, a run's task file, and those beside the user's configs
+    prepared = tasks.prepare([*flags, *base, *overrides])[len(flags) :]
+    if config_dir:
+        prepared.append(f"hydra.searchpath=[{quote('file://' + str(Path(config_dir).absolute()))}]")
+    try:
+        with initialize_config_module(config_module="dlrun.conf", version_base=None):
+            cfg = hydra_compose("config", overrides=prepared)
+        return schema.to_objects(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        hint = ""
+        if isinstance(exc, MissingConfigException) and not config_dir:
+            hint = "; a run made with --config-dir DIR needs --config-dir DIR here too"
+        raise DlrunError(one_line(exc) + hint) from exc
+
+
+@dataclass
+class Loaded:
+    """A checkpoint's model, in eval mode, with the task and config it was built from."""
+
+    path: Path
+    state: dict[str, Any]  # the checkpoint as read
+    config: Config
+    task: Task
+    model: nn.Module
+    device: torch.device
+
+
+def load(
+    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None = None
+) -> Loaded:
+    """Build the task and model under the (recomposed) config and load the checkpoint's
+    weights; another task's checkpoint or another model shape is one line."""
+    from dlrun import checkpoint, tasks
+    from dlrun import device as devices
+    from dlrun.run import seed_everything
+
+    state = checkpoint.load(path)
+    config = compose(run, str(state["task"]), overrides, config_dir)
+    if config.task.name != state["task"]:
+        raise DlrunError(
+            f"checkpoint {path}: is from task {state['task']}, this evaluation is task "
+            f"{config.task.name} (drop the task= override, or give task={state['task']})"
+        )
+    device = devices.resolve(config.device)
+    seed_everything(config.seed)
+    task = tasks.create(config.task, config.data, device)
+    model = task.build_model().to(device)
+    checkpoint.load_model(path, state, model)
+    model.eval()
+    return Loaded(path, state, config, task, model, device)
+
+
+def score(loaded: Loaded) -> dict[str, float]:
+    """The task's evaluate() through the loop's validate(), as the run scored its epochs."""
+    from dlrun import loop, steps
+
+    with steps.cpu_threads(loaded.config.trainer, loaded.model, loaded.device):
+        metrics = loop.validate(loaded.task, loaded.model)
+    metrics.pop("time_s", None)
+    return metrics
+
+
+def evaluate(
+    spec: str, which: str, overrides: list[str], config_dir: str | None = None
+) -> tuple[dict[str, float], Path | None]:
+    """Score, print the table, write the record: (the metrics, the record's path or None)."""
+    path, run = target(spec, which)
+    # a writer of its run directory (its eval/ record): one at a time, refused before any work
+    lock = dirlock.acquire(run.path) if run is not None and dirlock.held(run.path) is None else None
+    try:
+        return _evaluate(path, run, overrides, config_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _evaluate(
+    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None
+) -> tuple[dict[str, float], Path | None]:
+    from dlrun.console import Console, metrics_text
+
+    loaded = load(path, run, overrides, config_dir)
+    metrics = score(loaded)
+    epoch = loaded.state.get("epoch")
+    console = Console(progress=False, total_epochs=0)
+    rows = [(k, metrics_text({"": v}).strip()) for k, v in metrics.items()]
+    data = f" with {' '.join(overrides)}" if overrides else ""
+    console.table(f"{loaded.task.name}: {path} (epoch {epoch}){data}", rows, ("metric", "value"))
+    if run is None:
+        console.print(f"{path} is not in a run directory: no record written")
+        return metrics, None
+    record = {
+        "checkpoint": str(path),
+        "task": loaded.task.name,
+        "epoch": epoch,
+        "overrides": list(overrides),
+        "metrics": metrics,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    written = run.write_eval(record)
+    console.print(f"record: {written}")
+    return metrics, written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exit 0, or 2 for bad input (one line on stderr)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        usage=f"{PROG} RUN_DIR|CHECKPOINT|latest [--checkpoint best|last] [--config-dir DIR] "
+        "[key=value ...]",
+        description="Score a checkpoint with its task's own evaluation, without training. A run "
+        "directory means its checkpoints/best.pt; key=value overrides recompose the run's "
+        "recorded config (e.g. data.path=other.csv to score the model on other data). Prints "
+        "the metrics and writes eval/<time>.json in the run directory.",
+    )
+    parser.add_argument("target", help="a run directory, a .pt file, or latest")
+    parser.add_argument("--checkpoint", choices=WHICH, default="best", help="of a run directory")
+    parser.add_argument("--config-dir", "-cd", help="your own configs, as the run had them")
+    parser.add_argument("overrides", nargs="*", help="key=value, as for dlrun")
+
+    def error(message: str) -> NoReturn:
+        raise DlrunError(f"{message}; see {PROG} --help")
+
+    parser.error = error  # type: ignore[method-assign]
+    try:
+        args = parser.parse_intermixed_args(argv)  # overrides before or after --checkpoint
+        evaluate(args.target, args.checkpoint, list(args.overrides), args.config_dir)
+    except DlrunError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
