@@ -200,6 +200,7 @@ class KMeans(Task):
         self.offset = x.mean(0)
         self.xc = x - self.offset
         self.x_sq: torch.Tensor | None = None  # squared norms of the training points, once
+        self.x_sq_total = torch.zeros((), dtype=torch.float64)  # and their sum
         # scikit-learn's rule: tol scaled by the mean variance of the features
         self.tol = cfg.tol * float(self.xc.var(0, unbiased=False).mean())
         # one batch per epoch holding every point: loss() is one full Lloyd iteration
@@ -242,6 +243,7 @@ class KMeans(Task):
         centers = model.centers - self.offset
         if self.x_sq is None or self.x_sq.shape[0] != n:
             self.x_sq = (x * x).sum(1)  # the points never move: their norms are computed once
+            self.x_sq_total = self.x_sq.sum(dtype=torch.float64)
         if x.device.type == "cpu":  # a host sync is free here: branch on an empty cluster
             # the product, the argmin and the cluster sums in one sweep on every core (lloyd.py)
             _, counts_np, sums_np = lloyd_sums(
@@ -254,7 +256,7 @@ class KMeans(Task):
                 # (no per-point distances needed): the expansion rounds as the per-point one did;
                 # the inertia that validation reports is exact
                 total = (
-                    self.x_sq.sum(dtype=torch.float64)
+                    self.x_sq_total
                     + (
                         counts.double() * (centers.double() ** 2).sum(1)
                         - 2 * (centers.double() * sums.double()).sum(1)
