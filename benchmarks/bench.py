@@ -8,7 +8,10 @@ Prints one JSON line per case. Training cases: seconds per epoch of dlrun (the r
 command, timed from its metrics.jsonl, so start-up is excluded), of (a) a plain loop over tensors
 preloaded on the device, and of (b) the tutorial's DataLoader loop with a per-sample transform;
 same model, optimizer, batch size and seed; the accuracy each reaches; and the ratios. dlrun also
-runs once with trainer.mlp_kernel=false ("dlrun_autograd": its autograd step). kmeans:
+runs once with trainer.mlp_kernel=false ("dlrun_autograd": its autograd step). flop_limit: the
+machine's float32 matrix-product throughput on one thread and on all, measured in the same
+invocation; each training case reports ``vs_flop_limit``, its times over the time its FLOPs take
+at that throughput (one thread for the small MLPs, as dlrun trains them; all for k-means). kmeans:
 dlrun's Lloyd iteration against scikit-learn's KMeans (lloyd) from the same initial centres,
 with both inertias. start-up: wall seconds of a few commands. fizzbuzz_fast: the experiment preset
 at seeds 0 to 4.
@@ -76,6 +79,69 @@ def threads(args, device: torch.device):
 
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
+
+
+# --------------------------------------------------------------------------- the FLOP limit
+
+_limits: dict[str, float] = {}
+
+
+def sgemm_gflops(quick: bool = False) -> dict[str, float]:
+    """This machine's float32 matrix-product throughput (GFLOP/s), on one thread and on all,
+    measured once per invocation: the best of NumPy's and torch's BLAS on square products large
+    enough to run at their peak (best of 5, so a busy moment costs little)."""
+    if _limits:
+        return _limits
+    from threadpoolctl import threadpool_limits
+
+    size = 1024 if quick else 2048
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    t = torch.from_numpy(a)
+    before = torch.get_num_threads()
+    for name, count in (("1_thread", 1), ("all_threads", os.cpu_count() or 1)):
+        torch.set_num_threads(count)
+        best = math.inf
+        with threadpool_limits(count, user_api="blas"):
+            for product in (lambda: a @ a, lambda: t @ t):
+                product()  # warm-up: the BLAS's buffers and threads
+                for _ in range(5):
+                    start = time.perf_counter()
+                    product()
+                    best = min(best, time.perf_counter() - start)
+        _limits[name] = round(2 * size**3 / best / 1e9, 1)
+    torch.set_num_threads(before)
+    return _limits
+
+
+def vs_limit(seconds: dict[str, float], gflop: float, threads: str, quick: bool) -> dict:
+    """Each time over the time its FLOPs take at the machine's sgemm throughput."""
+    floor = gflop / sgemm_gflops(quick)[threads]
+    return {name: round(s / floor, 2) for name, s in seconds.items()}
+
+
+def mlp_gflop(sizes: list[int], samples: int) -> float:
+    """A step's forward and backward: 6 FLOPs per weight per sample (2 forward, 4 backward)."""
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+    return 6 * weights * samples / 1e9
+
+
+def case_flop_limit(args, device: torch.device, work: Path) -> None:
+    emit(
+        {
+            "case": "flop_limit",
+            "sgemm_gflops": sgemm_gflops(args.quick),
+            "cpu_count": os.cpu_count(),
+            "cpu": _cpu_name(),
+        }
+    )
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 # --------------------------------------------------------------------------- the loops
@@ -234,6 +300,13 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
             },
             "dlrun_vs_plain": ratio(d, p),
             "dataloader_vs_dlrun": ratio(dl, d),
+            "gflop_per_epoch": round(mlp_gflop([784, 128, 10], train_n), 2),
+            "vs_flop_limit": vs_limit(
+                {"dlrun": d, "dlrun_autograd": a_time, "plain": p, "dataloader": dl},
+                mlp_gflop([784, 128, 10], train_n),
+                "1_thread",  # dlrun and the loops train this small model on one thread
+                args.quick,
+            ),
         }
     )
 
@@ -284,6 +357,7 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
 
     with threads(args, device):
         p_total, p_correct, l_total, l_epochs = _fizzbuzz_baselines(x, y, px, py, epochs, device)
+    gflop = mlp_gflop([10, 100, 4], len(x)) * epochs  # every training number once an epoch
     emit(
         {
             "case": "fizzbuzz",
@@ -309,6 +383,18 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
             "dataloader_epochs_timed": l_epochs,
             "dlrun_vs_plain": ratio(d_total, p_total),
             "dataloader_vs_dlrun": ratio(l_total, d_total),
+            "gflop": round(gflop, 1),
+            "vs_flop_limit": vs_limit(
+                {
+                    "dlrun": d_total,
+                    "dlrun_autograd": a_total,
+                    "plain": p_total,
+                    "dataloader": l_total,
+                },
+                gflop,
+                "1_thread",
+                args.quick,
+            ),
         }
     )
 
@@ -379,6 +465,10 @@ def case_kmeans(args, device: torch.device, work: Path) -> None:
             "inertia": {"dlrun": summary["final"]["inertia"], "sklearn": float(oracle.inertia_)},
             "inertia_rel_diff": abs(summary["final"]["inertia"] / oracle.inertia_ - 1),
             "dlrun_vs_sklearn": ratio(per_iter, sk),
+            "gflop_per_iter": round(2 * n * d * k / 1e9, 2),  # the (points, centres) product
+            "vs_flop_limit": vs_limit(
+                {"dlrun": per_iter, "sklearn": sk}, 2 * n * d * k / 1e9, "all_threads", args.quick
+            ),
         }
     )
 
@@ -423,6 +513,7 @@ def case_fizzbuzz_fast(args, device: torch.device, work: Path) -> None:
 
 
 CASES = {
+    "flop_limit": case_flop_limit,
     "startup": case_startup,
     "fizzbuzz": case_fizzbuzz,
     "mnist-mlp": case_mnist,

@@ -9,12 +9,23 @@ import torch
 Batch = tuple[torch.Tensor, ...]
 Step = Callable[[Batch], torch.Tensor]  # trains on one batch; returns its loss, on the device
 
+# Past this many bytes of data an epoch's gather no longer fits in cache: it writes the whole
+# shuffled copy out to memory and the steps read it back, where gathering each batch just
+# before its step keeps it in cache (MNIST's 188 MB: 30% less CPU time for the gather and the
+# first product, measured on one thread). Smaller data gathers once, saving an op per batch.
+EPOCH_GATHER_BYTES = 2**24
+
 
 def batches(data: Batch, order: torch.Tensor | None, size: int, fast: bool) -> Iterator[Batch]:
     """The epoch's batches: index slices of ``order`` (None: the data's own order)."""
-    if order is not None and fast:  # one gather for the epoch; each batch is then a view
-        data = tuple(t.index_select(0, order) for t in data)
-        order = None
+    if order is not None and fast:
+        if sum(t.numel() * t.element_size() for t in data) <= EPOCH_GATHER_BYTES:
+            data = tuple(t.index_select(0, order) for t in data)  # each batch is then a view
+            order = None
+        else:
+            for idx in order.split(size):
+                yield tuple(t.index_select(0, idx) for t in data)
+            return
     if order is None:
         yield from zip(*(t.split(size) for t in data), strict=True)
     else:

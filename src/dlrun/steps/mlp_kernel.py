@@ -94,7 +94,9 @@ def gradients(
     activations are (features, batch), so that the softmax's sums over a few classes run along
     the long axis; in place where it can be; ReLU keeps its mask for the backward pass; bias
     gradients are products with a ones vector; and scale (plain SGD's -lr) multiplies the loss's
-    gradient once instead of every parameter's.
+    gradient once instead of every parameter's. Masks and factors stay in the activations' dtype
+    and shapes match where they can: NumPy's same-shape, same-dtype loops skip its casting and
+    broadcasting machinery, which costs more than the arithmetic at these sizes.
     """
     inputs: list[np.ndarray] = []  # each layer's input; then the last layer's output
     masks: list[np.ndarray | None] = []
@@ -104,8 +106,8 @@ def gradients(
         h = params[2 * i] @ h
         h += params[2 * i + 1][:, None]
         mask = None
-        if act == "relu":
-            mask = h > 0
+        if act == "relu":  # a mask of h's own dtype: multiplying by a bool array casts, 3x slower
+            mask = np.greater(h, 0, out=np.empty_like(h))
             h *= mask
         elif act == "tanh":
             np.tanh(h, out=h)
@@ -119,14 +121,18 @@ def gradients(
     n = h.shape[1]
     rows, ones = _indices(n, h.dtype)
     if criterion == "cross_entropy":  # softmax over the classes, then (p - onehot(y)) / n
+        # each sample's true class as a flat index into h: one take and one update, cheaper
+        # than indexing with (y, rows) twice
+        picked_at = y * n
+        picked_at += rows
+        flat = h.reshape(-1)  # a view: h is contiguous
         h -= np.maximum.reduce(h, axis=0)
-        picked = h[y, rows]
+        picked = flat.take(picked_at)
         np.exp(h, out=h)
         total = np.add.reduce(h, axis=0)
         loss = float(np.add.reduce(np.log(total) - picked)) / n
-        h /= total
-        h[y, rows] -= 1
-        h *= scale / n
+        h *= (scale / n) / total  # p * scale / n in one product
+        flat[picked_at] -= scale / n
         g = h
     else:  # 0.5 * mean((h - y) ** 2): its gradient is (h - y) / size
         g = h - y.T

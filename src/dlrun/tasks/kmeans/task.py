@@ -23,6 +23,7 @@ from dlrun.errors import DlrunError
 from dlrun.tables import check_size, number, squared_limit
 from dlrun.tasks.base import Task
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
+from dlrun.tasks.kmeans.lloyd import lloyd_sums
 
 CHUNK = 2**20  # (point, centre) pairs whose distances are computed at once (4 MB: cache-sized)
 
@@ -204,6 +205,7 @@ class KMeans(Task):
         self.offset = x.mean(0)
         self.xc = x - self.offset
         self.x_sq: torch.Tensor | None = None  # squared norms of the training points, once
+        self.x_sq_total = torch.zeros((), dtype=torch.float64)  # and their sum
         # scikit-learn's rule: tol scaled by the mean variance of the features
         self.tol = cfg.tol * float(self.xc.var(0, unbiased=False).mean())
         # one batch per epoch holding every point: loss() is one full Lloyd iteration
@@ -246,17 +248,20 @@ class KMeans(Task):
         centers = model.centers - self.offset
         if self.x_sq is None or self.x_sq.shape[0] != n:
             self.x_sq = (x * x).sum(1)  # the points never move: their norms are computed once
-        ones = torch.ones(n, dtype=x.dtype, device=x.device)
+            self.x_sq_total = self.x_sq.sum(dtype=torch.float64)
         if x.device.type == "cpu":  # a host sync is free here: branch on an empty cluster
-            labels = assign(x, centers, self.x_sq, distances=False)[1]
-            counts = torch.zeros(k, dtype=x.dtype).index_add_(0, labels, ones)
+            # the product, the argmin and the cluster sums in one sweep on every core (lloyd.py)
+            _, counts_np, sums_np = lloyd_sums(
+                np.ascontiguousarray(x.numpy()), centers.numpy(), torch.get_num_threads()
+            )
+            counts = torch.from_numpy(counts_np).to(x.dtype)
             if bool(counts.min() > 0):
-                sums = torch.zeros_like(centers).index_add_(0, labels, x)
+                sums = torch.from_numpy(sums_np)
                 # the mean of ||x||^2 - 2 x.c + ||c||^2 over the points, from the cluster sums
                 # (no per-point distances needed): the expansion rounds as the per-point one did;
                 # the inertia that validation reports is exact
                 total = (
-                    self.x_sq.sum(dtype=torch.float64)
+                    self.x_sq_total
                     + (
                         counts.double() * (centers.double() ** 2).sum(1)
                         - 2 * (centers.double() * sums.double()).sum(1)
@@ -265,6 +270,7 @@ class KMeans(Task):
                 self._move(model, sums, counts, torch.zeros(k, dtype=torch.bool))
                 return (total / n).to(x.dtype).clamp_min(0)
         d2, labels = assign(x, centers, self.x_sq)
+        ones = torch.ones(n, dtype=x.dtype, device=x.device)
         counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
         empty = counts == 0
         # the r-th empty cluster takes the r-th farthest point (no host sync: fixed shapes)
