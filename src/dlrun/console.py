@@ -14,6 +14,8 @@ from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dlrun.rundir import LOG as LOG_NAME
+
 log = logging.getLogger("dlrun")
 
 
@@ -81,7 +83,15 @@ class Console:
             self._progress.stop()
             self._progress = None
 
-    def table(self, title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    def table(
+        self,
+        title: str,
+        rows: list[tuple[str, ...]],
+        header: tuple[str, ...],
+        shown: int | None = None,
+    ) -> None:
+        """``shown``: at most that many rows on screen (a row says how many more); the log has
+        every row."""
         if self.quiet:
             return
         for row in rows:
@@ -89,6 +99,9 @@ class Console:
         table = Table(title=title, title_justify="left")
         for col in header:
             table.add_column(col)
-        for row in rows:
+        cut = shown is not None and len(rows) > shown
+        for row in rows[: shown - 1] if cut else rows:
             table.add_row(*row)
+        if cut:
+            table.add_row(f"... {len(rows) - shown + 1} more (all in {LOG_NAME})")
         self.out.print(table)

@@ -8,6 +8,7 @@ per-step .item(), .cpu() or printing.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -22,6 +23,7 @@ from dlrun.interrupt import Interrupted
 if TYPE_CHECKING:
     from torch import nn
 
+    from dlrun.profiling import Profiler
     from dlrun.schema import TrainerConfig
     from dlrun.tasks.base import Task
 
@@ -103,18 +105,26 @@ def fit(
     start_epoch: int = 0,
     validated_epoch: int | None = None,
     strategy: Strategy | None = None,
+    profiler: Profiler | None = None,
 ) -> int:
     """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed.
 
-    ``strategy`` shares the epoch out among data-parallel processes (default: one process)."""
+    ``strategy`` shares the epoch out among data-parallel processes (default: one process);
+    ``profiler`` (``trainer.profile_steps``) records the first steps of the run."""
     strategy = strategy or Strategy()
     data = task.train_data
     total = data[0].shape[0] if data else 0
     n = strategy.shard_size(total)  # this process's examples per epoch
     bs = trainer.batch_size
+    # debugging: an epoch cut short to its first batches, or the same first batches every epoch
+    limit = min((x for x in (trainer.limit_batches, trainer.overfit_batches) if x), default=None)
+    shuffle = trainer.shuffle and not trainer.overfit_batches
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
-    weights = [min(bs, n - s) / n for s in range(0, n, bs)]
+    sizes = [min(bs, n - s) for s in range(0, n, bs)][:limit]
+    weights = [size / sum(sizes) for size in sizes]
     step = steps.build(task, model, optimizer, trainer)
+    if profiler is not None:
+        step = profiler.wrap(step)
     params = [p for p in model.parameters() if p.is_floating_point()]
 
     epoch = start_epoch
@@ -122,13 +132,12 @@ def fit(
         begin = time.perf_counter()
         if not model.training:  # validation left it in eval mode
             model.train()
-        order = (
-            torch.randperm(total, generator=generator, device=task.device)
-            if trainer.shuffle
-            else None
-        )
+        order = torch.randperm(total, generator=generator, device=task.device) if shuffle else None
         order = strategy.shard(order, total, task.device)
-        losses = [step(batch) for batch in steps.batches(data, order, bs, trainer.fast)]
+        if order is not None and len(sizes) * bs < len(order):  # gather only what is trained
+            order = order[: len(sizes) * bs]
+        epoch_batches = steps.batches(data, order, bs, trainer.fast)
+        losses = [step(batch) for batch in itertools.islice(epoch_batches, len(sizes))]
 
         train_loss = epoch_loss(
             epoch, losses, weights, params, strategy

@@ -253,7 +253,9 @@ class Run:
     def fit(self, parts: Setup, kept: list[dict[str, Any]] | None) -> metrics.MetricsLog:
         """The header and env.json, then the loop until trainer.epochs (or a stop)."""
         seed, choices = self.config.seed, self.info.choices
-        run_output.header(self.console, choices, self.plain, seed, parts.device, self.dir.path)
+        run_output.header(
+            self.console, choices, self.plain, seed, parts.device, self.dir.path, parts.model
+        )
         if self.writes:
             self.dir.write_env(
                 metrics.environment(devices.describe(parts.device)), kept is not None
@@ -275,8 +277,13 @@ class Run:
             self.resumed,
         )
         last_val = history.last("val")
-        self.console.start(self.epoch)
         trainer = parts.trainer
+        profiler = None
+        if trainer.profile_steps and self.writes:
+            from dlrun.profiling import Profiler
+
+            profiler = Profiler(trainer.profile_steps, parts.device)
+        self.console.start(self.epoch)
         try:
             anomaly = torch.autograd.set_detect_anomaly(trainer.detect_anomaly)
             with self.stop, anomaly, steps.cpu_threads(trainer, parts.model, parts.device):
@@ -290,10 +297,13 @@ class Run:
                     start_epoch=self.epoch,
                     validated_epoch=last_val["epoch"] if last_val else None,
                     strategy=self.strategy,
+                    profiler=profiler,
                 )
         finally:
             self.console.stop()
             history.close()
+        if profiler is not None:
+            run_output.profile(self.console, profiler, self.dir.profile_trace)
         self.summary.record_ranks(self.strategy.describe(parts.model))
         return history
 

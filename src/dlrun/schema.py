@@ -56,6 +56,12 @@ class TrainerConfig:
     # CPU threads for torch's ops; 0: one thread for a model under a million parameters (its
     # ops are too small to share out; threads only add waiting), torch's default otherwise
     threads: int = 0
+    # debugging (conf/debug/): an epoch of only the first N batches (null: all of them) ...
+    limit_batches: int | None = None
+    # ... or of the same first N batches every epoch, unshuffled (0: off): can the model learn?
+    overfit_batches: int = 0
+    # torch.profiler over this many train steps after two of warm-up (0: off)
+    profile_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(
@@ -76,6 +82,15 @@ class TrainerConfig:
             "an integer >= 0 (0: only at the end)",
             self.checkpoint_every,
         )
+        _check(
+            self.limit_batches is None or self.limit_batches >= 1,
+            "trainer.limit_batches",
+            "an integer >= 1, or null for every batch",
+            self.limit_batches,
+        )
+        for key in ("overfit_batches", "profile_steps"):
+            value = getattr(self, key)
+            _check(value >= 0, f"trainer.{key}", "an integer >= 0 (0: off)", value)
 
 
 # --------------------------------------------------------------------------- optimizers
