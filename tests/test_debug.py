@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from dlrun import loop, schema, tasks
-from dlrun.rundir import RunDir
 from dlrun.run import seed_everything
+from dlrun.rundir import RunDir
 from tests.test_scratch_tasks import Collect
 
 CPU = torch.device("cpu")

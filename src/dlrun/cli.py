@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dlrun import compat, distributed, files, schema, sweep
 from dlrun.errors import DlrunError
+from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, quote
 
 schema.register()
@@ -56,6 +57,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
+    except BrokenPipeError:  # the output's reader went away: no job failed
+        raise
     except Exception as exc:
         if isinstance(exc, DlrunError):
             _remove_if_empty(run_dir)
@@ -86,6 +89,7 @@ def _remove_if_empty(run_dir: Path) -> None:
                 break
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                 _hydra_main()
         except sweep.Refused as refused:
             raise refused.error from None
+        except BrokenPipeError:  # our output's reader went away: not the run directory's fault
+            raise
         except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
             if isinstance(exc, HydraException):  # a missing config is an IOError too
                 raise
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         if full_error:
             raise
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
+    except BrokenPipeError:  # ended quietly by ends_quietly_on_closed_pipe
+        raise
     except Exception as exc:
         if full_error:
             raise
@@ -165,6 +173,9 @@ def check_arguments(argv: list[str]) -> None:
 
     parser.error = error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
+    modes = [f"--{m.replace('_', '-')}" for m in HYDRA_MODES if getattr(args, m, None)]
+    if len(modes) > 1:  # Hydra's own check is a ValueError deep in its run, not a usage line
+        error(f"{' and '.join(modes)} cannot be combined (Hydra runs one of them)")
     if not (args.multirun or args.cfg or args.help or args.hydra_help):
         _refuse_used_run_dir(args.overrides)
 
@@ -186,6 +197,7 @@ def _refuse_used_run_dir(overrides: list[str]) -> None:
 
 
 HELP_FLAGS = {"--help", "-h", "--hydra-help"}
+HYDRA_MODES = ("run", "multirun", "cfg", "info", "shell_completion")  # one per invocation
 
 
 def one_line(exc: BaseException) -> str:

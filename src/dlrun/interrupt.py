@@ -31,6 +31,11 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def request(self, signum: int) -> None:
+        """Stop at the next epoch boundary as on a signal (SIGPIPE: the output pipe closed)."""
+        if self.signum is None:
+            self.signum = signum
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:  # asked twice: stop now
             raise Interrupted(signum)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,7 @@ class Run:
         )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)
         self.stop = StopRequest()
+        self.console.on_closed = lambda: self.stop.request(signal.SIGPIPE)
         self.resumed: checkpoint.Restored | None = None
         self.recorder: Recorder | None = None
         # a resume touches the run's records only once its checkpoint has been accepted
