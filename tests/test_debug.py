@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +138,22 @@ def test_bad_debug_settings_are_one_line(dlrun, args: list[str], names: list[str
     assert len(r.err.strip().splitlines()) == 1 and r.err.startswith("dlrun: error: ")
     for name in names:
         assert name in r.err, r.err
+
+
+def test_a_deep_model_is_cut_short_on_screen_and_whole_in_the_log(capsys, caplog) -> None:
+    from dlrun import run_output
+    from dlrun.console import Console
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(20)], torch.nn.ReLU())
+    model[0].weight.requires_grad_(False)
+    caplog.set_level("INFO", logger="dlrun")
+    plain = {"task": {"hidden": 3}, "optimizer": {"betas": [0.9, 0.99]}, "trainer": {}, "data": {}}
+    run_output.header(Console(False, 1), {"task": "x"}, plain, 0, CPU, Path("r"), model)
+    out = capsys.readouterr().out
+    assert "240 parameters, 9 frozen" in out  # 20 x (9 + 3), the first weight frozen
+    assert f"... {21 - run_output.SHOWN_LAYERS + 1} more (all in dlrun.log)" in out
+    assert "betas=[0.9, 0.99]" in out
+    assert any(ln.startswith("│ 10 ") for ln in out.splitlines())
+    assert not any(ln.startswith("│ 19 ") for ln in out.splitlines())  # cut on screen
+    logged = [r.getMessage() for r in caplog.records if "parameters" in r.getMessage()]
+    assert len(logged) == 21 and logged[19].endswith("19 Linear 3 12")  # every layer
