@@ -155,8 +155,8 @@ def mnist_data(root: Path | None, work: Path, train_n: int) -> tuple[Path, str]:
     if root is not None and (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         if train_n >= 60000:
             return root, "MNIST"
-        from dlrun.schema import MNISTDataConfig
-        from dlrun.tasks.mnist import load
+        from dlrun.tasks.mnist import MNISTDataConfig
+        from dlrun.tasks.mnist.task import load
 
         data = MNISTDataConfig(root=str(root), download=False)
         (xtr, ytr), (xte, yte) = load(data, "train"), load(data, "test")
@@ -184,8 +184,8 @@ def mnist_data(root: Path | None, work: Path, train_n: int) -> tuple[Path, str]:
 
 
 def case_mnist(args, device: torch.device, work: Path) -> None:
-    from dlrun.schema import MNISTDataConfig
-    from dlrun.tasks.mnist import load
+    from dlrun.tasks.mnist import MNISTDataConfig
+    from dlrun.tasks.mnist.task import load
 
     train_n = 10000 if args.quick else 60000
     epochs = 1 if args.quick else args.mnist_epochs
@@ -239,7 +239,7 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
 
 
 def _mnist_baselines(xtr, ytr, xte, yte, epochs, device):
-    from dlrun.tasks.mnist import normalise
+    from dlrun.tasks.mnist.task import normalise
 
     x, y = normalise(xtr).to(device), ytr.to(device)
     tx, ty = normalise(xte).to(device), yte.to(device)
@@ -272,7 +272,7 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
     _, autograd = dlrun(work, "fizzbuzz_autograd", *common, "trainer.mlp_kernel=false")
     a_total = autograd["wall_s"]
 
-    from dlrun.tasks.fizzbuzz import binary, classes
+    from dlrun.tasks.fizzbuzz.task import binary, classes
 
     def encode(n: torch.Tensor) -> torch.Tensor:
         return 2 * binary(n, 10) - 1
@@ -335,7 +335,7 @@ def case_kmeans(args, device: torch.device, work: Path) -> None:
 
     from dlrun import schema
     from dlrun.run import seed_everything
-    from dlrun.tasks import kmeans
+    from dlrun.tasks.kmeans import task as kmeans
 
     n, d, k = (100_000, 16, 20) if args.quick else (args.kmeans_n, args.kmeans_d, args.kmeans_k)
     iters = args.kmeans_iters

@@ -14,11 +14,12 @@ import torch
 
 from dlrun import checkpoint, cli
 from dlrun.errors import ConfigError
-from dlrun.tasks.housing import FEATURES, TARGET
+from dlrun.tasks.housing.task import FEATURES, TARGET
 from tests.test_checkpoint import Payload
 from tests.test_mnist import write_data_set
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_run(run_dir: Path, *args: str) -> Path:
@@ -70,6 +71,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = write_data_set(w / "mnist", n_train=30, n_test=9)
     idx = raw / "train-images-idx3-ubyte"
     idx.write_bytes(idx.read_bytes()[:-100])
+    # task files beside the world, not in it: importing one writes its __pycache__/
+    tasks = w.parent / "task-files"
+    tasks.mkdir()
+    wave = (ROOT / "examples" / "wave" / "wave.py").read_text()
+    (tasks / "import-error.py").write_text("import no_such_module_for_dlrun\n")
+    (tasks / "no-task.py").write_text(wave.replace("class Wave(Task)", "class Wave"))
+    (tasks / "not-a-dataclass.py").write_text(wave.replace("@dataclass\n", ""))
+    (tasks / "clash.py").write_text(wave.replace('"wave"', '"sine-bp"'))
+    (tasks / "good.py").write_text(wave.replace('"wave"', '"wave-of-the-world"'))
     return w
 
 
@@ -225,6 +235,29 @@ ROWS = [
         ["trainer.overfit_batches=-1"],
         ["trainer.overfit_batches=-1", ">= 0 (0: off)"],
         id="overfit_batches negative",
+    ),
+    pytest.param(
+        ["task={w}/../task-files/import-error.py"],
+        ["import-error.py", "cannot be imported", "no_such_module_for_dlrun"],
+        id="task file import error",
+    ),
+    pytest.param(
+        ["task={w}/../task-files/no-task.py"], ["no-task.py", "no task class"], id="no task class"
+    ),
+    pytest.param(
+        ["task={w}/../task-files/not-a-dataclass.py"],
+        ["not-a-dataclass.py", "no task config", "dataclass"],
+        id="task config not a dataclass",
+    ),
+    pytest.param(
+        ["task={w}/../task-files/clash.py"],
+        ["clash.py", "task name sine-bp is taken by entry point sine-bp"],
+        id="task name taken",
+    ),
+    pytest.param(
+        ["hydra/launcher=joblib", "task={w}/../task-files/good.py"],
+        ["hydra/launcher=joblib", "good.py", "install it as a package"],
+        id="task file with another launcher",
     ),
 ]
 

@@ -138,14 +138,18 @@ def test_devices_that_are_well_formed_compose() -> None:
 ALIASES = {"mnist": "mnist-mlp"}  # conf/task/<alias>.yaml that only includes another task's
 
 
-def test_registry_schemas_and_yaml_agree() -> None:
-    names = {s.name for s in schema.TASK_SCHEMAS}
-    assert names == set(tasks.REGISTRY)
-    assert names | set(ALIASES) == {p.stem for p in (CONF / "task").glob("*.yaml")}
-    for name in names:
-        cls = tasks.task_class(name)
-        assert cls.name == name
-        cfg = objects(f"task={name}")
-        assert cfg.task.name == name
+def test_every_task_found_composes_under_its_name() -> None:
+    for name in tasks.found():
+        assert objects(f"task={name}").task.name == name
     for alias, name in ALIASES.items():
         assert objects(f"task={alias}") == objects(f"task={name}")
+
+
+def test_the_hand_written_sgd_takes_each_tasks_settings_for_sgd() -> None:
+    """A task's settings for SGD are written once and hold for its hand-written twin too."""
+    for path in (CONF / "task_optimizer").glob("*_sgd.yaml"):
+        task = path.stem.removesuffix("_scratch_sgd").removesuffix("_sgd")
+        sgd = objects(f"task={task}", "optimizer=sgd").optimizer.lr
+        assert sgd != schema.SGDConfig().lr  # the task's own rate, not SGD's default
+        assert objects(f"task={task}", "optimizer=scratch_sgd").optimizer.lr == sgd
+    assert objects("optimizer=scratch_sgd", "optimizer.lr=0.2").optimizer.lr == 0.2

@@ -17,7 +17,7 @@ import torch
 from dlrun import schema
 from dlrun.errors import ConfigError, DlrunError
 from dlrun.run import seed_everything
-from dlrun.tasks.housing import FEATURES, TARGET, HousingRegression
+from dlrun.tasks.housing.task import FEATURES, TARGET, HousingRegression
 from tests.test_config import objects
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 from dlrun import schema
 from dlrun.errors import ConfigError
 from dlrun.run import seed_everything
-from dlrun.tasks import kmeans
+from dlrun.tasks.kmeans import task as kmeans
 from tests.test_config import objects
 
 CPU = torch.device("cpu")
@@ -258,7 +258,7 @@ def test_cuda_matches_cpu(dlrun) -> None:
 def test_row_min_is_torch_min() -> None:
     """The CPU's NumPy argmin against torch.min(1): the same values, and a column holding the
     minimum (the first one where several tie)."""
-    from dlrun.tasks.kmeans import row_min
+    from dlrun.tasks.kmeans.task import row_min
 
     torch.manual_seed(0)
     for scores in (torch.randn(500, 37), torch.randint(0, 4, (300, 9)).float()):

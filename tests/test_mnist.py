@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlrun.tasks.mnist import FILES, confusion
+from dlrun.tasks.mnist.task import FILES, confusion
 
 ALL_FILES = FILES["train"] + FILES["test"]
 
@@ -85,8 +85,8 @@ def test_the_mlp_learns_the_patterns_from_idx_files(dlrun, tmp_path: Path) -> No
 def test_images_are_read_by_torchvision_and_normalised_once(tmp_path: Path) -> None:
     from torchvision.datasets import MNIST
 
-    from dlrun.schema import MNISTDataConfig, MNISTMLPConfig
-    from dlrun.tasks.mnist import MNISTMLP
+    from dlrun.tasks.mnist import MNISTDataConfig, MNISTMLPConfig
+    from dlrun.tasks.mnist.task import MNISTMLP
 
     write_data_set(tmp_path, n_train=30, n_test=12)
     data = MNISTDataConfig(root=str(tmp_path), download=False)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.schema import NWKernelConfig
-from dlrun.tasks.nw_kernel import NWKernelRegression
+from dlrun.tasks.nw_kernel import NWKernelConfig
+from dlrun.tasks.nw_kernel.task import NWKernelRegression
 
 
 def make_task(variant: str, seed: int = 0) -> tuple[NWKernelRegression, nn.Module]:

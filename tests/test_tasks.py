@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from dlrun.tasks.fizzbuzz import binary, classes
+from dlrun.tasks.fizzbuzz.task import binary, classes
 
 
 def seed_fizz_buzz_encode(i: int) -> int:  # the tutorial's own definition
@@ -74,8 +74,8 @@ def test_sine_bp_short_run_and_mse_is_measured_for_real(dlrun) -> None:
 
 
 def test_sine_bp_seed_initialisation() -> None:
-    from dlrun.schema import SineBPConfig
-    from dlrun.tasks.sine_bp import SineBP
+    from dlrun.tasks.sine_bp import SineBPConfig
+    from dlrun.tasks.sine_bp.task import SineBP
 
     torch.manual_seed(0)
     model = SineBP(SineBPConfig(), None, torch.device("cpu")).build_model()

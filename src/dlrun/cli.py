@@ -25,13 +25,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, distributed, files, schema, sweep
+from dlrun import compat, distributed, files, schema, sweep, tasks
 from dlrun.errors import DlrunError
 from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, quote
-
-schema.register()
-
 
 _failures: list[BaseException] = []
 _STARTED = time.time() - 1.0
@@ -98,7 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     try:
         check_arguments(argv)
-        sys.argv = [saved_argv[0], *resume_argv(argv), *distributed.hydra_overrides(argv)]
+        # the tasks are registered here, so that a broken one is a one-line error like any other
+        overrides = tasks.prepare(resume_argv(argv))
+        sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
         try:

@@ -46,9 +46,10 @@ def compose(overrides: list[str]) -> schema.Config:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from dlrun import tasks
     from dlrun.cli import one_line
 
-    schema.register()
+    overrides = tasks.prepare(overrides)  # registers the tasks found and loads task=PATH.py
     try:
         with initialize_config_module(config_module="dlrun.conf", version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)

@@ -14,17 +14,23 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dlrun.errors import ConfigError
 
+if TYPE_CHECKING:
+    from dlrun.tasks import Found
+
 
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}={value} is not allowed: expected {expected}")
+
+
+check = _check  # public: a task's config validates its fields with it, in the same words
 
 
 # --------------------------------------------------------------------------- trainer
@@ -211,89 +217,12 @@ OPTIMIZER_SCHEMAS: dict[str, type[OptimizerConfig]] = {
 class DataConfig:
     """Where a task finds data it does not generate itself.
 
-    A task that reads data subclasses this (e.g. with the data set's name), stores it under
-    ``schema/data`` with the task's name, and selects it in its YAML with
-    ``- /schema/data@data: <task>``, so its keys are typed and other tasks do not accept them.
+    A task that reads data subclasses this (e.g. with the data set's name) and names it ``DATA``
+    beside its config; it is stored under ``schema/data/<task>`` and selected in the task's YAML
+    with ``- /schema/data@data: <task>``, so its keys are typed and other tasks refuse them.
     """
 
     root: str = "${oc.env:DLRUN_DATA,data}"
-
-
-MNIST_NAMES = ("MNIST", "FashionMNIST", "KMNIST")  # torchvision classes with MNIST's format
-
-
-@dataclass
-class MNISTDataConfig(DataConfig):
-    """mnist-mlp: which torchvision data set, read from <root>/<name>/raw/."""
-
-    name: str = "MNIST"
-    download: bool = True  # fetch the files with torchvision when they are missing
-
-    def __post_init__(self) -> None:
-        _check(self.name in MNIST_NAMES, "data.name", f"one of {', '.join(MNIST_NAMES)}", self.name)
-
-
-@dataclass
-class HousingDataConfig(DataConfig):
-    """housing-regression: scikit-learn's California housing, cached under <root>, or
-    ``path``: a CSV with the 8 feature columns and MedHouseVal."""
-
-    path: str | None = None  # a file of your own instead of the data set
-    test_fraction: float = 0.2  # held out for validation; the split is seeded by `seed`
-    download: bool = True  # let scikit-learn fetch the data set when <root> has no copy
-
-    def __post_init__(self) -> None:
-        _check(
-            0 < self.test_fraction < 1,
-            "data.test_fraction",
-            "a number in (0, 1)",
-            self.test_fraction,
-        )
-
-
-KMEANS_DATA_KINDS = ("uniform", "blobs")
-
-
-@dataclass
-class KMeansDataConfig(DataConfig):
-    """kmeans: generated points (``kind``, seeded by `seed`), or ``path``: a .csv or .npy file
-    with one point per row (then kind, n, d, centers and cluster_std are not used)."""
-
-    path: str | None = None  # a file of your own instead of the data set
-    kind: str = "uniform"  # uniform: n x d on [0, 1) (the tutorial); blobs: sklearn's make_blobs
-    n: int = 100  # points
-    d: int = 2  # dimensions
-    centers: int = 3  # blobs: how many blobs
-    cluster_std: float = 1.0  # blobs: standard deviation of each blob
-
-    def __post_init__(self) -> None:
-        _check(
-            self.kind in KMEANS_DATA_KINDS,
-            "data.kind",
-            f"one of {', '.join(KMEANS_DATA_KINDS)}",
-            self.kind,
-        )
-        _check(self.n >= 1, "data.n", "an integer >= 1", self.n)
-        _check(self.d >= 1, "data.d", "an integer >= 1", self.d)
-        _check(self.centers >= 1, "data.centers", "an integer >= 1", self.centers)
-        _check(self.cluster_std >= 0, "data.cluster_std", "a number >= 0", self.cluster_std)
-        if self.path:  # the points come from the file: a generator setting would be ignored
-            for f in dataclasses.fields(KMeansDataConfig):
-                if f.name in ("kind", "n", "d", "centers", "cluster_std"):
-                    value = getattr(self, f.name)
-                    _check(
-                        value == f.default,
-                        f"data.{f.name}",
-                        f"no data.{f.name} with data.path (the points come from the file)",
-                        value,
-                    )
-
-
-DATA_SCHEMAS: dict[str, type[DataConfig]] = {
-    "mnist-mlp": MNISTDataConfig,
-    "housing-regression": HousingDataConfig,
-    "kmeans": KMeansDataConfig,
-}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -318,124 +247,6 @@ class ImplTaskConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         _check(self.impl in IMPLS, "task.impl", f"one of {', '.join(IMPLS)}", self.impl)
-
-
-@dataclass
-class FizzBuzzConfig(ImplTaskConfig):
-    name: ClassVar[str] = "fizzbuzz"
-    num_digits: int = 10
-    hidden: int = 100
-    train_from: int = 101  # train on train_from .. 2**num_digits - 1
-    play_to: int = 100  # validate by playing 1 .. play_to
-    # signed: digits as -1/+1 (centred inputs; >= 90/100 at every seed tried); binary: 0/1 as
-    # the tutorial, which scores 85..97/100 depending on the seed
-    encoding: str = "signed"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(
-            1 <= self.num_digits <= 20, "task.num_digits", "an integer in [1, 20]", self.num_digits
-        )
-        _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
-        _check(self.play_to >= 1, "task.play_to", "an integer >= 1", self.play_to)
-        _check(
-            self.encoding in ("signed", "binary"),
-            "task.encoding",
-            "one of signed, binary",
-            self.encoding,
-        )
-        _check(
-            self.play_to < self.train_from < 2**self.num_digits,
-            "task.train_from",
-            f"an integer in (task.play_to, 2**task.num_digits) = ({self.play_to}, "
-            f"{2**self.num_digits}), so that the numbers played were never trained on",
-            self.train_from,
-        )
-
-
-@dataclass
-class SineBPConfig(ImplTaskConfig):
-    name: ClassVar[str] = "sine-bp"
-    hidden: int = 25
-    amplitude: float = 20.0
-    points: int = 100  # x = 0, 1/points, ..., (points-1)/points
-    init: str = "uniform"  # uniform: weights U[0,1), zero biases (the seed); torch: nn.Linear's
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
-        _check(self.points >= 2, "task.points", "an integer >= 2", self.points)
-        _check(self.init in ("uniform", "torch"), "task.init", "one of uniform, torch", self.init)
-
-
-@dataclass
-class MNISTMLPConfig(ImplTaskConfig):
-    name: ClassVar[str] = "mnist-mlp"
-    hidden: int = 128  # 784-hidden-10 MLP with ReLU
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.hidden >= 1, "task.hidden", "an integer >= 1", self.hidden)
-
-
-@dataclass
-class NWKernelConfig(TaskConfig):
-    name: ClassVar[str] = "nw-kernel"
-    variant: str = "parametric"  # parametric: learnable kernel width w; nonparametric: w = 1
-    n_train: int = 50  # training x: sorted uniform on [0, 5)
-    noise: float = 0.5  # standard deviation of the noise on the training y
-
-    def __post_init__(self) -> None:
-        _check(
-            self.variant in ("parametric", "nonparametric"),
-            "task.variant",
-            "one of parametric, nonparametric",
-            self.variant,
-        )
-        # leave-one-out training needs at least one other point to attend to
-        _check(self.n_train >= 2, "task.n_train", "an integer >= 2", self.n_train)
-        _check(self.noise >= 0, "task.noise", "a number >= 0", self.noise)
-
-
-@dataclass
-class HousingRegressionConfig(ImplTaskConfig):
-    name: ClassVar[str] = "housing-regression"
-    # features to zero mean and unit variance with the training split's statistics (the
-    # tutorial fed them raw, which diverges at its lr 0.001)
-    standardize: bool = True
-
-
-KMEANS_INITS = ("k-means++", "random")
-
-
-@dataclass
-class KMeansConfig(ImplTaskConfig):
-    name: ClassVar[str] = "kmeans"
-    k: int = 3  # clusters
-    init: str = "k-means++"  # k-means++ or random: k distinct data points (the tutorial)
-    # converged when the summed squared centre shift of an iteration is <= tol * the mean
-    # variance of the features (scikit-learn's rule); 0: only when the centres stop moving
-    tol: float = 1e-4
-    max_iter: int = 100  # Lloyd iterations at most (one per epoch)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.k >= 1, "task.k", "an integer >= 1", self.k)
-        _check(
-            self.init in KMEANS_INITS, "task.init", f"one of {', '.join(KMEANS_INITS)}", self.init
-        )
-        _check(self.tol >= 0, "task.tol", "a number >= 0", self.tol)
-        _check(self.max_iter >= 1, "task.max_iter", "an integer >= 1", self.max_iter)
-
-
-TASK_SCHEMAS: tuple[type[TaskConfig], ...] = (
-    FizzBuzzConfig,
-    SineBPConfig,
-    MNISTMLPConfig,
-    NWKernelConfig,
-    HousingRegressionConfig,
-    KMeansConfig,
-)
 
 
 # --------------------------------------------------------------------------- loggers
@@ -480,6 +291,9 @@ class Config:
     device: str = "auto"
     seed: int = 0
     resume: str | None = None
+    # a loose task file, set by `task=./my_task.py` (dlrun.tasks.from_argv): recorded with the
+    # run's overrides, so that resume and rerun load the file again
+    task_file: str | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -492,15 +306,56 @@ class Config:
 
 
 def register() -> None:
-    """Put the schemas where the YAML in conf/ finds them (idempotent)."""
+    """Put the schemas where the YAML in conf/ finds them (idempotent): the shared ones here, and
+    each task's, derived from the tasks found (dlrun.tasks)."""
+    from dlrun import tasks  # the tasks' configs build on this module's bases
+
     cs = ConfigStore.instance()
     cs.store(name="dlrun_schema", node=Config)
     for name, schema in OPTIMIZER_SCHEMAS.items():
         cs.store(group="schema/optimizer", name=name, node=schema)
-    for schema in TASK_SCHEMAS:
-        cs.store(group="schema/task", name=schema.name, node=schema)
-    for name, data_schema in DATA_SCHEMAS.items():
-        cs.store(group="schema/data", name=name, node=data_schema)
+    for task in tasks.found().values():
+        store_task(task)
+
+
+def store_task(task: Found) -> None:
+    """A task's typed schemas (schema/task/<name>, schema/data/<name>) and, for a task whose YAML
+    sits beside its module (or that has none), its `task=<name>` config with those schemas."""
+    cs = ConfigStore.instance()
+    cs.store(group="schema/task", name=task.name, node=task.config)
+    schemas = [{"/schema/task@task": task.name}]
+    if task.data is not None:
+        cs.store(group="schema/data", name=task.name, node=task.data)
+        schemas.append({"/schema/data@data": task.name})
+    if task.tutorial:
+        return  # a tutorial: its YAML is conf/task/<name>.yaml
+    node = OmegaConf.to_container(OmegaConf.load(task.yaml)) if task.yaml else {}
+    if not isinstance(node, dict):
+        raise ConfigError(f"{task.yaml}: expected a mapping of settings (task:, trainer:, ...)")
+    defaults = list(node.pop("defaults", None) or [])
+    defaults = [d for d in schemas if d not in defaults] + defaults
+    if "_self_" not in defaults:
+        defaults.append("_self_")
+    cs.store(group="task", name=task.name, node={"defaults": defaults, **node}, package="_global_")
+
+
+def __getattr__(attr: str) -> Any:
+    """The task configs' old home: `dlrun.schema.FizzBuzzConfig` still names the class, and
+    TASK_SCHEMAS / DATA_SCHEMAS are derived from the tasks found."""
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    from dlrun import tasks
+
+    found = tasks.found().values()
+    if attr == "TASK_SCHEMAS":
+        return tuple(t.config for t in found)
+    if attr == "DATA_SCHEMAS":
+        return {t.name: t.data for t in found if t.data is not None}
+    for t in found:
+        for cls in (t.config, t.data):
+            if cls is not None and cls.__name__ == attr:
+                return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def _refuse_unknown_keys(node: Any, prefix: str = "") -> None:

@@ -1,4 +1,4 @@
-"""Optimizers written out by hand: SGD, SGD with momentum, Adam (the formulas of seed 004).
+"""Optimizers written out by hand: SGD, SGD with momentum, Adam (the formulas of tutorial 004).
 
 They subclass ``torch.optim.Optimizer`` only for its bookkeeping (parameter groups,
 ``zero_grad``, ``state_dict``/``load_state_dict``), so they checkpoint and resume like torch's

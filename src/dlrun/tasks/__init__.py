@@ -1,13 +1,39 @@
-"""The task registry: the name used in `task=NAME` -> the module that implements it.
+"""Finding tasks: the name used in `task=NAME` -> the module that holds it.
 
-Modules are imported only when their task runs, so one task's heavy imports (torchvision,
-scikit-learn) never slow down another.
+Every task is found the same way, dlrun's six tutorials included:
+
+- an entry point in the group ``dlrun.tasks`` of an installed distribution (dlrun declares its
+  own in its pyproject.toml), naming the task's module;
+- a loose task file named on the command line, ``dlrun task=./my_task.py``, which is rewritten to
+  ``task=<name> task_file=/abs/my_task.py`` so that the recorded overrides that resume and rerun
+  replay load the file again.
+
+A task module holds its config dataclass (whose ``name`` ClassVar is the task's name: the only
+place it is written), optionally ``DATA`` (its DataConfig subclass), and its Task class. A module
+that defines one of each needs nothing more; ``CONFIG = ...`` and ``TASK = ...`` name them
+otherwise, and ``TASK`` may be the class's "module:Class" path. The built-ins are small packages
+that give the path and keep their torch code in ``task.py``: `dlrun --help` and config errors
+import every task's config, and a package lets that stay torch-free without moving each task's
+code out of one place. A task's YAML (``<name>.yaml`` beside its module; the built-ins' stay in
+conf/task/) is stored in Hydra's ConfigStore with its typed schemas, so it composes like theirs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
-from typing import TYPE_CHECKING
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from inspect import isabstract
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from dlrun.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -15,19 +41,267 @@ if TYPE_CHECKING:
     from dlrun.schema import DataConfig, TaskConfig
     from dlrun.tasks.base import Task
 
-REGISTRY: dict[str, str] = {
-    "fizzbuzz": "dlrun.tasks.fizzbuzz",
-    "sine-bp": "dlrun.tasks.sine_bp",
-    "mnist-mlp": "dlrun.tasks.mnist",
-    "nw-kernel": "dlrun.tasks.nw_kernel",
-    "housing-regression": "dlrun.tasks.housing",
-    "kmeans": "dlrun.tasks.kmeans",
-}
+GROUP = "dlrun.tasks"  # the entry-point group
+OWN = "dlrun"  # the distribution that declares the tutorials
+
+
+@dataclass(frozen=True)
+class Found:
+    """One task as found: its name, config and data schemas, Task class (or its path), origin."""
+
+    name: str
+    config: type
+    data: type | None
+    task: type | str
+    module: ModuleType
+    origin: str  # the file or entry point, for messages
+    yaml: Path | None  # <name>.yaml beside the module, when there is one
+    dist: str | None  # the distribution that declares it; None: a loose task file
+
+    @property
+    def tutorial(self) -> bool:
+        """One of dlrun's own tasks (their YAML is conf/task/<name>.yaml)."""
+        return self.dist == OWN
+
+
+_found: dict[str, Found] = {}
+_scanned = False
+
+
+def found() -> dict[str, Found]:
+    """Every task known to this process: the installed entry points, then loaded task files."""
+    global _scanned
+    if not _scanned:
+        _found.clear()  # a scan that failed part way starts again from nothing
+        ours = False
+        eps = [
+            (ep.dist.name if ep.dist is not None else "?", ep) for ep in entry_points(group=GROUP)
+        ]
+        for dist, ep in sorted(eps, key=lambda d_ep: (d_ep[0] != OWN, d_ep[1].name)):  # ours first
+            origin = f"entry point {ep.name} = {ep.value} ({dist})"
+            try:
+                module = ep.load()
+            except Exception as exc:
+                raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}") from exc
+            if not isinstance(module, ModuleType):
+                raise ConfigError(f"{origin}: names {module!r}, expected a task's module")
+            found_one = _add(module, origin, dist)
+            if found_one.name != ep.name:
+                del _found[found_one.name]
+                raise ConfigError(
+                    f"{origin}: the entry point is named {ep.name} but its task is named "
+                    f"{found_one.name} (CONFIG.name): name the entry point {found_one.name}"
+                )
+            ours = ours or dist == OWN
+        _scanned = True
+        if not ours:
+            raise ConfigError(
+                "dlrun's own tasks are not registered (no dlrun.tasks entry points): "
+                "reinstall dlrun, e.g. pip install -e ."
+            )
+    return _found
+
+
+def _said(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _named(obj: object) -> str:
+    return getattr(obj, "__qualname__", None) or repr(obj)
+
+
+def _add(module: ModuleType, origin: str, dist: str | None = None) -> Found:
+    """Check a task module and add it to the registry (one line naming origin when it is wrong)."""
+    config = getattr(module, "CONFIG", None) or _defined(
+        module, origin, _is_config, "config dataclass"
+    )
+    if config is None:
+        raise ConfigError(
+            f"{origin}: no task config: expected a dataclass with name: ClassVar[str] = '<task>' "
+            "(or CONFIG = that dataclass)"
+        )
+    if not _is_dataclass(config):
+        raise ConfigError(
+            f"{origin}: CONFIG = {_named(config)} is not a dataclass (add @dataclass)"
+        )
+    name = getattr(config, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"{origin}: {config.__name__} has no name: expected name: ClassVar[str] = '<task>'"
+        )
+    data = getattr(module, "DATA", None)
+    if data is not None and not _is_dataclass(data):
+        raise ConfigError(f"{origin}: DATA = {_named(data)} is not a dataclass (add @dataclass)")
+    task = getattr(module, "TASK", None) or _defined(module, origin, _is_task, "Task subclass")
+    if task is None:
+        raise ConfigError(
+            f"{origin}: no task class: expected a subclass of dlrun's Task "
+            "(or TASK = its 'module:Class' path)"
+        )
+    if not isinstance(task, (type, str)):
+        raise ConfigError(f"{origin}: TASK = {task!r} is not a class or a 'module:Class' path")
+    if name in _found:
+        raise ConfigError(
+            f"{origin}: task name {name} is taken by {_found[name].origin}; choose another name"
+        )
+    yaml = Path(module.__file__).parent / f"{name}.yaml" if module.__file__ else None
+    yaml = yaml if yaml and yaml.is_file() else None
+    one = Found(name, config, data, task, module, origin, yaml, dist)
+    if not one.tutorial and _builtin_yaml(name):
+        raise ConfigError(f"{origin}: task name {name} is taken by dlrun's conf/task/{name}.yaml")
+    _found[name] = one
+    return one
+
+
+def _is_dataclass(obj: object) -> bool:
+    """A class made a dataclass itself: a subclass of one without @dataclass would compose, but
+    its own fields would be silently left out of the typed config."""
+    return isinstance(obj, type) and "__dataclass_fields__" in vars(obj)
+
+
+def _is_config(obj: object) -> bool:
+    """A dataclass whose `name` is a ClassVar (a data config's `name` field is a setting)."""
+    return (
+        _is_dataclass(obj)
+        and isinstance(getattr(obj, "name", None), str)
+        and "name" not in {f.name for f in dataclasses.fields(obj)}
+    )
+
+
+def _is_task(obj: object) -> bool:
+    from dlrun.tasks.base import Task
+
+    return isinstance(obj, type) and issubclass(obj, Task) and not isabstract(obj)
+
+
+def _defined(
+    module: ModuleType, origin: str, kind: Callable[[object], bool], what: str
+) -> type | None:
+    """The one class of a kind that a module defines itself (CONFIG, TASK when not given)."""
+    mine = [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and v.__module__ == module.__name__ and kind(v)
+    ]
+    if len(mine) > 1:
+        names = ", ".join(sorted(c.__name__ for c in mine))
+        raise ConfigError(
+            f"{origin}: {len(mine)} {what}es ({names}): name the task's with "
+            f"{'CONFIG' if kind is _is_config else 'TASK'} = ..."
+        )
+    return mine[0] if mine else None
+
+
+def _builtin_yaml(name: str) -> bool:
+    from importlib.resources import files
+
+    return files("dlrun.conf").joinpath("task", f"{name}.yaml").is_file()
+
+
+def load_file(path: str | Path) -> Found:
+    """Import a loose task file (once per file) and register its schemas and YAML."""
+    path = Path(path).expanduser().resolve()
+    for one in found().values():
+        if one.module.__file__ and Path(one.module.__file__).resolve() == path:
+            return one
+    origin = f"task file {path}"
+    if not path.is_file():
+        raise ConfigError(f"{origin}: no such file")
+    # a stable module name, so that the config's class pickles and reads back by the same name
+    module_name = f"dlrun_task_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{origin}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+        one = _add(module, origin)
+    except ConfigError:
+        sys.modules.pop(module_name, None)
+        raise
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}") from exc
+    from dlrun import schema
+
+    schema.store_task(one)
+    return one
+
+
+def _value(override: str) -> str:
+    value = override.split("=", 1)[1].strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
+    return value
+
+
+def prepare(argv: list[str]) -> list[str]:
+    """Before Hydra composes: register every task found and load the task files `argv` names.
+    `task=PATH.py` becomes `task=NAME task_file=PATH` (an absolute path, so that resume and rerun,
+    which replay the recorded overrides, load the file again from any directory)."""
+    from dlrun import schema
+    from dlrun.rundir import quote
+
+    schema.register()
+    _forget_task_files()
+
+    out, files = [], []
+    for arg in argv:
+        key = arg.split("=", 1)[0] if "=" in arg and not arg.startswith("-") else None
+        if key == "task" and _value(arg).endswith(".py"):
+            files.append(one := load_file(_value(arg)))
+            out += [f"task={one.name}", f"task_file={quote(str(one.module.__file__))}"]
+        elif key in ("task_file", "+task_file") and _value(arg) not in ("", "null"):
+            files.append(one := load_file(_value(arg)))
+            out.append(f"task_file={quote(str(one.module.__file__))}")
+        else:
+            out.append(arg)
+    launcher = [_value(a) for a in argv if a.startswith("hydra/launcher=")]
+    if files and launcher and launcher[-1] != "basic":
+        # a launcher's worker processes import the config's classes by module name, and a task
+        # file's module exists only in the process that loaded it
+        raise ConfigError(
+            f"hydra/launcher={launcher[-1]}: a task file ({files[0].module.__file__}) "
+            "runs in dlrun's own process only; install it as a package with a dlrun.tasks "
+            "entry point for other launchers (docs/extending.md)"
+        )
+    return out
+
+
+def _forget_task_files() -> None:
+    """Task files are loaded per command: in one process (a notebook, the tests) each command
+    loads the files it names afresh, so an edited file, or another file of the same name, is the
+    one that runs."""
+    for name in [n for n, one in found().items() if one.dist is None]:
+        sys.modules.pop(_found.pop(name).module.__name__, None)
 
 
 def task_class(name: str) -> type[Task]:
-    return importlib.import_module(REGISTRY[name]).TASK
+    """The Task class of a task (imported now: the built-ins' import torch)."""
+    from dlrun.tasks.base import Task
+
+    one = found().get(name)
+    if one is None:
+        raise ConfigError(f"task={name}: no such task here (a task file is named as task=PATH.py)")
+    task = one.task
+    if isinstance(task, str):
+        module_name, _, attr = task.partition(":")
+        try:
+            task = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"{one.origin}: TASK = {one.task!r}: {_said(exc)}") from exc
+    if not (isinstance(task, type) and issubclass(task, Task)):
+        raise ConfigError(f"{one.origin}: TASK = {task!r} is not a subclass of dlrun's Task")
+    return task
 
 
 def create(cfg: TaskConfig, data: DataConfig, device: torch.device) -> Task:
     return task_class(cfg.name)(cfg, data, device)
+
+
+def __getattr__(attr: str) -> Any:
+    if attr == "REGISTRY":  # the old name of the registry: name -> task, derived
+        return found()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

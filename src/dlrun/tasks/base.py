@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 
 class Task(ABC):
-    name: ClassVar[str]
     objective: ClassVar[str]  # the key of evaluate()'s result that sweeps optimise
     maximize: ClassVar[bool]
     uses_optimizer: ClassVar[bool] = True  # False: loss() updates the model itself (no autograd)
@@ -48,6 +47,11 @@ class Task(ABC):
         self.impl: str = getattr(cfg, "impl", "torch")
         # True: loss() fills every parameter's .grad by hand, the loop calls no backward()
         self.hand_gradients = self.impl == "scratch" and self.uses_optimizer
+
+    @property
+    def name(self) -> str:
+        """The task's name, written once: its config's."""
+        return self.cfg.name
 
     def for_impl(self, model: nn.Module) -> nn.Module:
         """The model itself, or under impl=scratch its hand-written twin with the same weights."""

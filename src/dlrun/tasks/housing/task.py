@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.schema import HousingDataConfig, HousingRegressionConfig
 from dlrun.tables import number
 from dlrun.tasks.base import Task
+from dlrun.tasks.housing import HousingDataConfig, HousingRegressionConfig
 
 FEATURES = (
     "MedInc",
@@ -112,10 +112,9 @@ def fetch(data: HousingDataConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 class HousingRegression(Task):
-    name = "housing-regression"
     objective = "mse"
     maximize = False
-    criterion = "half_mse"  # MSE/2, the seed's loss: its gradient is (prediction - y) / n
+    criterion = "half_mse"  # MSE/2, the tutorial's loss: its gradient is (prediction - y) / n
 
     cfg: HousingRegressionConfig
     data: HousingDataConfig
@@ -177,6 +176,3 @@ class HousingRegression(Task):
         )
         ax.legend(loc="upper left")
         return {"pred_vs_true": fig}
-
-
-TASK = HousingRegression

@@ -1,8 +1,8 @@
-"""MNIST MLP (seed 000's main.py): a 784-128-10 ReLU MLP classifies torchvision's MNIST (or the
+"""MNIST MLP (tutorial 000's main.py): a 784-128-10 ReLU MLP classifies torchvision's MNIST (or the
 look-alikes FashionMNIST and KMNIST), trained with Adam on the 60k training images and validated on
 the 10k test images.
 
-The images are read once through torchvision's own data set class and normalised as the seed's
+The images are read once through torchvision's own data set class and normalised as the tutorial's
 ToTensor + Normalize((0.5,), (0.5,)) would, but on the whole uint8 tensor at once; they then live
 on the device, so batches are index slices, not a DataLoader.
 """
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.schema import MNISTDataConfig, MNISTMLPConfig
 from dlrun.tasks.base import Task, classification_metrics
+from dlrun.tasks.mnist import MNISTDataConfig, MNISTMLPConfig
 
 SIDE = 28  # images are SIDE x SIDE
 CLASSES = 10
@@ -131,7 +131,6 @@ def confusion(predicted: torch.Tensor, truth: torch.Tensor, classes: int = CLASS
 
 
 class MNISTMLP(Task):
-    name = "mnist-mlp"
     objective = "accuracy"
     maximize = True
     criterion = "cross_entropy"
@@ -194,6 +193,3 @@ class MNISTMLP(Task):
             title=f"{self.data.name} test split: {counts.sum()} images, accuracy {accuracy:.4f}",
         )
         return {"confusion": fig}
-
-
-TASK = MNISTMLP

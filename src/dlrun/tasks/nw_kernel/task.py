@@ -1,10 +1,10 @@
-"""Nadaraya-Watson kernel regression (seed 003, d2l "attention pooling").
+"""Nadaraya-Watson kernel regression (tutorial 003, d2l "attention pooling").
 
 50 noisy samples of y = 2 sin(x) + x^0.8 are the keys (x) and values (y); a query x_q is answered
 with the attention-weighted mean of the values, the weights a softmax over the keys of the
 Gaussian-kernel scores -((x_q - x_k) * w)^2 / 2. The non-parametric variant fixes w = 1 and
 learns nothing; the parametric one learns w by SGD, each training point attending to the other
-points only (leave-one-out), as the seed does.
+points only (leave-one-out), as the tutorial does.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun.schema import NWKernelConfig
 from dlrun.tasks.base import Task
+from dlrun.tasks.nw_kernel import NWKernelConfig
 
 X_MAX = 5.0  # training x uniform on [0, X_MAX); test grid 0, 0.1, ..., X_MAX - 0.1
 TEST_STEP = 0.1
@@ -30,7 +30,7 @@ class NWKernel(nn.Module):
 
     def __init__(self, parametric: bool) -> None:
         super().__init__()
-        # the seed's init: w uniform on [0, 1), from torch's global RNG
+        # the tutorial's init: w uniform on [0, 1), from torch's global RNG
         self.w = nn.Parameter(torch.rand(1)) if parametric else None
 
     def attention(
@@ -61,7 +61,6 @@ class NWKernel(nn.Module):
 
 
 class NWKernelRegression(Task):
-    name = "nw-kernel"
     objective = "mse"
     maximize = False
 
@@ -70,8 +69,8 @@ class NWKernelRegression(Task):
     def __init__(self, cfg: NWKernelConfig, data: Any, device: torch.device) -> None:
         super().__init__(cfg, data, device)
         n = cfg.n_train
-        # the seed's draws, in its order, from torch's global RNG (seeded by the run) on the CPU,
-        # so every device gets the same data
+        # the tutorial's draws, in its order, from torch's global RNG (seeded by the run) on the
+        # CPU, so every device gets the same data
         x, _ = torch.sort(torch.rand(n) * X_MAX)
         y = truth(x) + torch.normal(0.0, cfg.noise, (n,))
         self.x_train, self.y_train = x.to(device), y.to(device)
@@ -88,7 +87,7 @@ class NWKernelRegression(Task):
         index, x, y = batch
         exclude = index[:, None] == self.keys[None, :]  # leave-one-out: never attend to yourself
         predicted = model(x, self.x_train, self.y_train, exclude)
-        # the seed's loss: (squared error / 2) summed over all n training points; a batch of m
+        # the tutorial's loss: (squared error / 2) summed over all n training points; a batch of m
         # points estimates that sum as n/m times its own (exactly the sum for the full batch)
         return ((predicted - y) ** 2).sum() * (0.5 * self.cfg.n_train / len(y))
 
@@ -145,6 +144,3 @@ class NWKernelRegression(Task):
             title="attention weights",
         )
         return {"fit": fig, "attention": heat}
-
-
-TASK = NWKernelRegression

@@ -1,4 +1,4 @@
-"""FizzBuzz (seed 001): an MLP learns the game from the binary digits of 101..1023, then plays
+"""FizzBuzz (tutorial 001): an MLP learns the game from the binary digits of 101..1023, then plays
 1..100, numbers it never saw.
 """
 
@@ -9,14 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun.schema import FizzBuzzConfig
 from dlrun.tasks.base import Task, classification_metrics
+from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 
 WORDS = ("{}", "fizz", "buzz", "fizzbuzz")
 
 
 def binary(numbers: torch.Tensor, digits: int) -> torch.Tensor:
-    """Each number as its `digits` binary digits, least significant first (the seed's order)."""
+    """Each number as its `digits` binary digits, least significant first (the tutorial's order)."""
     return ((numbers[:, None] >> torch.arange(digits, device=numbers.device)) & 1).float()
 
 
@@ -32,7 +32,6 @@ def say(number: int, cls: int) -> str:
 
 
 class FizzBuzz(Task):
-    name = "fizzbuzz"
     objective = "accuracy"
     maximize = True
     criterion = "cross_entropy"
@@ -97,6 +96,3 @@ class FizzBuzz(Task):
         ax.set(xlabel="n", title=f"FizzBuzz 1..{len(numbers)}: {int((~wrong).sum())} correct")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return {"fizzbuzz": fig}
-
-
-TASK = FizzBuzz

@@ -1,4 +1,4 @@
-"""Back-propagation on a sine (seed 000): a [1, H, 1] sigmoid net fits y = A sin(2 pi x)
+"""Back-propagation on a sine (tutorial 000): a [1, H, 1] sigmoid net fits y = A sin(2 pi x)
 by full-batch gradient descent.
 """
 
@@ -10,15 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun.schema import SineBPConfig
 from dlrun.tasks.base import Task
+from dlrun.tasks.sine_bp import SineBPConfig
 
 
 class SineBP(Task):
-    name = "sine-bp"
     objective = "mse"
     maximize = False
-    criterion = "half_mse"  # MSE/2, the seed's loss: its gradient is (prediction - y) / n
+    criterion = "half_mse"  # MSE/2, the tutorial's loss: its gradient is (prediction - y) / n
 
     cfg: SineBPConfig
 
@@ -35,7 +34,7 @@ class SineBP(Task):
         model = nn.Sequential(
             nn.Linear(1, self.cfg.hidden), nn.Sigmoid(), nn.Linear(self.cfg.hidden, 1)
         )
-        if self.cfg.init == "uniform":  # the seed: weights uniform on [0, 1), biases zero
+        if self.cfg.init == "uniform":  # the tutorial: weights uniform on [0, 1), biases zero
             for layer in (model[0], model[2]):
                 nn.init.uniform_(layer.weight, 0.0, 1.0)
                 nn.init.zeros_(layer.bias)
@@ -63,6 +62,3 @@ class SineBP(Task):
         ax.set(xlabel="x", ylabel="y", title="sine fit" + (f" (mse {mse:.3g})" if mse else ""))
         ax.legend()
         return {"fit": fig}
-
-
-TASK = SineBP

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.schema import KMeansConfig, KMeansDataConfig
 from dlrun.tables import number
 from dlrun.tasks.base import Task
+from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
 
 CHUNK = 2**20  # (point, centre) pairs whose distances are computed at once (4 MB: cache-sized)
 
@@ -175,7 +175,6 @@ class KMeansModel(nn.Module):
 
 
 class KMeans(Task):
-    name = "kmeans"
     batched = False
     objective = "inertia"
     maximize = False
@@ -378,6 +377,3 @@ class KMeans(Task):
         ax.set(xlabel="x0", ylabel="x1" if self.xc.shape[1] > 1 else "", title=title)
         ax.legend(loc="best")
         return {"clusters": fig}
-
-
-TASK = KMeans
