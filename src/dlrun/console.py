@@ -68,7 +68,7 @@ class Console:
         except BrokenPipeError:
             detach_stdout()
             self.out.quiet = True
-            log.info("the output pipe closed: stopping after this epoch")
+            log.info("the output pipe closed: the rest is only in this log; training stops")
             if self.on_closed is not None:
                 self.on_closed()
 

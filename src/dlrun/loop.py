@@ -121,7 +121,8 @@ def fit(
     shuffle = trainer.shuffle and not trainer.overfit_batches
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
     sizes = [min(bs, n - s) for s in range(0, n, bs)][:limit]
-    weights = [size / sum(sizes) for size in sizes]
+    trained = sum(sizes)  # n unless the epoch is cut short
+    weights = [size / trained for size in sizes]
     step = steps.build(task, model, optimizer, trainer)
     if profiler is not None:
         step = profiler.wrap(step)
