@@ -79,3 +79,12 @@ def test_a_run_whose_pipe_closes_stops_resumably(tmp_path: Path) -> None:
     assert 1 <= summary["epochs_completed"] < 100000
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert "the output pipe closed" in (run_dir / "dlrun.log").read_text()
+
+
+def test_a_sweep_whose_pipe_closes_ends_quietly(tmp_path: Path) -> None:
+    # Hydra logs "Launching 2 jobs" to stdout first: its log handler must not print a logging
+    # traceback for each line after the pipe has closed
+    argv = [*script("cli"), "-m", "task=sine-bp", "trainer.epochs=2", "seed=0,1", "device=cpu"]
+    r = closed_pipe([*argv, f"hydra.sweep.dir={tmp_path / 'sw'}"], tmp_path)
+    assert r.returncode == CLOSED_PIPE_EXIT, r.stderr
+    assert r.stderr == ""

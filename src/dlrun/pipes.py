@@ -9,6 +9,7 @@ later write or flush can fail again, and exit.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -28,6 +29,17 @@ def detach_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
+
+
+class StdoutHandler(logging.StreamHandler):
+    """Hydra's console log (a sweep's "Launching jobs" lines): a closed pipe ends the command
+    instead of printing a logging traceback on stderr for every line that follows."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        error = sys.exc_info()[1]
+        if isinstance(error, BrokenPipeError):
+            raise error
+        super().handleError(record)
 
 
 def ends_quietly_on_closed_pipe(main: F) -> F:
