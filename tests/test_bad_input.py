@@ -259,6 +259,16 @@ ROWS = [
         ["hydra/launcher=joblib", "good.py", "install it as a package"],
         id="task file with another launcher",
     ),
+    pytest.param(
+        ["logger=mlflow", "logger.mlflow.tracking_uri=nope://x"],
+        ["logger.mlflow.tracking_uri=nope://x", "expected sqlite:///<file>, http(s)://"],
+        id="not an MLflow store",
+    ),
+    pytest.param(
+        ["logger=mlflow", "logger.mlflow.experiment= "],
+        ["logger.mlflow.experiment=", "a non-empty name"],
+        id="empty MLflow experiment",
+    ),
 ]
 
 

@@ -206,3 +206,14 @@ def test_basic_sweeper_jobs_and_their_fallback(monkeypatch) -> None:
     }
     monkeypatch.delattr(BasicSweeper, "split_arguments")
     assert compat.basic_sweeper_jobs(overrides) is None
+
+
+def test_unstore_drops_a_stored_config_and_tolerates_a_missing_one() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="scratchpad/inner", name="gone", node={"a": 1})
+    compat.unstore("scratchpad/inner", "gone")
+    assert "gone.yaml" not in cs.repo["scratchpad"]["inner"]
+    compat.unstore("scratchpad/inner", "gone")  # twice: nothing to drop, no error
+    compat.unstore("no/such/group", "x")

@@ -104,6 +104,47 @@ def test_a_task_file_sweeps_and_reports(dlrun, project: Path, tmp_path: Path, ca
     assert "2 runs in" in words and "(mse: lower is better)" in words and "completed" in words
 
 
+def beside_configs(tmp_path: Path, header: bool = True) -> Path:
+    """conf-mine/task/wave.py beside conf-mine/task/wave.yaml, the YAML as a tutorial's is."""
+    task_dir = tmp_path / "conf-mine" / "task"
+    task_dir.mkdir(parents=True)
+    shutil.copy(WAVE / "wave.py", task_dir / "wave.py")
+    body = (
+        (WAVE / "wave.yaml")
+        .read_text()
+        .replace("defaults:\n", "defaults:\n  - /schema/task@task: wave\n")
+    )
+    (task_dir / "wave.yaml").write_text(("# @package _global_\n" if header else "") + body)
+    return tmp_path / "conf-mine"
+
+
+def test_a_task_beside_the_users_configs_runs_and_resumes_without_them(
+    dlrun, tmp_path: Path
+) -> None:
+    conf = beside_configs(tmp_path)
+    r = dlrun("--config-dir", str(conf), "--cfg", "job", "task=wave")
+    assert r.code == 0, r.err
+    assert "hidden: 16" in r.out and "lr: 0.01" in r.out  # its YAML, composed by Hydra
+    r = dlrun("--config-dir", str(conf), "task=wave", "task.hidden=0")
+    assert r.code == 2 and "task.hidden=0 is not allowed" in r.err
+    half = dlrun("--config-dir", str(conf), "task=wave", *QUIET, "trainer.epochs=40")
+    assert half.code == 0, half.err
+    whole = dlrun("--config-dir", str(conf), "task=wave", *QUIET, "trainer.epochs=60")
+    # resumed in a fresh process without --config-dir: the recorded task_file is enough
+    resumed = run_cli(f"resume={half.run_dir}", "trainer.epochs=60", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert rows(half.run_dir) == rows(whole.run_dir)
+    shown = run_cli("--config-dir", str(conf), "--help", cwd=tmp_path).stdout
+    assert "wave" in shown.split("== Config groups")[1].split("\ntask:")[1].splitlines()[0]
+
+
+def test_a_task_yaml_beside_configs_must_say_its_package(dlrun, tmp_path: Path) -> None:
+    conf = beside_configs(tmp_path, header=False)
+    r = dlrun("--config-dir", str(conf), "--cfg", "job", "task=wave")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "wave.yaml: a task's YAML beside your configs" in r.err and "@package _global_" in r.err
+
+
 EXTENDING = ROOT / "docs" / "extending.md"
 
 COMPOSE_EACH = """

@@ -162,3 +162,16 @@ def basic_sweeper_jobs(overrides: list[Any]) -> list[list[str]] | None:
     if split is None:
         return None
     return [list(job) for batch in split(overrides, None) for job in batch]
+
+
+def unstore(group: str, name: str) -> None:
+    """Drop ``group/name`` from Hydra's ConfigStore, which has no public way to remove an entry:
+    a task file forgotten between two commands in one process must not leave its config behind.
+    Where the store's layout differs, the entry stays (a later store of the name replaces it)."""
+    from hydra.core.config_store import ConfigStore
+
+    node = getattr(ConfigStore.instance(), "repo", None)
+    for part in group.split("/"):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(f"{name}.yaml", None)

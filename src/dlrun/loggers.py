@@ -1,4 +1,4 @@
-"""Extra destinations for the metrics rows, besides metrics.jsonl: TensorBoard and CSV.
+"""Extra destinations for the metrics rows, besides metrics.jsonl: TensorBoard, CSV, MLflow.
 
 Each logger receives every row that metrics.jsonl receives (``{"epoch", "split", <metrics>}``)
 through :class:`dlrun.metrics.MetricsLog`; the loop knows nothing about them.
@@ -33,6 +33,10 @@ def open_loggers(
         chosen.append(CsvLog(run_dir.metrics_csv, rows))
     if cfg.tensorboard:
         chosen.append(TensorBoardLog(run_dir.tensorboard, resume_epoch))
+    if cfg.mlflow.enabled:  # checks the store here, before training: one line if unusable
+        from dlrun import tracking
+
+        chosen.append(tracking.for_run_dir(cfg.mlflow, run_dir.path, resume_epoch))
     return chosen
 
 

@@ -199,8 +199,12 @@ def _builtin_yaml(name: str) -> bool:
     return files("dlrun.conf").joinpath("task", f"{name}.yaml").is_file()
 
 
-def load_file(path: str | Path) -> Found:
-    """Import a loose task file (once per file) and register its schemas and YAML."""
+def load_file(path: str | Path, beside_configs: bool = False) -> Found:
+    """Import a loose task file (once per file) and register its schemas and YAML.
+
+    ``beside_configs``: the file is ``DIR/task/NAME.py`` of a ``--config-dir DIR``, where Hydra
+    itself composes ``DIR/task/NAME.yaml``; that YAML must then be written as a tutorial's
+    (``# @package _global_`` and ``- /schema/task@task: NAME`` in its defaults)."""
     path = Path(path).expanduser().resolve()
     for one in found().values():
         if one.module.__file__ and Path(one.module.__file__).resolve() == path:
@@ -224,10 +228,27 @@ def load_file(path: str | Path) -> Found:
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}") from exc
+    if beside_configs and one.yaml is not None:
+        _check_config_dir_yaml(one)
     from dlrun import schema
 
-    schema.store_task(one)
+    schema.store_task(one, with_yaml=not beside_configs)  # Hydra finds DIR/task/NAME.yaml
     return one
+
+
+def _check_config_dir_yaml(one: Found) -> None:
+    """Hydra reads a config dir's ``task/NAME.yaml`` as it is: it must say what dlrun adds to a
+    YAML beside a task file elsewhere (its package and its typed schema)."""
+    text = one.yaml.read_text()
+    if (
+        not text.lstrip().startswith("# @package _global_")
+        or f"/schema/task@task: {one.name}" not in text
+    ):
+        raise ConfigError(
+            f"{one.yaml}: a task's YAML beside your configs is written as conf/task/*.yaml are: "
+            f"a first line '# @package _global_' and '- /schema/task@task: {one.name}' in its "
+            "defaults (docs/extending.md)"
+        )
 
 
 def _value(override: str) -> str:
@@ -244,15 +265,19 @@ def prepare(argv: list[str]) -> list[str]:
     from dlrun import schema
     from dlrun.rundir import quote
 
+    _forget_task_files()  # before register(), which stores every task found
     schema.register()
-    _forget_task_files()
 
+    beside = [load_file(f, beside_configs=True) for d in _config_dirs(argv) for f in _task_files(d)]
     out, files = [], []
     for arg in argv:
         key = arg.split("=", 1)[0] if "=" in arg and not arg.startswith("-") else None
         if key == "task" and _value(arg).endswith(".py"):
             files.append(one := load_file(_value(arg)))
             out += [f"task={one.name}", f"task_file={quote(str(one.module.__file__))}"]
+        elif key == "task" and (one := next((f for f in beside if f.name == _value(arg)), None)):
+            files.append(one)  # DIR/task/NAME.py beside DIR/task/NAME.yaml (--config-dir DIR)
+            out += [arg, f"task_file={quote(str(one.module.__file__))}"]
         elif key in ("task_file", "+task_file") and _value(arg) not in ("", "null"):
             files.append(one := load_file(_value(arg)))
             out.append(f"task_file={quote(str(one.module.__file__))}")
@@ -270,12 +295,31 @@ def prepare(argv: list[str]) -> list[str]:
     return out
 
 
+def _config_dirs(argv: list[str]) -> list[Path]:
+    """The directories of the user's own configs (Hydra's ``--config-dir DIR``, ``-cd DIR``)."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+    return [Path(d).expanduser() for d in dirs]
+
+
+def _task_files(config_dir: Path) -> list[Path]:
+    return sorted((config_dir / "task").glob("*.py")) if (config_dir / "task").is_dir() else []
+
+
 def _forget_task_files() -> None:
     """Task files are loaded per command: in one process (a notebook, the tests) each command
     loads the files it names afresh, so an edited file, or another file of the same name, is the
     one that runs."""
+    from dlrun import compat
+
     for name in [n for n, one in found().items() if one.dist is None]:
         sys.modules.pop(_found.pop(name).module.__name__, None)
+        for group in ("task", "schema/task", "schema/data"):
+            compat.unstore(group, name)
 
 
 def task_class(name: str) -> type[Task]:

@@ -1,0 +1,272 @@
+"""The process that talks to MLflow for one run: ``python -m dlrun.tracking_worker``.
+
+mlflow's import and the store's set-up take seconds of CPU; in the training process they would
+hold the GIL while the first epochs run, and a slow store would stall the loop. Here they run
+beside it. The run's process sends JSON lines on stdin (``start``, then ``rows`` once per
+logged epoch, then ``end``) and reads the run id and any error from stdout at the end; this
+process's log goes to the run's dlrun.log. Its stdin closing without an ``end`` means the run's
+process died: the MLflow run ends FAILED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("dlrun.mlflow")
+
+RUN_FILE = "mlflow.json"  # in a run directory: {"tracking_uri", "run_id"}
+PARENT_FILE = "mlflow-parent.json"  # in a sweep directory: {"tracking_uri", "run_id"}
+# dlrun's end states -> MLflow's run status
+STATUS = {
+    "completed": "FINISHED",
+    "failed": "FAILED",
+    "diverged": "FAILED",
+    "interrupted": "KILLED",
+}
+KEYS = ("epoch", "split")  # every metrics row's coordinates; the rest are metrics
+CHUNK = 100  # MLflow takes at most 100 params or tags in one log_batch
+
+
+def stored_run_id(directory: Path, name: str = RUN_FILE) -> str | None:
+    """The MLflow run id kept in a run (or sweep) directory, if any."""
+    try:
+        return json.loads((directory / name).read_text())["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _keep(directory: Path, name: str, uri: str, run_id: str) -> None:
+    from dlrun import files
+
+    with files.replace(directory / name) as f:
+        json.dump({"tracking_uri": uri, "run_id": run_id}, f)
+        f.write("\n")
+
+
+def client(uri: str) -> Any:
+    """An MlflowClient, with mlflow's and alembic's start-up chatter kept out of the log."""
+    from mlflow.tracking import MlflowClient  # mlflow sets its loggers' levels on import
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    # a new database is created by the first client (its tables, then migrations): two jobs of
+    # a sweep doing it at once fail ("table experiments already exists"), so one at a time.
+    # flock on the file itself: SQLite's own locks are fcntl locks, which flock does not touch
+    with _locked(db):
+        mlflow = MlflowClient(tracking_uri=uri)
+        mlflow.search_experiments(max_results=1)  # the store is opened (and made) here
+        return mlflow
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (None for any other store)."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    from mlflow.exceptions import MlflowException
+
+    # a SQLite store keeps its artifacts beside the database; a server picks its own place
+    db = sqlite_path(uri)
+    location = (db.parent / "mlruns").as_uri() if db is not None else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another job of the sweep created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def _log(mlflow: Any, run_id: str, params: dict[str, str] = {}, tags: dict[str, Any] = {}) -> None:  # noqa: B006 - read only
+    from mlflow.entities import Param, RunTag
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), CHUNK):
+        mlflow.log_batch(run_id, params=items[i : i + CHUNK])
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    for i in range(0, len(items), CHUNK):
+        mlflow.log_batch(run_id, tags=items[i : i + CHUNK])
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (a sweep's jobs), released when the block ends."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sweep_parent(
+    mlflow: Any, uri: str, sweep_dir: Path, experiment_id: str, overrides: list[str]
+) -> str:
+    """The sweep's parent run id: made by the first job to ask, found by every other one."""
+    with _locked(sweep_dir / ".mlflow-parent.lock"):
+        found = stored_run_id(sweep_dir, PARENT_FILE)
+        if found is not None:
+            return found
+        run = mlflow.create_run(
+            experiment_id, run_name=sweep_dir.name, tags={"sweep_dir": str(sweep_dir)}
+        )
+        _log(mlflow, run.info.run_id, {"sweep.overrides": " ".join(overrides)})
+        _keep(sweep_dir, PARENT_FILE, uri, run.info.run_id)
+        return run.info.run_id
+
+
+def open_run(mlflow: Any, start: dict[str, Any]) -> str:
+    """Create the run (a sweep's child, a rerun's copy), or continue the one the directory has."""
+    from dlrun.metrics import git_commit
+
+    uri, run_dir = start["uri"], Path(start["run_dir"])
+    params: dict[str, str] = start["params"]
+    tags = {
+        **start["tags"],
+        "dlrun_version": metadata.version("dlrun"),
+        "git_commit": git_commit(),
+        "run_dir": str(run_dir),
+        "status": "running",
+    }
+    run_id = stored_run_id(run_dir)
+    if run_id is not None:  # a resume, or a sweep's job run again: continue that run
+        run = mlflow.get_run(run_id)
+        mlflow.update_run(run_id, status="RUNNING")
+        old = run.data.params  # fixed once logged: a value changed by the resume becomes a tag
+        tags.update({f"resumed.{k}": v for k, v in params.items() if k in old and old[k] != v})
+        if start.get("resume_epoch") is not None:
+            before = run.data.tags.get("resumed_from_epochs")
+            tags["resumed_from_epochs"] = ",".join(
+                filter(None, [before, str(start["resume_epoch"])])
+            )
+        _log(mlflow, run_id, {k: v for k, v in params.items() if k not in old}, tags)
+        return run_id
+    experiment_id = _experiment_id(mlflow, start["experiment"], uri)
+    if start.get("sweep_dir"):
+        tags["mlflow.parentRunId"] = sweep_parent(
+            mlflow, uri, Path(start["sweep_dir"]), experiment_id, start.get("sweep_overrides", [])
+        )
+    if start.get("reproduces"):
+        tags["reproduces"] = start["reproduces"]
+        source = stored_run_id(Path(start["reproduces"]))
+        if source is not None:
+            tags["reproduces_run_id"] = source
+    run = mlflow.create_run(experiment_id, run_name=run_dir.name, tags=tags)
+    _keep(run_dir, RUN_FILE, uri, run.info.run_id)
+    _log(mlflow, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_rows(mlflow: Any, run_id: str, rows: list[list[Any]]) -> None:
+    """One logged epoch's rows ([row, timestamp in ms] pairs) as one log_batch."""
+    from mlflow.entities import Metric
+
+    metrics = [
+        Metric(f"{row['split']}/{key}", float(value), stamp, row["epoch"])
+        for row, stamp in rows
+        for key, value in row.items()
+        if key not in KEYS and not isinstance(value, bool) and isinstance(value, int | float)
+    ]
+    if metrics:
+        mlflow.log_batch(run_id, metrics=metrics)
+
+
+def end_run(mlflow: Any, run_id: str, run_dir: Path, status: str, checkpoints: bool) -> None:
+    """The artifacts (plots/, summary.json, the composed config), the status, the end."""
+    if (run_dir / "plots").is_dir():
+        mlflow.log_artifacts(run_id, str(run_dir / "plots"), "plots")
+    for path in (run_dir / "summary.json", run_dir / ".hydra" / "config.yaml"):
+        if path.is_file():
+            mlflow.log_artifact(run_id, str(path))
+    if checkpoints and (run_dir / "checkpoints").is_dir():
+        mlflow.log_artifacts(run_id, str(run_dir / "checkpoints"), "checkpoints")
+    tags = {"status": status}
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # the device it really ran on
+        device = json.loads((run_dir / "summary.json").read_text()).get("device")
+        if device:
+            tags["device"] = device
+    _log(mlflow, run_id, tags=tags)
+    mlflow.set_terminated(run_id, STATUS.get(status, "FAILED"))
+
+
+def finish_sweep(
+    sweep_dir: Path, best: float | None, objective_name: str | None, status: str = "completed"
+) -> str | None:
+    """End a sweep's parent run with its best objective (the sweep's end calls this once)."""
+    run_id = stored_run_id(sweep_dir, PARENT_FILE)
+    if run_id is None:
+        return None
+    mlflow = client(json.loads((sweep_dir / PARENT_FILE).read_text())["tracking_uri"])
+    if best is not None and objective_name:
+        mlflow.log_metric(run_id, f"best/{objective_name}", float(best))
+    _log(mlflow, run_id, tags={"status": status})
+    mlflow.set_terminated(run_id, STATUS.get(status, "FAILED"))
+    return run_id
+
+
+def _say(**message: Any) -> None:
+    """An answer for the run's process, which may be gone (then the log has it all)."""
+    with contextlib.suppress(OSError):
+        print(json.dumps(message), flush=True)
+
+
+def main() -> None:
+    """Serve one run: the messages on stdin, the answers on stdout, the log on stderr."""
+    with contextlib.suppress(OSError):  # on a busy machine the training gets the CPU first
+        os.nice(10)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+    )
+    lines = iter(sys.stdin.readline, "")
+    start = json.loads(next(lines))["start"]
+    mlflow = run_id = None
+    try:
+        mlflow = client(start["uri"])
+        run_id = open_run(mlflow, start)
+        _say(run_id=run_id)
+    except Exception as exc:
+        log.exception("could not start the run in %s", start["uri"])
+        _say(error=f"could not start the run in {start['uri']}: {type(exc).__name__}: {exc}")
+        mlflow = None
+    status = "failed"  # stdin closed without an end: the run's process died
+    for line in lines:
+        message = json.loads(line)
+        status = message.get("end", status)
+        if mlflow is None or "end" in message:
+            continue
+        try:
+            log_rows(mlflow, run_id, message["rows"])
+        except Exception as exc:  # one failure stops the logging, not the run
+            log.exception("logging metrics failed; the run goes on")
+            _say(error=f"logging metrics failed: {type(exc).__name__}: {exc}")
+            mlflow = None
+    if mlflow is not None:
+        try:
+            end_run(mlflow, run_id, Path(start["run_dir"]), status, start["log_checkpoints"])
+            log.info("MLflow run %s ended %s", run_id, STATUS.get(status, "FAILED"))
+        except Exception as exc:
+            log.exception("ending the run failed")
+            _say(error=f"ending the run failed: {type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    main()
+    logging.shutdown()
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+    os._exit(0)  # done: the run waits for this exit, not for mlflow's interpreter teardown
