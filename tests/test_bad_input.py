@@ -366,6 +366,24 @@ ROWS = [
         id="a second writer of a run directory",
     ),
     pytest.param(
+        ["--cfg", "job", "-m", "task=sine-bp"],
+        ["--multirun and --cfg cannot be combined"],
+        id="two Hydra modes",
+    ),
+    pytest.param(
+        ["+debug=nope"], ["debug/nope", "available: fast, overfit, profile"], id="debug preset"
+    ),
+    pytest.param(
+        ["trainer.limit_batches=0"],
+        ["trainer.limit_batches=0", ">= 1, or null for every batch"],
+        id="limit_batches 0",
+    ),
+    pytest.param(
+        ["trainer.overfit_batches=-1"],
+        ["trainer.overfit_batches=-1", ">= 0 (0: off)"],
+        id="overfit_batches negative",
+    ),
+    pytest.param(
         ["task={w}/../task-files/import-error.py"],
         ["import-error.py", "cannot be imported", "no_such_module_for_dlrun"],
         id="task file import error",
@@ -426,7 +444,9 @@ def test_bad_input(
     before = fingerprint(world)
     logs = {log: log.read_text() for log in world.glob("*/dlrun.log")}
 
-    r = dlrun("trainer.epochs=1", *QUIET, *args)
+    flags = args[: next((i for i, a in enumerate(args) if "=" in a), len(args))]
+    # Hydra's options first, as typed; its parser takes no options between two overrides
+    r = dlrun(*flags, "trainer.epochs=1", *QUIET, *args[len(flags) :])
 
     assert r.code == 2, (r.out, r.err)
     lines = r.err.strip().splitlines()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dlrun import cli, dirlock, report
+from dlrun import cli, dirlock, report, report_rows
 from dlrun import multirun as dlrun_sweep
 from tests.conftest import call_main
 
@@ -235,3 +235,22 @@ def test_jobs_of_two_sweeps_are_named_by_their_paths(sweep: Path, tmp_path: Path
     names = [r["jobs"] for r in _csv(tmp_path / "r.csv")]
     assert len(names) == 12 and len(set(names)) == 12  # job "0" of each sweep told apart
     assert all(Path(n).name.isdigit() and Path(n).parent.name in ("sw", "other") for n in names)
+
+
+def test_sampled_floats_are_short_in_the_table_and_whole_in_the_csv(tmp_path: Path, capsys) -> None:
+    lrs = ("0.021880611398582378", "0.1034567890123")  # as an Optuna sampler writes them
+    directory = tmp_path / "sw"
+    assert _sweep(directory, *SINE, "trainer.epochs=2", f"optimizer.lr={','.join(lrs)}") == 0
+    capsys.readouterr()
+    code, out, err = _report(capsys, directory, "--csv", tmp_path / "r.csv")
+    assert code == 0, err
+    assert "0.0219" in out and "0.103" in out
+    assert "0.021880" not in out and "0.02188" not in out
+    kept = sorted(float(r["optimizer.lr"]) for r in _csv(tmp_path / "r.csv"))
+    assert kept == sorted(map(float, lrs))  # every digit
+
+
+def test_a_column_keeps_the_digits_that_tell_its_values_apart() -> None:
+    cells = ["0.021880611398582378", "0.02189000001", "adam", "3", "1e-3"]
+    assert report_rows.readable_column(cells) == ["0.02188", "0.02189", "adam", "3", "1e-3"]
+    assert report_rows.readable_column(["0.5", "0.25"]) == ["0.5", "0.25"]  # short: as typed

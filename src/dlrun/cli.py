@@ -42,6 +42,7 @@ from dlrun import (
 )
 from dlrun.errors import DlrunError
 from dlrun.interrupt import Interrupted
+from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, quote, token, unquote
 
 _failures: list[BaseException] = []
@@ -93,6 +94,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             # a launcher's worker process: the job has recorded `interrupted`; raising would
             # reach the launcher as a broken worker, not a result
             return None
+        raise
+    except BrokenPipeError:  # the output's reader went away: no job failed
         raise
     except Exception as exc:
         if in_sweep:
@@ -153,6 +156,8 @@ def invoke(argv: list[str]) -> list[Path]:
                 raise Interrupted(stop.signum)
         except multirun.Refused as refused:
             raise refused.error from None
+        except BrokenPipeError:  # our output's reader went away: not the run directory's fault
+            raise
         except (OSError, ValueError) as exc:
             # Hydra making the run directory, writing its .hydra/ record or opening dlrun.log
             # there (logging reports that as a ValueError caused by the OSError)
@@ -198,6 +203,7 @@ def invoke(argv: list[str]) -> list[Path]:
         GlobalHydra.instance().clear()
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -213,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
         if full_error:
             raise
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
+    except BrokenPipeError:  # ended quietly by ends_quietly_on_closed_pipe
+        raise
     except Exception as exc:
         if full_error:
             raise
@@ -255,6 +263,9 @@ def check_arguments(argv: list[str]) -> None:
 
     parser.error = error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
+    modes = [f"--{m.replace('_', '-')}" for m in HYDRA_MODES if getattr(args, m, None)]
+    if len(modes) > 1:  # Hydra's own check is a ValueError deep in its run, not a usage line
+        error(f"{' and '.join(modes)} cannot be combined (Hydra runs one of them)")
     if not (args.multirun or args.cfg or args.help or args.hydra_help):
         _refuse_used_run_dir(args.overrides)
 
@@ -293,6 +304,7 @@ def hydra_quoted(argv: list[str]) -> list[str]:
 
 
 HELP_FLAGS = {"--help", "-h", "--hydra-help"}
+HYDRA_MODES = ("run", "multirun", "cfg", "info", "shell_completion")  # one per invocation
 
 
 def one_line(exc: BaseException) -> str:

@@ -5,14 +5,19 @@ Everything shown also goes to the run log (the "dlrun" logger, which Hydra write
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from dlrun.pipes import detach_stdout
+from dlrun.rundir import LOG as LOG_NAME
 
 log = logging.getLogger("dlrun")
 
@@ -27,10 +32,22 @@ def metrics_text(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "time_s")
 
 
+class Terminal(RichConsole):
+    """rich's console, except that a closed output pipe raises BrokenPipeError for the caller to
+    handle (rich's own default exits 1 on the spot, in the middle of whatever was going on)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the output pipe closed")
+
+
 class Console:
     def __init__(self, progress: bool, total_epochs: int, quiet: bool = False) -> None:
         """``quiet``: show nothing and log nothing (the other processes of a data-parallel run)."""
-        self.out = RichConsole(highlight=False, soft_wrap=True, quiet=quiet)
+        self.out = Terminal(highlight=False, soft_wrap=True, quiet=quiet)
+        # called once when the output pipe closes (`dlrun ... | head`): the run stops at the end
+        # of the epoch as if interrupted; what it shows from then on goes only to the log
+        self.on_closed: Callable[[], None] | None = None
         self.quiet = quiet
         self.live = progress and sys.stdout.isatty() and not os.environ.get("CI") and not quiet
         self.total = total_epochs
@@ -43,7 +60,17 @@ class Console:
         if self.quiet:
             return
         log.info(text)
-        self.out.print(text, style=style, markup=False)
+        self._show(text, style=style, markup=False)
+
+    def _show(self, *objects: Any, **options: Any) -> None:
+        try:
+            self.out.print(*objects, **options)
+        except BrokenPipeError:
+            detach_stdout()
+            self.out.quiet = True
+            log.info("the output pipe closed: the rest is only in this log; training stops")
+            if self.on_closed is not None:
+                self.on_closed()
 
     def start(self, done: int) -> None:
         if not self.live:
@@ -70,7 +97,7 @@ class Console:
             text = " | ".join(self._shown[p] for p in ("train", "val") if p in self._shown)
             self._progress.update(self._task, completed=epoch, metrics=text)
         else:
-            self.out.print(line, markup=False, highlight=False)
+            self._show(line, markup=False, highlight=False)
 
     def advance(self, epoch: int) -> None:
         if self._progress is not None:
@@ -81,7 +108,15 @@ class Console:
             self._progress.stop()
             self._progress = None
 
-    def table(self, title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    def table(
+        self,
+        title: str,
+        rows: list[tuple[str, ...]],
+        header: tuple[str, ...],
+        shown: int | None = None,
+    ) -> None:
+        """``shown``: at most that many rows on screen (a row says how many more); the log has
+        every row."""
         if self.quiet:
             return
         for row in rows:
@@ -89,6 +124,9 @@ class Console:
         table = Table(title=title, title_justify="left")
         for col in header:
             table.add_column(col)
-        for row in rows:
+        cut = shown is not None and len(rows) > shown
+        for row in rows[: shown - 1] if cut else rows:
             table.add_row(*row)
-        self.out.print(table)
+        if cut:
+            table.add_row(f"... {len(rows) - shown + 1} more (all in {LOG_NAME})")
+        self._show(table)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from dlrun import dirlock, rundir
 from dlrun.errors import DlrunError
+from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, quote
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ def _evaluate(
     return metrics, written
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for bad input (one line on stderr)."""
     parser = argparse.ArgumentParser(

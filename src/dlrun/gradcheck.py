@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from dlrun import schema
 from dlrun.errors import DlrunError
+from dlrun.pipes import ends_quietly_on_closed_pipe
 
 PROG = "dlrun-gradcheck"
 
@@ -129,8 +130,9 @@ def check(
 
 
 def show(task: str, checks: list[Check]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from dlrun.console import Terminal as Console
 
     table = Table(title=f"{task}: hand-written gradients (float64)")
     for column in (
@@ -164,6 +166,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> None:
     parser = _Parser(
         prog=PROG,

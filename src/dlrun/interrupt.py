@@ -52,6 +52,11 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def request(self, signum: int) -> None:
+        """Stop at the next epoch boundary as on a signal (SIGPIPE: the output pipe closed)."""
+        if self.signum is None:
+            self._signum = signum
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._signum is not None:  # asked twice: stop now
             raise Interrupted(signum)

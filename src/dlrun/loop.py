@@ -8,6 +8,7 @@ per-step .item(), .cpu() or printing.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -22,6 +23,7 @@ from dlrun.interrupt import Interrupted
 if TYPE_CHECKING:
     from torch import nn
 
+    from dlrun.profiling import Profiler
     from dlrun.schedule import Schedule
     from dlrun.schema import TrainerConfig
     from dlrun.stopping import EarlyStopping
@@ -146,23 +148,32 @@ def fit(
     strategy: Strategy | None = None,
     schedule: Schedule | None = None,
     stopper: EarlyStopping | None = None,
+    profiler: Profiler | None = None,
 ) -> int:
     """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed.
 
     ``strategy`` shares the epoch out among data-parallel processes (default: one process);
     ``schedule`` sets the learning rate between epochs (or updates); ``stopper`` ends the run
-    early when the monitored validation value stops improving."""
+    early when the monitored validation value stops improving; ``profiler``
+    (``trainer.profile_steps``) records the first steps of the run."""
     strategy = strategy or Strategy()
     data = task.train_data
     total = data[0].shape[0] if data else 0
     n = strategy.shard_size(total)  # this process's examples per epoch
     bs = trainer.batch_size
+    # debugging: an epoch cut short to its first batches, or the same first batches every epoch
+    limit = min((x for x in (trainer.limit_batches, trainer.overfit_batches) if x), default=None)
+    shuffle = trainer.shuffle and not trainer.overfit_batches
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
-    weights = [min(bs, n - s) / n for s in range(0, n, bs)]
+    sizes = [min(bs, n - s) for s in range(0, n, bs)][:limit]
+    trained = sum(sizes)  # n unless the epoch is cut short
+    weights = [size / trained for size in sizes]
     group = trainer.accumulate
     if group > 1:  # one loss per update: the group's mean over its examples
         weights = [sum(weights[i : i + group]) for i in range(0, len(weights), group)]
     step = steps.build(task, model, optimizer, trainer, schedule)
+    if profiler is not None:
+        step = profiler.wrap(step)
     params = [p for p in model.parameters() if p.is_floating_point()]
     clipped = trainer.grad_clip.on and optimizer is not None
     lr_group = optimizer.param_groups[0] if optimizer is not None else {}
@@ -172,14 +183,12 @@ def fit(
         begin = time.perf_counter()
         if not model.training:  # validation left it in eval mode
             model.train()
-        order = (
-            torch.randperm(total, generator=generator, device=task.device)
-            if trainer.shuffle
-            else None
-        )
+        order = torch.randperm(total, generator=generator, device=task.device) if shuffle else None
         order = strategy.shard(order, total, task.device)
+        if order is not None and len(sizes) * bs < len(order):  # gather only what is trained
+            order = order[: len(sizes) * bs]
         lr = lr_group.get("lr")  # the rate of this epoch's first update
-        feed = steps.batches(data, order, bs, trainer.fast)
+        feed = itertools.islice(steps.batches(data, order, bs, trainer.fast), len(sizes))
         losses = [step(batch) for batch in (steps.grouped(feed, group) if group > 1 else feed)]
 
         train_loss, grad_norms = epoch_values(  # the epoch's one host sync

@@ -15,15 +15,26 @@ import sys
 from pathlib import Path
 
 from dlrun.errors import DlrunError
+from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.report_jobs import Job, collect
-from dlrun.report_rows import Row, best_rows, build_rows, differing_keys, fmt, stat_text, value_of
+from dlrun.report_rows import (
+    Row,
+    best_rows,
+    build_rows,
+    differing_keys,
+    fmt,
+    readable_column,
+    stat_text,
+    value_of,
+)
 
 PROG = "dlrun-report"
 
 
 def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from dlrun.console import Terminal as Console
 
     names = {r.objective_name for r in rows}
     one = next(iter(names)) if len(names) == 1 else None
@@ -40,6 +51,7 @@ def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> Non
     table.add_column("wall s", justify="right")
     table.add_column("job")
     best = best_rows(rows)
+    columns = [readable_column([r.settings[k] for r in rows]) for k in keys]
     for i, row in enumerate(rows):
         n = len(row.jobs)
         final = stat_text(row.final, n)
@@ -49,7 +61,7 @@ def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> Non
                 f"{row.objective_name} {final}",
                 f"{row.objective_name} {best_value}",
             )
-        cells = ["*" if i in best else "", *row.settings.values()]
+        cells = ["*" if i in best else "", *(column[i] for column in columns)]
         if group:
             cells.append(str(n))
         cells += [row.status, row.epochs, final, best_value, fmt(row.wall_s)]
@@ -145,6 +157,7 @@ def report(paths: list[Path], group: bool, csv_path: Path | None, plot: Path | N
         print(f"plot: {plot} ({drawn} curves)")
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 with one line for bad input."""
     parser = argparse.ArgumentParser(
@@ -160,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         report(args.dirs, not args.no_group, args.csv, args.plot)
+    except BrokenPipeError:  # ended quietly by ends_quietly_on_closed_pipe
+        raise
     except (DlrunError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)

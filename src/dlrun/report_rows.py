@@ -117,6 +117,32 @@ def fmt(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
 
 
+def readable_column(cells: list[str]) -> list[str]:
+    """A settings column for a person: floats sampled to many digits (an Optuna-sampled
+    optimizer.lr, 0.021880611398582378) shown to three significant digits (0.0219), or as many
+    more as it takes to tell the column's values apart; the CSV keeps them in full."""
+    numbers = {cell: _float(cell) for cell in cells}
+    floats = {c: v for c, v in numbers.items() if v is not None}
+    for digits in range(3, 18):
+        short = {c: f"{v:.{digits}g}" for c, v in floats.items()}
+        if len(set(short.values())) == len(short):
+            break
+    return [short[c] if c in short and len(short[c]) < len(c) else c for c in cells]
+
+
+def _float(cell: str) -> float | None:
+    """A cell that is a float written out (not an integer such as a seed, not a name)."""
+    try:
+        int(cell)
+        return None
+    except ValueError:
+        pass
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
 def stat_text(stats: tuple[float | None, float | None, int], n_jobs: int) -> str:
     mean, std, n = stats
     text = fmt(mean)

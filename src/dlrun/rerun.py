@@ -19,6 +19,7 @@ from typing import Any
 
 from dlrun import rundir
 from dlrun.errors import DlrunError
+from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, Summary, quote
 
 PROG = "dlrun-rerun"
@@ -163,6 +164,7 @@ def check(
     return 1
 
 
+@ends_quietly_on_closed_pipe
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0 (reproduced), 1 (not reproduced or the run failed),
     2 for bad input (one line)."""

@@ -13,6 +13,7 @@ import logging
 import random
 import shlex
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,7 @@ class Run:
         )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)
         self.stop = StopRequest(info.stop_file)
+        self.console.on_closed = lambda: self.stop.request(signal.SIGPIPE)
         self.resumed: checkpoint.Restored | None = None
         self.recorder: Recorder | None = None
         # a resume touches the run's records only once its checkpoint has been accepted
@@ -281,7 +283,9 @@ class Run:
     def fit(self, parts: Setup, kept: list[dict[str, Any]] | None) -> metrics.MetricsLog:
         """The header and env.json, then the loop until trainer.epochs (or a stop)."""
         seed, choices = self.config.seed, self.info.choices
-        run_output.header(self.console, choices, self.plain, seed, parts.device, self.dir.path)
+        run_output.header(
+            self.console, choices, self.plain, seed, parts.device, self.dir.path, parts.model
+        )
         if self.writes:
             self.dir.write_env(
                 metrics.environment(devices.describe(parts.device)), kept is not None
@@ -303,8 +307,13 @@ class Run:
             self.resumed,
         )
         last_val = history.last("val")
-        self.console.start(self.epoch)
         trainer = parts.trainer
+        profiler = None
+        if trainer.profile_steps and self.writes:
+            from dlrun.profiling import Profiler
+
+            profiler = Profiler(trainer.profile_steps, parts.device)
+        self.console.start(self.epoch)
         try:
             anomaly = torch.autograd.set_detect_anomaly(trainer.detect_anomaly)
             with self.stop, anomaly, steps.cpu_threads(trainer, parts.model, parts.device):
@@ -320,10 +329,13 @@ class Run:
                     strategy=self.strategy,
                     schedule=parts.schedule,
                     stopper=parts.stopper,
+                    profiler=profiler,
                 )
         finally:
             self.console.stop()
             history.close()
+        if profiler is not None:
+            run_output.profile(self.console, profiler, self.dir.profile_trace)
         self.summary.record_ranks(self.strategy.describe(parts.model))
         if parts.stopper is not None:
             self.summary.record_stop(parts.stopper.record())

@@ -5,7 +5,6 @@ Kept out of the run's stages so that they read as what happens, not how it is sh
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 from dlrun import device as devices
 from dlrun import plots as figures
 from dlrun.console import Console, metrics_text
+from dlrun.profiling import WAIT, WARMUP, Profiler
 from dlrun.rundir import Summary
 from dlrun.tasks.base import Task
 
@@ -28,15 +28,90 @@ def header(
     seed: int,
     device: torch.device,
     run_dir: Path,
+    model: torch.nn.Module,
 ) -> None:
-    """The command as composed, each config group's values, and where the run writes."""
+    """The command as composed, the model, each config group's values, and where it writes."""
     console.print(
         f"dlrun task={choices.get('task')} optimizer={choices.get('optimizer')} "
         f"device={devices.describe(device)} seed={seed}"
     )
-    for key in ("task", "optimizer", "trainer", "data"):
-        console.print(f"  {key:<9} {json.dumps(plain[key], separators=(',', ':'))}", style="dim")
+    total, trainable, layers = model_summary(model)
+    frozen = f", {total - trainable:,} frozen" if trainable < total else ""
+    console.table(
+        f"model: {type(model).__name__}, {total:,} parameters{frozen}",
+        layers,
+        ("layer", "type", "out", "params"),
+        shown=SHOWN_LAYERS,
+    )
+    rows = [(key, settings_text(plain[key])) for key in ("task", "optimizer", "trainer", "data")]
+    console.table("settings", rows, ("group", "values"))
     console.print(f"  run dir   {run_dir}", style="dim")
+
+
+SHOWN_LAYERS = 12  # on screen; dlrun.log has every layer
+
+
+def model_summary(model: torch.nn.Module) -> tuple[int, int, list[tuple[str, ...]]]:
+    """Parameter count, trainable count, and one row per layer that holds parameters or has no
+    sub-layers: name, type, output features (where the layer declares them), its parameters."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    rows = []
+    for name, module in model.named_modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if not own and (next(module.children(), None) is not None or module is model):
+            continue
+        out = next(
+            (getattr(module, a) for a in OUT_ATTRS if isinstance(getattr(module, a, None), int)),
+            None,
+        )
+        rows.append((name or "(model)", type(module).__name__, _count(out), f"{own:,}"))
+    return total, trainable, rows
+
+
+# what torch's layers call their output size (Linear, Conv*, embeddings, norms, RNNs)
+OUT_ATTRS = ("out_features", "out_channels", "embedding_dim", "num_features", "hidden_size")
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def settings_text(values: Any, prefix: str = "") -> str:
+    """A config group's values as `key=value` pairs, nested keys dotted (`betas=[0.9, 0.999]`)."""
+    if not isinstance(values, dict):
+        return f"{prefix.rstrip('.')}={_value(values)}" if prefix else _value(values)
+    if not values:
+        return "-" if not prefix else f"{prefix.rstrip('.')}={{}}"
+    return " ".join(
+        settings_text(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={_value(v)}"
+        for k, v in values.items()
+    )
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return str(value)
+
+
+def profile(console: Console, profiler: Profiler, trace: Path) -> None:
+    """The profiled steps' costliest ops, and where their trace is."""
+    table = profiler.finish(trace)
+    if not table:
+        console.print(
+            f"profile: nothing recorded; the run took {profiler.seen} train steps, and the "
+            f"profiler records after {WAIT + WARMUP} (more trainer.epochs)",
+            style="yellow",
+        )
+        return
+    console.print(f"profile: {profiler.recorded()} train steps, the costliest ops first")
+    console.print(table.rstrip())
+    console.print(f"profile trace: {trace} (open it in Perfetto or TensorBoard's profiler)")
 
 
 def closing(

@@ -12,6 +12,7 @@ know and keys an older run did not write. The layout::
     checkpoints/last.pt      the state to continue from; best.pt the best validated epoch
     plots/, dlrun.log        figures; the log (console lines and tracebacks)
     eval/<time>.json         each dlrun-eval of one of its checkpoints
+    profile/                 trainer.profile_steps: the torch.profiler trace (Chrome format)
 
 A damaged metrics.jsonl has one policy, for every reader: a last line cut short (no newline at
 its end: the row being written when the run stopped, or being written right now) is dropped
@@ -110,6 +111,10 @@ class RunDir:
     @property
     def plots(self) -> Path:
         return self.path / "plots"
+
+    @property
+    def profile_trace(self) -> Path:  # trainer.profile_steps; *.pt.trace.json: TensorBoard's name
+        return self.path / "profile" / "trace.pt.trace.json"
 
     @property
     def metrics_csv(self) -> Path:  # logger=csv

@@ -246,6 +246,12 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
     accumulate: int = 1  # batches whose gradients are summed (as one mean) before one update
+    # debugging (conf/debug/): an epoch of only the first N batches (null: all of them) ...
+    limit_batches: int | None = None
+    # ... or of the same first N batches every epoch, unshuffled (0: off): can the model learn?
+    overfit_batches: int = 0
+    # torch.profiler over this many train steps after two of warm-up (0: off)
+    profile_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(
@@ -267,6 +273,15 @@ class TrainerConfig:
             self.checkpoint_every,
         )
         _check(self.accumulate >= 1, "trainer.accumulate", "an integer >= 1", self.accumulate)
+        _check(
+            self.limit_batches is None or self.limit_batches >= 1,
+            "trainer.limit_batches",
+            "an integer >= 1, or null for every batch",
+            self.limit_batches,
+        )
+        for key in ("overfit_batches", "profile_steps"):
+            value = getattr(self, key)
+            _check(value >= 0, f"trainer.{key}", "an integer >= 0 (0: off)", value)
 
 
 # --------------------------------------------------------------------------- optimizers
