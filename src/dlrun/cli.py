@@ -48,6 +48,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             return sweep.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
         files.probe(run_dir)  # an unwritable directory or a full disk fails here, not later
+        if config.logger.mlflow.enabled:  # an unusable store: one line, before any work
+            from dlrun import tracking
+
+            tracking.check_store(tracking.tracking_uri(config.logger.mlflow))
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
         from dlrun.run import execute  # imports torch: only once there is work to do
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
         if sweep.current_dir is not None:
-            sweep.update_manifest(sweep.current_dir)
+            manifest = sweep.update_manifest(sweep.current_dir)
+            sweep.end_tracking(sweep.current_dir, manifest, "interrupted")
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
                 + sweep.continue_command(argv, sweep.current_dir),

@@ -11,6 +11,7 @@ know and keys an older run did not write. The layout::
     env.json                 the software and machine it ran on (and each resume's)
     checkpoints/last.pt      the state to continue from; best.pt the best validated epoch
     plots/, dlrun.log        figures; the log (console lines and tracebacks)
+    mlflow.json              logger=mlflow: the MLflow run this directory is
 
 A damaged metrics.jsonl has one policy, for every reader: a last line cut short (no newline at
 its end: the row being written when the run stopped, or being written right now) is dropped
@@ -41,6 +42,7 @@ BEST = "best.pt"
 HYDRA = ".hydra"
 OVERRIDES = "overrides.yaml"
 RESUME_PREFIX = "resume-"
+MLFLOW = "mlflow.json"  # logger=mlflow: {"tracking_uri", "run_id"}, so a resume continues it
 # what a sweep job that never reached a checkpoint clears before it starts over
 RECORDS = (SUMMARY, METRICS, ENV, "plots", CHECKPOINTS)
 
@@ -102,6 +104,10 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:  # logger=tensorboard
         return self.path / "tensorboard"
+
+    @property
+    def mlflow(self) -> Path:  # logger=mlflow
+        return self.path / MLFLOW
 
     def resume_subdir(self, stamp: str) -> str:
         """Hydra's output_subdir for one resume's record (relative to the run directory)."""
@@ -190,8 +196,9 @@ def quote(value: str) -> str:
 class Summary:
     """summary.json: the run's outcome, written at every change of status.
 
-    Fields are written in this order, with these keys; ``exit_code`` and ``distributed`` only
-    when set. A summary read back from an older or partial record keeps None for what it lacks.
+    Fields are written in this order, with these keys; ``exit_code``, ``distributed`` and
+    ``tracking_error`` only when set. A summary read back from an older or partial record keeps
+    None for what it lacks.
     """
 
     task: str | None = None
@@ -212,6 +219,7 @@ class Summary:
     overrides: list[str] | None = None
     exit_code: int | None = None
     distributed: dict[str, Any] | None = None
+    tracking_error: str | None = None  # logger=mlflow's first failure (the run went on)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Summary:
@@ -225,7 +233,7 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for optional in ("exit_code", "distributed"):
+        for optional in ("exit_code", "distributed", "tracking_error"):
             if data[optional] is None:
                 del data[optional]
         return data
