@@ -15,7 +15,9 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +34,7 @@ STATUS = {
 }
 KEYS = ("epoch", "split")  # every metrics row's coordinates; the rest are metrics
 CHUNK = 100  # MLflow takes at most 100 params or tags in one log_batch
+METRICS_CHUNK = 1000  # and at most 1000 metrics
 
 
 def stored_run_id(path: Path) -> str | None:
@@ -172,7 +175,8 @@ def open_run(mlflow: Any, start: dict[str, Any]) -> str:
 
 
 def log_rows(mlflow: Any, run_id: str, rows: list[list[Any]]) -> None:
-    """One logged epoch's rows ([row, timestamp in ms] pairs) as one log_batch."""
+    """Logged epochs' rows ([row, timestamp in ms] pairs) in log_batch calls of up to 1000
+    metrics: one per epoch while the store keeps up, fewer, larger ones when epochs wait."""
     from mlflow.entities import Metric
 
     metrics = [
@@ -181,8 +185,8 @@ def log_rows(mlflow: Any, run_id: str, rows: list[list[Any]]) -> None:
         for key, value in row.items()
         if key not in KEYS and not isinstance(value, bool) and isinstance(value, int | float)
     ]
-    if metrics:
-        mlflow.log_batch(run_id, metrics=metrics)
+    for i in range(0, len(metrics), METRICS_CHUNK):
+        mlflow.log_batch(run_id, metrics=metrics[i : i + METRICS_CHUNK])
 
 
 def end_run(mlflow: Any, run_id: str, run_dir: Path, status: str, checkpoints: bool) -> None:
@@ -233,8 +237,20 @@ def main() -> None:
         level=logging.INFO,
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
     )
-    lines = iter(sys.stdin.readline, "")
-    start = json.loads(next(lines))["start"]
+    # a reader thread queues the run's messages while the store is slow (its start-up, a busy
+    # database): the epochs that waited then go up together instead of one call each
+    inbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        for line in iter(sys.stdin.readline, ""):
+            inbox.put(line)
+        inbox.put(None)  # stdin closed
+
+    threading.Thread(target=read, daemon=True).start()
+    first = inbox.get()
+    if first is None:
+        return
+    start = json.loads(first)["start"]
     mlflow = run_id = None
     try:
         mlflow = client(start["uri"])
@@ -245,13 +261,23 @@ def main() -> None:
         _say(error=f"could not start the run in {start['uri']}: {type(exc).__name__}: {exc}")
         mlflow = None
     status = "failed"  # stdin closed without an end: the run's process died
-    for line in lines:
-        message = json.loads(line)
-        status = message.get("end", status)
-        if mlflow is None or "end" in message:
+    closed = False
+    while not closed:
+        waiting = [inbox.get()]
+        while not inbox.empty():
+            waiting.append(inbox.get())
+        rows: list[list[Any]] = []
+        for line in waiting:
+            if line is None:
+                closed = True
+                break
+            message = json.loads(line)
+            status = message.get("end", status)
+            rows += message.get("rows", [])
+        if mlflow is None or not rows:
             continue
         try:
-            log_rows(mlflow, run_id, message["rows"])
+            log_rows(mlflow, run_id, rows)
         except Exception as exc:  # one failure stops the logging, not the run
             log.exception("logging metrics failed; the run goes on")
             _say(error=f"logging metrics failed: {type(exc).__name__}: {exc}")
