@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dlrun import checkpoint, cli
+from dlrun import checkpoint, cli, rundir
 from dlrun.errors import ConfigError
 from dlrun.tasks.housing.task import FEATURES, TARGET
 from tests.test_checkpoint import Payload
@@ -67,10 +69,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "binary.csv").write_bytes(b"\xff\xfe\x00\x81" * 100)
     (w / "points-nan.csv").write_text("1,2\n3,nan\n5,6\n")
     np.save(w / "points-inf.npy", np.array([[1.0, 2.0], [np.inf, 0.0]]))
+    housing_csv(w / "huge.csv", cell="1e39")  # finite, but inf in float32
+    (w / "points-huge.csv").write_text("1,2\n3,1e20\n5,6\n")  # its square is inf in float32
+    np.save(w / "points-huge.npy", np.array([[1.0, 2.0], [3.0, -1e20]]))
+    np.save(w / "points-empty.npy", np.zeros((0, 2)))
+    for name, record, text in [
+        ("damaged-summary", "summary.json", "[1, 2]\n"),
+        ("damaged-env", "env.json", '{"python": "3.1'),
+        ("damaged-overrides", ".hydra/overrides.yaml", "- task=sine-bp\n- [oops\n"),
+    ]:
+        (make_run(w / name, "task=sine-bp") / record).write_text(text)
+    flipped = make_run(w / "flipped-run", "task=sine-bp")
+    last = flipped / "checkpoints" / "last.pt"
+    weight = next(iter(checkpoint.load(last)["model"].values())).numpy().tobytes()
+    raw = bytearray(last.read_bytes())
+    raw[bytes(raw).find(weight[:16]) + 1] ^= 0x04  # one bit of a stored weight
+    last.write_bytes(bytes(raw))
     (w / "a-directory").mkdir()
     raw = write_data_set(w / "mnist", n_train=30, n_test=9)
     idx = raw / "train-images-idx3-ubyte"
     idx.write_bytes(idx.read_bytes()[:-100])
+    left = w / "left-of-a-run" / "checkpoints"  # what a run directory removed meanwhile leaves
+    left.mkdir(parents=True)
+    shutil.copy(sine / "checkpoints" / "last.pt", left / "last.pt")
     # task files beside the world, not in it: importing one writes its __pycache__/
     tasks = w.parent / "task-files"
     tasks.mkdir()
@@ -81,6 +102,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tasks / "clash.py").write_text(wave.replace('"wave"', '"sine-bp"'))
     (tasks / "good.py").write_text(wave.replace('"wave"', '"wave-of-the-world"'))
     return w
+
+
+@pytest.fixture(scope="module")
+def busy(world: Path):
+    """A run directory another live process writes (it holds the directory's lock)."""
+    run = make_run(world / "busy-run", "task=sine-bp")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    yield holder
+    holder.kill()
+    holder.wait()
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from dlrun import dirlock
+dirlock.acquire(Path(sys.argv[1]), command="dlrun task=sine-bp")
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def no_cuda(n: int = 1):
@@ -198,6 +242,46 @@ ROWS = [
         id="kmeans .npy inf",
     ),
     pytest.param(
+        ["task=housing-regression", "data.path={w}/huge.csv"],
+        ["data.path={w}/huge.csv", "line 5, column", "too large for the model's float32"],
+        id="housing value beyond float32",
+    ),
+    pytest.param(
+        ["task=kmeans", "task.k=2", "data.path={w}/points-huge.csv"],
+        ["data.path={w}/points-huge.csv", "line 2, column 2", "1e+20 is too large", "<="],
+        id="kmeans value whose square is beyond float32",
+    ),
+    pytest.param(
+        ["task=kmeans", "task.k=2", "data.path={w}/points-huge.npy"],
+        ["data.path={w}/points-huge.npy", "element [1, 1]", "too large"],
+        id="kmeans .npy value beyond float32",
+    ),
+    pytest.param(
+        ["task=kmeans", "data.path={w}/points-empty.npy"],
+        ["data.path={w}/points-empty.npy", "expected at least one point"],
+        id="kmeans empty .npy",
+    ),
+    pytest.param(
+        ["resume={w}/damaged-summary"],
+        ["{w}/damaged-summary/summary.json: damaged", "not an object", "delete it"],
+        id="resume with a damaged summary.json",
+    ),
+    pytest.param(
+        ["resume={w}/damaged-env"],
+        ["{w}/damaged-env/env.json: damaged", "not JSON"],
+        id="resume with a damaged env.json",
+    ),
+    pytest.param(
+        ["resume={w}/damaged-overrides"],
+        ["{w}/damaged-overrides/.hydra/overrides.yaml: damaged", "not YAML"],
+        id="resume with a damaged overrides.yaml",
+    ),
+    pytest.param(
+        ["resume={w}/flipped-run"],
+        ["{w}/flipped-run/checkpoints/last.pt: damaged", "checksum"],
+        id="resume of a checkpoint with flipped bits",
+    ),
+    pytest.param(
         ["task=kmeans", "data.path={w}/points-nan.csv", "data.n=5"],
         ["data.n=5", "no data.n with data.path"],
         id="kmeans generator setting with data.path",
@@ -218,6 +302,20 @@ ROWS = [
         id="run dir not writable",
     ),
     pytest.param(["--cfg", "jobs"], ["--cfg", "invalid choice: 'jobs'"], id="Hydra option"),
+    pytest.param(
+        ["resume={w}/left-of-a-run"],
+        [
+            "resume={w}/left-of-a-run",
+            "not a run directory",
+            "{w}/left-of-a-run/checkpoints/last.pt",
+        ],
+        id="resume of a directory that is not a run",
+    ),
+    pytest.param(
+        ["task=sine-bp", "resume={w}/busy-run"],
+        ["{w}/busy-run is being written by pid", "dlrun task=sine-bp", "wait for it"],
+        id="a second writer of a run directory",
+    ),
     pytest.param(
         ["task={w}/../task-files/import-error.py"],
         ["import-error.py", "cannot be imported", "no_such_module_for_dlrun"],
@@ -265,7 +363,8 @@ ROWS = [
 
 
 def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
-    """Every file's mtime and content, every directory's existence."""
+    """Every file's mtime and content, every directory's existence (the writer locks aside:
+    each writer records itself in its directory's lock file)."""
     return {
         str(p.relative_to(root)): (
             (p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
@@ -273,11 +372,14 @@ def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
             else (0, "dir")
         )
         for p in sorted(root.rglob("*"))
+        if p.name != rundir.LOCK
     }
 
 
 @pytest.mark.parametrize(("args", "names"), ROWS)
-def test_bad_input(dlrun, world: Path, tmp_path: Path, args: list[str], names: list[str]) -> None:
+def test_bad_input(
+    dlrun, world: Path, busy, tmp_path: Path, args: list[str], names: list[str]
+) -> None:
     args = [a.replace("{w}", str(world)) for a in args]
     before = fingerprint(world)
     logs = {log: log.read_text() for log in world.glob("*/dlrun.log")}

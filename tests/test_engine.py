@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from dlrun import distributed, rundir, schema
 from dlrun.errors import DlrunError
 from dlrun.run import Run, RunInfo
-from dlrun.rundir import RunDir, Summary
+from dlrun.rundir import Damaged, RunDir, Summary
 
 
 def sine_config(epochs: int, resume: str | None = None) -> schema.Config:
@@ -100,8 +100,9 @@ def test_summary_round_trips_and_tolerates_old_and_unknown_keys(tmp_path: Path) 
     run_dir.summary.write_text(json.dumps({"status": "failed", "later_key": 1, "best": None}))
     old = run_dir.read_summary()
     assert old == dataclasses.replace(Summary(), status="failed")
-    run_dir.summary.write_text("{cut sh")
-    assert run_dir.read_summary() is None
+    run_dir.summary.write_text("{cut sh")  # damage is said, not read as "no summary"
+    with pytest.raises(Damaged, match="summary.json: damaged \\(not JSON"):
+        run_dir.read_summary()
 
 
 @pytest.mark.parametrize(

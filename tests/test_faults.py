@@ -88,7 +88,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(dlrun, monkeypatch) ->
 
     assert r.code == 2, r.err
     lines = r.err.strip().splitlines()
-    assert len(lines) == 1 and "checkpoint of epoch 3 not written" in lines[0]
+    assert len(lines) == 1 and "checkpoint of epoch 3 (last.pt) not written" in lines[0]
     assert "No space left on device" in lines[0] and "last.pt still holds epoch 2" in lines[0]
     assert f"dlrun resume={r.run_dir}" in lines[0]
     state = checkpoint.load(r.run_dir / "checkpoints" / "last.pt")
@@ -102,12 +102,12 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(dlrun, monkeypatch) ->
 
 
 def test_out_of_memory_names_the_batch_size(dlrun, monkeypatch) -> None:
-    from dlrun.tasks import sine_bp
+    from dlrun.tasks.sine_bp.task import SineBP
 
     def too_big(self, model, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(sine_bp.TASK, "loss", too_big)
+    monkeypatch.setattr(SineBP, "loss", too_big)
     r = dlrun(*SINE, "trainer.epochs=2", "trainer.batch_size=64")
     assert r.code == 2
     lines = r.err.strip().splitlines()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dlrun import cli, report
+from dlrun import cli, dirlock, report
 from dlrun import sweep as dlrun_sweep
 from tests.conftest import call_main
 
@@ -123,6 +123,7 @@ def test_partial_sweep(sweep: Path, tmp_path: Path, capsys) -> None:
     failed.update(status="failed", error="RuntimeError: boom")
     (part / "3" / "summary.json").write_text(json.dumps(failed))
 
+    live = dirlock.acquire(part / "4")  # job 4's writer is alive: it holds its directory's lock
     code, out, err = _report(capsys, part, "--no-group", "--csv", tmp_path / "r.csv")
     assert code == 0, err
     rows = {r["jobs"]: r for r in _csv(tmp_path / "r.csv")}
@@ -137,6 +138,12 @@ def test_partial_sweep(sweep: Path, tmp_path: Path, capsys) -> None:
     code, out, err = _report(capsys, part, "--csv", tmp_path / "g.csv")
     statuses = sorted(r["status"] for r in _csv(tmp_path / "g.csv"))
     assert statuses == ["1 failed, 1 running, 1 unknown", "completed"]  # lr 0.3 (jobs 3-5), 0.1
+
+    live.release()  # its process is gone: the same record is a stale run now
+    code, out, err = _report(capsys, part, "--no-group", "--csv", tmp_path / "r.csv")
+    rows = {r["jobs"]: r for r in _csv(tmp_path / "r.csv")}
+    assert rows["4"]["status"] == "stale" and rows["4"]["epochs"] == "10/20"
+    assert "4: stale (its process is gone" in out
 
 
 def test_jobs_not_started_show_as_pending(sweep: Path, tmp_path: Path, capsys) -> None:

@@ -119,3 +119,32 @@ def test_rerun_on_cuda_within_tolerance(dlrun, tmp_path: Path, capsys) -> None:
     code, out, err = _rerun(capsys, source, "--verify", f"hydra.run.dir={tmp_path / 'r'}")
     assert code == 0, out + err
     assert "within relative tolerance 0.0001 on cuda" in out
+
+
+def test_a_resumed_run_verifies_on_the_rows_both_runs_log(dlrun, tmp_path, monkeypatch, capsys):
+    """50 epochs, then resumed to 60: the source logs epoch 50 (where its first part ended),
+    a run in one go does not; the rows both log match exactly. From another directory, with the
+    source given relative to it, so the recorded `resume=` cannot be replayed."""
+    first = dlrun(
+        "task=sine-bp", "trainer.epochs=50", "trainer.plots=false", run_dir=tmp_path / "s"
+    )
+    assert first.code == 0, first.err
+    resumed = dlrun("resume=s", "trainer.epochs=60")
+    assert resumed.code == 0, resumed.err
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    code, out, err = _rerun(capsys, "../s", "--verify", "hydra.run.dir=r")
+    assert code == 0, out + err
+    assert "reproduced: 2 rows of metrics.jsonl match exactly" in out
+    assert "2 row(s) logged by one run only" in out
+    rows = _rows(tmp_path / "other" / "r" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [60, 60]
+
+
+def test_verify_reads_a_damaged_source_before_any_work(dlrun, tmp_path, capsys) -> None:
+    source = dlrun(*SHORT).run_dir
+    text = (source / "metrics.jsonl").read_text()
+    (source / "metrics.jsonl").write_text("[1, 2]\n" + text)  # JSON, not a row
+    code, out, err = _rerun(capsys, source, "--verify", f"hydra.run.dir={tmp_path / 'r'}")
+    assert code == 2 and "line 1 is not a metrics row" in err
+    assert not (tmp_path / "r").exists()  # refused before the rerun ran

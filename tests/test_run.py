@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from dlrun import rundir
+
 SHORT = (
     "trainer.epochs=6",
     "trainer.validate_every=2",
@@ -146,7 +148,9 @@ def test_resume_refuses_fewer_epochs_than_the_checkpoint_has(dlrun) -> None:
 def test_refused_resumes_change_nothing_on_disk(dlrun, tmp_path) -> None:
     first = dlrun(*SHORT[1:], "trainer.epochs=2")
     d = first.run_dir
-    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name != "dlrun.log"}
+    # the log gets a line; the lock file names each (refused) writer in turn
+    untouched = ("dlrun.log", rundir.LOCK)
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name not in untouched}
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
@@ -166,7 +170,7 @@ def test_refused_resumes_change_nothing_on_disk(dlrun, tmp_path) -> None:
     assert other.code == 2 and "is from task fizzbuzz" in other.err
     shape = dlrun(f"resume={d}", "task.hidden=50")
     assert shape.code == 2 and "model differs" in shape.err and "0.weight" in shape.err
-    after = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name != "dlrun.log"}
+    after = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name not in untouched}
     assert after == before
 
 

@@ -4,18 +4,24 @@ A checkpoint holds the model, the optimizer, the epoch, every RNG state (torch, 
 python and the loop's shuffling generator) and the resolved config. It is written to a temporary
 file, fsynced and renamed over the old one, so a crash never leaves a half-written checkpoint in
 place; it is read with ``torch.load(weights_only=True)``, so a file from elsewhere cannot run code.
+A checkpoint carries a sha256 of its content (``checksum``), verified on load: flipped bits are a
+damaged checkpoint, not NaN weights blamed on the learning rate. Older checkpoints have none and
+load as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import pickle
 import random
+import shlex
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun import files
+from dlrun import files, rundir
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir
 
@@ -34,39 +40,98 @@ def locate(resume: str) -> tuple[Path, Path | None]:
     starts a new run from it, so the run it came from is never rewritten.
     """
     path = Path(resume).expanduser()
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass  # said below
+    except OSError as exc:  # e.g. a directory on the way this user may not enter
+        raise DlrunError(f"resume={resume}: cannot be read ({files.describe(exc)})") from None
     if path.is_dir():
         run = RunDir(path)
         if not run.last.exists():
             where = run.last.relative_to(path)
             raise DlrunError(f"resume={resume}: no {where} in that directory")
-        return run.last, path if run.hydra.is_dir() else None
+        if not run.is_run():  # e.g. what is left of a run directory removed meanwhile
+            raise DlrunError(
+                f"resume={resume}: not a run directory (no {rundir.HYDRA}/ record or summary); "
+                f"to start a new run from its checkpoint give {shlex.quote(f'resume={run.last}')}"
+            )
+        return run.last, path
     if not path.exists():
         raise DlrunError(f"resume={resume}: no such file or directory")
     return path, None
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically and durably (temp file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically and durably (temp file, fsync, rename), with the
+    checksum of its content."""
     import torch
 
+    path.parent.mkdir(exist_ok=True)  # checkpoints/, inside a run directory that must exist
+    state = {**state, CHECKSUM: checksum(state)}
+    # serialised in memory first: torch's archive writer turns a full disk into a RuntimeError
+    # ("unexpected pos"), a plain write gives the OSError that says what happened
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with files.replace(path, "wb", durable=True) as f:
-        torch.save(state, f)
+        f.write(buffer.getbuffer())
+
+
+CHECKSUM = "checksum"
+
+
+def checksum(state: dict[str, Any]) -> str:
+    """sha256 over every tensor's bytes, dtype and shape and every plain value, by key path
+    (the stored checksum itself excluded). Tuples and lists hash alike: pickling may turn one
+    into the other, and that is no damage."""
+    import torch
+
+    digest = hashlib.sha256()
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for k in sorted(value, key=str):
+                if not (key == "" and k == CHECKSUM):
+                    walk(f"{key}/{k}", value[k])
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                walk(f"{key}/{i}", v)
+        else:
+            digest.update(f"{key}={value!r};".encode())
+
+    walk("", state)
+    return digest.hexdigest()
+
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint holds, or None when it is missing or unusable."""
+    try:
+        return int(load(path)["epoch"])
+    except (DlrunError, KeyError, TypeError, ValueError):
+        return None
 
 
 def load(path: Path) -> dict[str, Any]:
     """Read a dlrun checkpoint, refusing anything else with a one-line reason."""
     import torch
 
-    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise DlrunError(f"checkpoint {path}: truncated or not a checkpoint (not a torch archive)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # unreadable is not "truncated": the file may be fine
+            archive = zipfile.is_zipfile(f)  # torch.save writes a zip archive
+        state = None if not archive else torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DlrunError(f"checkpoint {path}: no such file") from None
     except IsADirectoryError:
         raise DlrunError(f"checkpoint {path}: is a directory, expected a .pt file") from None
     except PermissionError:
-        raise DlrunError(f"checkpoint {path}: not readable (permission denied)") from None
+        raise DlrunError(
+            f"checkpoint {path}: not readable (permission denied); the file itself may be "
+            "intact: give this user read access to it"
+        ) from None
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
         raise DlrunError(
@@ -74,16 +139,44 @@ def load(path: Path) -> dict[str, Any]:
             f"({reason[:160]})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise DlrunError(
-            f"checkpoint {path}: truncated or not a checkpoint ({str(exc).splitlines()[0][:160]})"
-        ) from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DlrunError(f"checkpoint {path}: truncated or not a checkpoint ({reason})") from None
+    if not archive:
+        raise DlrunError(f"checkpoint {path}: truncated or not a checkpoint (not a torch archive)")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DlrunError(f"checkpoint {path}: not a dlrun checkpoint")
     if state.get("version") != VERSION:
         raise DlrunError(
             f"checkpoint {path}: format version {state.get('version')}, this dlrun reads {VERSION}"
         )
+    stored = state.get(CHECKSUM)
+    if stored is not None and stored != checksum(state):
+        raise DlrunError(
+            f"checkpoint {path}: damaged (its content no longer matches the checksum written "
+            "with it)"
+        )
     return state
+
+
+def load_offering_best(path: Path) -> dict[str, Any]:
+    """:func:`load`, and when a run's last.pt is unusable, a line that names an intact best.pt
+    beside it and how to go on from it (instead of inviting a fresh start)."""
+    try:
+        return load(path)
+    except DlrunError as exc:
+        best = path.with_name(rundir.BEST)
+        if path.name != rundir.LAST or not best.is_file():
+            raise
+        try:
+            epoch = load(best)["epoch"]
+        except DlrunError:
+            raise exc from None
+        last, run = (shlex.quote(str(p)) for p in (path, path.parent.parent))
+        raise DlrunError(
+            f"{exc}; {rundir.CHECKPOINTS}/{rundir.BEST} (epoch {epoch}) is intact: continue "
+            f"from it with: mv {last} {last}.damaged && cp {shlex.quote(str(best))} {last} && "
+            f"dlrun resume={run}"
+        ) from None
 
 
 def load_model(path: Path, state: dict[str, Any], model: nn.Module) -> None:
@@ -199,7 +292,7 @@ def restore(
 ) -> Restored:
     """Load a checkpoint into this run's model, optimizer and RNGs, refusing one from another
     task, of another model shape, or from beyond ``trainer.epochs`` in one line."""
-    state = load(path)
+    state = load_offering_best(path)
     if state["task"] != task:
         raise DlrunError(
             f"checkpoint {path}: is from task {state['task']}, this run is task {task} "

@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import os
 import re
-import shutil
+import shlex
 import signal
 import sys
 import time
@@ -25,12 +25,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, distributed, files, schema, sweep, tasks
+from dlrun import claim, compat, dirlock, distributed, files, interrupt, schema, sweep, tasks
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir, quote
+from dlrun.interrupt import Interrupted
+from dlrun.rundir import RunDir, quote, unquote
 
 _failures: list[BaseException] = []
-_STARTED = time.time() - 1.0
+_MAIN_PID = [0]  # the process main() runs in (a launcher's workers run jobs in others)
+_SWEEP_STOP: list[interrupt.SweepStop] = []  # that process's, during a sweep
 
 
 @hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
@@ -41,25 +43,45 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [str(o) for o in hydra_cfg.overrides.task]
+    lock = dirlock.held(run_dir)
     try:
+        in_main = os.getpid() == _MAIN_PID[0]
+        # a signal that came before Hydra made the sweep directory left no stop file
+        early = _SWEEP_STOP[0].signum if in_main and _SWEEP_STOP else None
+        if in_sweep and sweep.stop_requested(run_dir, Path(hydra_cfg.sweep.dir), bool(early)):
+            if in_main:  # the basic launcher: stop its loop here
+                flag = Path(hydra_cfg.sweep.dir) / sweep.STOP
+                raise Interrupted(early or interrupt.read_flag(flag) or signal.SIGINT)
+            return None  # a worker process: the parent reports the interruption
+        if in_sweep and distributed.is_main():  # the same sweep started twice: one runs a job
+            lock = dirlock.acquire(
+                run_dir, wait=lambda holder: _waiting(hydra_cfg, holder), command=claim.command
+            )
         action = sweep.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
             print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
             return sweep.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
-        files.probe(run_dir)  # an unwritable directory or a full disk fails here, not later
+        # an unwritable directory or a full disk fails here, not later
+        files.probe(run_dir, claim.elsewhere(bool(config.resume) or action == "resume"))
         if config.logger.mlflow.enabled:  # an unusable store: one line, before any work
             from dlrun import tracking
 
             tracking.check_store(tracking.tracking_uri(config.logger.mlflow))
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
+        if lock is not None:  # under the lock no live writer owns a temp file here
+            RunDir(run_dir).remove_stale_temps()
         from dlrun.run import execute  # imports torch: only once there is work to do
 
         return execute(cfg, config)
+    except KeyboardInterrupt:
+        if in_sweep and os.getpid() != _MAIN_PID[0]:
+            # a launcher's worker process: the job has recorded `interrupted`; raising would
+            # reach the launcher as a broken worker, not a result
+            return None
+        raise
     except Exception as exc:
-        if isinstance(exc, DlrunError):
-            _remove_if_empty(run_dir)
         if in_sweep:
             sweep.record_failure(run_dir, overrides, exc)
             print(f"job {hydra_cfg.job.num} failed: {one_line(exc)}", file=sys.stderr)
@@ -67,53 +89,64 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return None
     finally:
         if in_sweep:
+            if lock is not None:  # a worker process runs other jobs next
+                lock.release()
             sweep.update_manifest(Path(hydra_cfg.sweep.dir))
         elif (run_dir.parent / sweep.MANIFEST).is_file():  # a sweep's job resumed on its own
             sweep.update_manifest(run_dir.parent)
 
 
-def _remove_if_empty(run_dir: Path) -> None:
-    """A single run refused before it started leaves no directory behind (sweeps keep one)."""
-    if HydraConfig.get().mode == RunMode.MULTIRUN or not run_dir.is_dir():
-        return
-    if RunDir(run_dir).only_refusal_records():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for parent in list(run_dir.parents)[:2]:  # outputs/<date>/, outputs/ if made just now
-            try:
-                if parent.stat().st_ctime < _STARTED:
-                    break
-                parent.rmdir()
-            except OSError:
-                break
+def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
+    print(
+        f"job {hydra_cfg.job.num}: {dirlock.describe(holder)} is running it; waiting for it to end",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exit 0, or 2 for a user mistake (one line on stderr)."""
     argv = sys.argv[1:] if argv is None else argv
+    typed = argv  # as given: what the commands dlrun prints repeat
+    claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
+    claim.before = None
     try:
         check_arguments(argv)
+        argv = hydra_quoted(argv)
         # the tasks are registered here, so that a broken one is a one-line error like any other
         overrides = tasks.prepare(resume_argv(argv))
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         sweep.current_dir = None
+        _MAIN_PID[0] = os.getpid()
+        multirun = bool({"-m", "--multirun"} & set(argv))
+        stop = interrupt.SweepStop(lambda: sweep.current_dir, sweep.STOP)
+        _SWEEP_STOP[:] = [stop]
         try:
             if HELP_FLAGS & set(argv):
                 with compat.one_config_repository():
                     _hydra_main()
             else:
-                _hydra_main()
+                # a single run: SIGTERM, like Ctrl-C, ends it `interrupted` wherever it is
+                with stop if multirun else interrupt.terminate_interrupts():
+                    _hydra_main()
+            if stop.signum is not None:  # every job has ended: now the sweep stops
+                raise Interrupted(stop.signum)
         except sweep.Refused as refused:
             raise refused.error from None
-        except OSError as exc:  # Hydra making the run directory or writing its .hydra/ record
-            if isinstance(exc, HydraException):  # a missing config is an IOError too
-                raise
+        except (OSError, ValueError) as exc:
+            # Hydra making the run directory, writing its .hydra/ record or opening dlrun.log
+            # there (logging reports that as a ValueError caused by the OSError)
+            cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
+            if isinstance(exc, HydraException) or not isinstance(cause, OSError):
+                raise  # a missing config is an IOError too
+            where = Path(cause.filename).parent if cause.filename else Path.cwd()
+            resuming = any(a.startswith("resume=") for a in argv)
             raise DlrunError(
-                f"cannot write the run directory: {files.describe(exc)}; choose another with "
-                "hydra.run.dir=... (or hydra.sweep.dir=... with -m), or free some space"
+                f"cannot write the run directory: {files.describe(cause)}; "
+                f"{files.remedy(cause, where)}, or {claim.elsewhere(resuming)}"
             ) from exc
         if sweep.current_dir is not None:  # a sweep: jobs may have run in other processes
             print(sweep.finish(sweep.current_dir))  # raises when a recorded job failed
@@ -122,17 +155,20 @@ def main(argv: list[str] | None = None) -> None:
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
         if sweep.current_dir is not None and not isinstance(exc, DlrunError):
             sweep.discard_if_empty(sweep.current_dir)
+        if claim.before is not None and sweep.current_dir is None:  # a single run refused
+            claim.before.remove_created()
         if full_error:
             raise
         print(f"dlrun: error: {sweep.missing_plugin(str(exc)) or one_line(exc)}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
         if sweep.current_dir is not None:
+            sweep.end_interrupted(sweep.current_dir)
             manifest = sweep.update_manifest(sweep.current_dir)
             sweep.end_tracking(sweep.current_dir, manifest, "interrupted")
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
-                + sweep.continue_command(argv, sweep.current_dir),
+                + sweep.continue_command(typed, sweep.current_dir),
                 file=sys.stderr,
             )
         if full_error:
@@ -148,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     finally:
+        dirlock.release_all()  # (the kernel would at exit; main() may run again in-process)
         sys.argv = saved_argv
         if not full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -181,12 +218,29 @@ def _refuse_used_run_dir(overrides: list[str]) -> None:
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")]
     if not given:
         return
-    run_dir = Path(given[-1].strip("'\""))
+    run_dir = Path(unquote(given[-1]))
     if RunDir(run_dir).holds_run():
-        raise DlrunError(
-            f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir}, "
-            "or choose a new directory"
+        raise claim.used(run_dir)
+
+
+# overrides whose values are paths: spaces and any letters are the path's, quoted for Hydra
+PATH_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "resume")
+_GRAMMAR = set("[](){},=")  # Hydra's sweep and list syntax: such a value is left as typed
+
+
+def hydra_quoted(argv: list[str]) -> list[str]:
+    """Quote for Hydra's override grammar what it cannot lex unquoted: a value with letters
+    beyond ASCII (``hydra.run.dir=ü1``), or spaces in a path (``resume=my run/x``)."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        plain = key.lstrip("+~")
+        needs = any(ord(c) > 127 for c in value) or (
+            plain in PATH_KEYS and any(c.isspace() for c in value)
         )
+        typed = value[:1] in ("'", '"') or _GRAMMAR & set(value) or arg.startswith("-")
+        out.append(f"{key}={quote(value)}" if eq and needs and not typed else arg)
+    return out
 
 
 HELP_FLAGS = {"--help", "-h", "--hydra-help"}
@@ -247,10 +301,11 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     from dlrun.checkpoint import locate
 
-    _, run_dir = locate(argv[at].split("=", 1)[1])
+    _, run_dir = locate(unquote(argv[at].split("=", 1)[1]))
     if run_dir is None:
         return argv  # a bare .pt file: this invocation's config, a new run directory
     run = RunDir(run_dir)
+    run.check_records()  # a damaged record is refused before anything is written
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return [
         *argv[:at],

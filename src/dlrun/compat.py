@@ -164,6 +164,18 @@ def basic_sweeper_jobs(overrides: list[Any]) -> list[list[str]] | None:
     return [list(job) for batch in split(overrides, None) for job in batch]
 
 
+def stop_idle_workers() -> None:
+    """joblib's loky backend keeps its worker processes for the next parallel call (and its
+    executor is module-private); an interrupted sweep ends them rather than leave them behind."""
+    import sys
+
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None)
+    if executor is not None:
+        with contextlib.suppress(Exception):
+            executor.shutdown(wait=True, kill_workers=True)
+
+
 def unstore(group: str, name: str) -> None:
     """Drop ``group/name`` from Hydra's ConfigStore, which has no public way to remove an entry:
     a task file forgotten between two commands in one process must not leave its config behind.

@@ -6,10 +6,12 @@ The loop raises what it finds (a NaN loss, torch's out-of-memory error); these t
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dlrun import rundir
+from dlrun import files, rundir
 from dlrun.errors import Diverged, DlrunError, NonFiniteLoss
 
 if TYPE_CHECKING:
@@ -80,3 +82,23 @@ def interrupted(epoch: int, saved_epoch: int | None, resume_command: str | None)
     return (
         f"interrupted: checkpoint of epoch {saved_epoch} written; continue with: {resume_command}"
     )
+
+
+def write_failed(
+    exc: OSError, what: str, saved_epoch: int | None, run_dir: Path, command: str = "dlrun"
+) -> DlrunError:
+    """A file operation that failed (full disk, read-only file system, no permission) as one
+    line: ``what`` stopped, why, what to fix, what last.pt still holds and how to go on. A write
+    that failed because the run directory itself was removed or moved says that instead."""
+    try:
+        rundir.RunDir(run_dir).check_present()
+    except rundir.RunDirGone as gone:
+        return gone
+    if saved_epoch is None:
+        then = "no checkpoint was written; then run again"
+    else:
+        then = (
+            f"{rundir.CHECKPOINTS}/{rundir.LAST} still holds epoch {saved_epoch}; then continue "
+            f"with: {command} resume={shlex.quote(str(run_dir))}"
+        )
+    return DlrunError(f"{what} ({files.describe(exc)}); {files.remedy(exc, run_dir)}; {then}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ def replace(path: Path, mode: str = "w", durable: bool = False) -> Iterator[IO]:
     ``durable`` also fsyncs the file and the directory, so the new content survives a power cut
     (checkpoints); a crash before the rename leaves the old file untouched either way.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # the directory must exist: a run directory removed meanwhile is never remade in part
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
@@ -51,12 +52,33 @@ def describe(exc: OSError) -> str:
     return f"{name}: {reason}" if name else reason
 
 
+def remedy(exc: OSError, where: Path | str) -> str:
+    """What to do about a failed write, by its cause: a read-only file system or a permission
+    is not fixed by freeing space (and saying so would send a user deleting good files)."""
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only file system (remount it read-write)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: give this user write access to {where}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free some space on the disk of {where}"
+    return f"make {where} writable"
+
+
+def overwrite(path: Path, text: str) -> None:
+    """Rewrite a small file in place: the fallback when :func:`replace` has no room for its temp
+    file (a full disk), so a record can still say how the run ended. Not atomic."""
+    with open(path, "r+" if path.exists() else "w") as f:
+        f.truncate(0)
+        f.write(text)
+
+
 PROBE_BYTES = 1 << 20
 
 
-def probe(directory: Path) -> None:
+def probe(directory: Path, elsewhere: str) -> None:
     """Write, fsync and delete a 1 MiB file in ``directory``: an unwritable directory or a full
-    disk is reported before any training, not at the first checkpoint."""
+    disk is reported before any training, not at the first checkpoint. ``elsewhere``: the
+    other way out the message offers."""
     from dlrun.errors import DlrunError
 
     path = directory / ".dlrun-write-test"
@@ -68,8 +90,24 @@ def probe(directory: Path) -> None:
             os.fsync(f.fileno())
     except OSError as exc:
         raise DlrunError(
-            f"cannot write the run directory {directory}: {describe(exc)}; choose another with "
-            "hydra.run.dir=... or free some space"
+            f"cannot write the run directory {directory}: {describe(exc)}; "
+            f"{remedy(exc, directory)}, or {elsewhere}"
         ) from None
     finally:
         path.unlink(missing_ok=True)
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first: what making ``path``
+    would create (so that a failure can remove exactly that, and nothing that was there)."""
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty(dirs: list[Path]) -> None:
+    """Remove these directories, deepest first, while they are empty (rmdir never removes a
+    directory that holds anything)."""
+    for directory in dirs:
+        try:
+            directory.rmdir()
+        except OSError:
+            break

@@ -5,11 +5,13 @@ File names and formats are :mod:`dlrun.rundir`'s; this is the writer that keeps 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,9 @@ class MetricsLog:
         row = {"epoch": epoch, "split": split, **metrics}
         self.rows.append(row)
         if self._file is not None:
-            self._file.write(rundir.metrics_line(row))
-            self._file.flush()
+            with self._naming_the_file():
+                self._file.write(rundir.metrics_line(row))
+                self._file.flush()
         for logger in self.loggers:
             logger.append(row)
         return row
@@ -59,9 +62,19 @@ class MetricsLog:
     def last(self, split: str) -> dict[str, Any] | None:
         return next((r for r in reversed(self.rows) if r["split"] == split), None)
 
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A full disk's OSError names metrics.jsonl (a file object's write does not)."""
+        try:
+            yield
+        except OSError as exc:
+            exc.filename = exc.filename or str(self.path)
+            raise
+
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with self._naming_the_file():  # the rows still buffered after a failed write
+                self._file.close()
         for logger in self.loggers:
             logger.close()
 

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dlrun import checkpoint, files, rundir
-from dlrun.errors import DlrunError
+from dlrun import checkpoint, failures, rundir
 from dlrun.snapshot import LastGood
 
 if TYPE_CHECKING:
@@ -71,6 +70,8 @@ class Recorder:
                 self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
+        if self.writes:  # one stat an epoch: a write into a removed directory would remake it
+            self.run_dir.check_present()
         if self.writes and save:
             self.save_checkpoint(epoch)
         elif self.writes:
@@ -113,16 +114,12 @@ class Recorder:
         try:
             checkpoint.save(path, state if state is not None else self.state(epoch))
         except OSError as exc:
-            held = self.saved_epoch
-            last = self.run_dir.last.relative_to(self.run_dir.path)
-            then = (
-                f"{last} still holds epoch {held}; free some space and continue with: "
-                f"dlrun resume={self.run_dir.path}"
-                if held is not None
-                else "no checkpoint was written; free some space and run again"
-            )
-            raise DlrunError(
-                f"checkpoint of epoch {epoch} not written ({files.describe(exc)}); {then}"
+            raise failures.write_failed(
+                exc,
+                f"checkpoint of epoch {epoch} ({path.name}) not written",
+                self.saved_epoch,
+                self.run_dir.path,
+                self.strategy.command(),
             ) from exc
 
     def state(self, epoch: int) -> dict[str, Any]:

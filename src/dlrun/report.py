@@ -134,6 +134,9 @@ def report(paths: list[Path], group: bool, csv_path: Path | None, plot: Path | N
     ordering = "; ".join(sorted({_direction(r) for r in rows}))
     title = f"{len(jobs)} runs in {where}, best first {ordering}; * the best completed"
     show_table(keys, rows, group, title)
+    for job in jobs:
+        if job.status == "stale":
+            print(job.resume_hint())
     if csv_path is not None:
         write_csv(csv_path, keys, rows)
         print(f"csv: {csv_path}")

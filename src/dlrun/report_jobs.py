@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from omegaconf import OmegaConf
 
 from dlrun import rundir, sweep
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir, Summary, read_json
+from dlrun.rundir import Damaged, RunDir, Summary, read_record
+
+# sweep.json is derived from the job directories: losing it loses nothing
+MANIFEST_REMEDY = "delete it: the report lists the job directories without it"
+
+# a run whose summary is not final: its progress is read from metrics.jsonl
+LIVE = ("running", "stale", "unknown")
 
 
 @dataclass
@@ -35,13 +42,24 @@ class Job:
     objective_name: str | None = None
     maximize: bool | None = None
     seed: Any = None
+    checkpointed: int | None = None  # a stale run's last.pt epoch (None: none usable)
+
+    def resume_hint(self) -> str:
+        """A stale run: what it left and the command that continues it (quoted for the shell)."""
+        command = "dlrun " + shlex.quote(f"resume={self.path}")
+        if self.checkpointed is None:
+            return f"{self.name}: stale (its process is gone) and no usable last.pt: run it again"
+        return (
+            f"{self.name}: stale (its process is gone, summary.json still says running); "
+            f"last.pt holds epoch {self.checkpointed}; continue with: {command}"
+        )
 
     @property
     def epochs(self) -> tuple[int | None, int | None]:
         """(epochs done, epochs planned); a running job's progress comes from metrics.jsonl."""
         done = self.summary.epochs_completed
         logged = max((r.get("epoch", 0) for r in self.rows), default=None)
-        if self.status in ("running", "unknown") and logged is not None:
+        if self.status in LIVE and logged is not None:
             done = max(done or 0, logged)
         total = self.summary.epochs
         if total is None and self.config is not None:
@@ -58,7 +76,7 @@ class Job:
 
     @property
     def final(self) -> float | None:
-        if self.status not in ("running", "unknown"):
+        if self.status not in LIVE:
             return number(self.summary.objective)
         curve = self.val()
         return curve[-1][1] if curve else None
@@ -112,20 +130,21 @@ def _parse(overrides: list[str]) -> dict[str, str]:
 
 
 def _load_yaml(path: Path) -> Any:
-    try:
-        return OmegaConf.load(path) if path.is_file() else None
-    except Exception:  # a file cut short while being written
+    data = rundir.read_yaml(path)  # checked: a damaged record is one line naming it
+    if not isinstance(data, dict):
         return None
+    try:
+        return OmegaConf.create(data)
+    except Exception as exc:  # e.g. a YAML date or a key OmegaConf does not take
+        raise Damaged(path, f"not a config ({type(exc).__name__})", rundir.REMEDY_YAML) from None
 
 
 def load_job(path: Path, name: str) -> Job:
     run = RunDir(path)
+    run.check_records()
     summary = run.read_summary() or Summary()
     rows = run.read_metrics()  # a line cut short while being written is left out
-    try:
-        overrides = _parse(run.recorded_overrides())
-    except Exception:  # a record cut short while being written
-        overrides = {}
+    overrides = _parse(run.recorded_overrides())
     hydra_cfg = _load_yaml(run.hydra_config)
     choices = OmegaConf.select(hydra_cfg, "hydra.runtime.choices") if hydra_cfg else None
     config = _load_yaml(run.config)
@@ -137,12 +156,23 @@ def load_job(path: Path, name: str) -> Job:
         rows=rows,
         config=config,
         choices=OmegaConf.to_container(choices) if choices is not None else {},
-        status=summary.status or "unknown",
+        status=_status(run, summary),
         objective_name=summary.objective_name,
         maximize=summary.maximize,
     )
     job.seed = summary.seed if summary.seed is not None else select(config, "seed")
+    if job.status == "stale" and run.last.is_file():
+        from dlrun import checkpoint  # imports torch: only for a run that needs the epoch
+
+        job.checkpointed = checkpoint.saved_epoch(run.last)
     return job
+
+
+def _status(run: RunDir, summary: Summary) -> str:
+    """The recorded status; ``stale`` for a run recorded running whose writer is gone (no
+    process holds the directory's lock: it was killed, or the machine went down)."""
+    status = summary.status or "unknown"
+    return "stale" if status == "running" and run.writer() is None else status
 
 
 def select(config: Any, key: str) -> Any:
@@ -181,10 +211,16 @@ def fill_objectives(jobs: list[Job]) -> None:
 
 def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
     """Jobs listed in a sweep.json manifest that have no directory yet (not started)."""
-    manifest = read_json(root / sweep.MANIFEST) or {}
+    where = root / sweep.MANIFEST
+    manifest = read_record(where, MANIFEST_REMEDY) or {}
+    entries = manifest.get("jobs", [])
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("dir"), str) for e in entries
+    ):
+        raise Damaged(where, '"jobs" is not a list of job entries', MANIFEST_REMEDY)
     seen = {j.path.resolve() for j in jobs}
     extra = []
-    for entry in manifest.get("jobs", []):
+    for entry in entries:
         path = root / entry["dir"]  # relative to the sweep directory
         if path.exists() or path.resolve() in seen:
             continue
@@ -192,13 +228,17 @@ def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
             Job(
                 path=path,
                 name=_name(path, root),
-                overrides=_parse(entry.get("overrides") or []),
+                overrides=_parse([str(o) for o in _list(entry.get("overrides"))]),
                 summary=Summary(),
                 rows=[],
-                status=entry.get("status") or "pending",
+                status=str(entry.get("status") or "pending"),
             )
         )
     return extra
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _name(path: Path, root: Path) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from dlrun.report_jobs import Job, number, select
+from dlrun.report_jobs import LIVE, Job, number, select
 
 
 def value_of(job: Job, key: str) -> str:
@@ -71,7 +71,7 @@ class Row:
 
     @property
     def wall_s(self) -> float | None:
-        done = [j for j in self.jobs if j.status not in ("running", "unknown")]
+        done = [j for j in self.jobs if j.status not in LIVE]
         walls = [number(j.summary.wall_s) for j in done]  # a running job's is stale
         walls = [w for w in walls if w is not None]
         return statistics.fmean(walls) if walls else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -49,13 +50,27 @@ def _same(a: Any, b: Any, rtol: float) -> bool:
     return False
 
 
+def _row_key(row: dict) -> tuple[Any, Any]:
+    return row.get("epoch"), row.get("split")
+
+
+def shared_rows(source: list[dict], rerun: list[dict]) -> list[tuple[dict, dict]]:
+    """The rows both logs hold (same epoch and split), in the source's order: a resumed run
+    logs the epoch each part ended at, which a run in one go need not log."""
+    index = {_row_key(r): r for r in rerun}
+    return [(a, index[_row_key(a)]) for a in source if _row_key(a) in index]
+
+
 def compare(source: list[dict], rerun: list[dict], rtol: float = 0.0) -> list[str]:
-    """The differences between two metrics logs, first ones first (empty: reproduced)."""
+    """The differences between the rows two metrics logs share, first ones first (empty:
+    reproduced); no row in common is a difference too."""
+    pairs = shared_rows(source, rerun)
+    if not pairs:
+        return [f"no rows in common (the source has {len(source)}, the rerun {len(rerun)})"]
+    line_of = {id(row): n for n, row in enumerate(source, 1)}
     problems = []
-    if len(source) != len(rerun):
-        problems.append(f"the source has {len(source)} rows, the rerun {len(rerun)}")
-    for line, (a, b) in enumerate(zip(source, rerun, strict=False), 1):
-        where = f"line {line} (epoch {a.get('epoch')}, {a.get('split')})"
+    for a, b in pairs:
+        where = f"line {line_of[id(a)]} (epoch {a.get('epoch')}, {a.get('split')})"
         if a.keys() != b.keys():
             problems.append(f"{where}: keys {sorted(a)} in the source, {sorted(b)} in the rerun")
             continue
@@ -63,12 +78,6 @@ def compare(source: list[dict], rerun: list[dict], rtol: float = 0.0) -> list[st
             if not _same(a[key], b[key], rtol):
                 problems.append(f"{where}: {key} {a[key]!r} in the source, {b[key]!r} in the rerun")
     return problems
-
-
-def _continued_in_place(override: str) -> bool:
-    """`resume=RUN_DIR` continued that same run: a rerun runs it from the start instead."""
-    key, _, value = override.partition("=")
-    return key.lstrip("+") == "resume" and value not in ("", "null") and Path(value).is_dir()
 
 
 def _new_dir(extra: list[str]) -> Path:
@@ -87,17 +96,20 @@ def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> i
     if not run.config.is_file():
         where = run.config.relative_to(source)
         raise DlrunError(f"{source} is not a run directory (no {where})")
+    run.check_records()  # the source's records, metrics.jsonl too, before anything runs
     summary = run.read_summary() or Summary()
     if verify and summary.status != "completed":
         status = summary.status or f"without {rundir.SUMMARY}"
         raise DlrunError(f"{source} is {status}: only a completed run can be verified")
+    source_rows = read_metrics(run) if verify else None  # a damaged source: before any work
     new = _new_dir(extra)
     if new.exists():
         raise DlrunError(f"{new} already exists: a rerun writes a new run directory")
-    kept = [o for o in run.kept_overrides(extra) if not _continued_in_place(o)]
+    # a resume's record replays `resume=` of this same run: a rerun runs it from the start
+    kept = run.kept_overrides(extra, in_place_resume=False)
     args = [a for a in extra if not a.startswith("hydra.run.dir=")]
     argv = [*args, *kept, f"hydra.run.dir={quote(str(new))}"]
-    print(f"rerun of {source} into {new}: dlrun {' '.join([*args, *kept])}", flush=True)
+    print(f"rerun of {source} into {new}: {shlex.join(['dlrun', *args, *kept])}", flush=True)
     if summary.resumes:
         print(
             f"note: {source} was resumed {len(summary.resumes)} time(s); the rerun trains "
@@ -114,24 +126,31 @@ def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> i
             return exc.code if isinstance(exc.code, int) else 1
     finally:
         os.environ.pop(REPRODUCES_ENV, None)
-    if not verify:
+    if source_rows is None:
         return 0
-    return check(source, new, rtol)
+    return check(source, new, rtol, source_rows)
 
 
-def check(source: Path, new: Path, rtol: float | None) -> int:
-    """Say whether ``new`` reproduced ``source``'s metrics.jsonl: 0 if so, 1 if not."""
+def check(
+    source: Path, new: Path, rtol: float | None, rows: list[dict[str, Any]] | None = None
+) -> int:
+    """Say whether ``new`` reproduced ``source``'s metrics.jsonl (``rows``, read already): 0 if
+    so, 1 if not."""
     kinds = (RunDir(source).device_kind(), RunDir(new).device_kind())
     exact = kinds == ("cpu", "cpu")
     if rtol is None:
         rtol = 0.0 if exact else ACCELERATOR_RTOL
     how = "exactly" if rtol == 0 else f"within relative tolerance {rtol:g}"
     on = kinds[0] if kinds[0] == kinds[1] else f"{kinds[0]} (source) and {kinds[1]} (rerun)"
-    rows = read_metrics(RunDir(source))
-    problems = compare(rows, read_metrics(RunDir(new)), rtol)
+    rows = read_metrics(RunDir(source)) if rows is None else rows
+    theirs = read_metrics(RunDir(new))
+    problems = compare(rows, theirs, rtol)
     metrics = rundir.METRICS
     if not problems:
-        print(f"reproduced: {len(rows)} rows of {metrics} match {how} on {on} (times aside)")
+        shared = len(shared_rows(rows, theirs))
+        apart = len(rows) + len(theirs) - 2 * shared
+        aside = f"; {apart} row(s) logged by one run only, not compared" if apart else ""
+        print(f"reproduced: {shared} rows of {metrics} match {how} on {on} (times aside{aside})")
         return 0
     print(
         f"NOT reproduced: {metrics} of {new} differs from {source} (compared {how} on {on}, "

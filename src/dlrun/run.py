@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,10 +32,12 @@ from dlrun import (
     loop,
     metrics,
     optim,
+    rerun,
     run_output,
     rundir,
     schema,
     steps,
+    sweep,
     tasks,
 )
 from dlrun import device as devices
@@ -61,6 +64,7 @@ class RunInfo:
     sweep_dir: Path | None = None  # a sweep's job: its MLflow run is the sweep's parent's child
     sweep_overrides: list[str] = field(default_factory=list)  # the whole sweep's, as typed
     reproduces: Path | None = None  # dlrun-rerun: the run directory this one runs again
+    stop_file: Path | None = None  # a sweep's: its parent asks the job to stop (interrupt.py)
 
 
 def execute(cfg: DictConfig, config: schema.Config) -> float | None:
@@ -68,12 +72,12 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dlrun import rerun, sweep
-
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     sweep_dir = Path(hydra_cfg.sweep.dir) if in_sweep else None
     reproduces = os.environ.get(rerun.REPRODUCES_ENV)
+    # dlrun.log is best effort: on a full disk each line it cannot write would print a traceback
+    logging.raiseExceptions = False
     info = RunInfo(
         run_dir=Path(hydra_cfg.runtime.output_dir),
         choices=dict(hydra_cfg.runtime.choices),
@@ -87,6 +91,7 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
             else []
         ),
         reproduces=Path(reproduces) if reproduces else None,
+        stop_file=sweep_dir / sweep.STOP if sweep_dir is not None else None,
     )
     strategy = distributed.strategy()
     try:
@@ -146,7 +151,7 @@ class Run:
             overrides=list(info.overrides),
         )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)
-        self.stop = StopRequest()
+        self.stop = StopRequest(info.stop_file)
         self.resumed: checkpoint.Restored | None = None
         self.recorder: Recorder | None = None
         self.tracking: Any = None  # logger=mlflow's tracking.MlflowRun, from the loop's start
@@ -172,12 +177,15 @@ class Run:
 
     def main(self) -> float | None:
         """setup, resume (with ``resume=``), fit, finish; every way out leaves summary.json."""
+        if self.writes:  # the CLI's Hydra made it; a Run built in Python may name a new one
+            self.dir.path.mkdir(parents=True, exist_ok=True)
         self._write_summary()
         try:
             try:
                 parts = self.setup()
                 kept = self.resume(parts) if self.config.resume else None
                 history = self.fit(parts, kept)
+                return self.finish(parts, history)
             except Exception as exc:
                 explained = self._explain(exc)
                 if explained is None:
@@ -196,16 +204,16 @@ class Run:
                 shutil.rmtree(self.dir.path / str(self.info.record_subdir), ignore_errors=True)
             self.summary.fail(exc)
             try:
-                self._write_summary("failed")
-            except OSError:  # e.g. the disk is full: the error itself matters more
-                log.exception("%s not written", rundir.SUMMARY)
+                if not isinstance(exc, rundir.RunDirGone):  # writing would remake the directory
+                    self._write_summary("failed")
+            except OSError as write_error:  # e.g. a read-only disk: the error itself matters more
+                log.error("%s not written: %s", rundir.SUMMARY, write_error)
             self._end_tracking("diverged" if isinstance(exc, Diverged) else "failed")
             if isinstance(exc, DlrunError):
-                log.error("stopped: %s", exc)
+                log.error("stopped: %s", exc, exc_info=isinstance(exc.__cause__, OSError))
             else:
                 log.exception("run failed")
             raise
-        return self.finish(parts, history)
 
     def setup(self) -> Setup:
         """Device, task, model, optimizer and the loop's generator, seeded; bad sizes refused."""
@@ -321,6 +329,8 @@ class Run:
 
     def finish(self, parts: Setup, history: metrics.MetricsLog) -> float | None:
         """summary.json completed, the task's report, the final table and the plots."""
+        if self.writes:
+            self.dir.check_present()
         self._write_summary("completed")
         best = (self.recorder.best if self.recorder else None) or {}
         run_output.closing(self.console, parts.task, parts.model, self.summary, best)
@@ -385,6 +395,10 @@ class Run:
         def last_finite() -> int | None:  # last.pt gets the last finite epoch
             return self.recorder.save_last_good() if self.recorder else self.saved_epoch
 
+        if isinstance(exc, OSError):  # a full disk, a read-only file system, a permission
+            command = self.strategy.command()
+            what = f"stopped at epoch {self.epoch}"
+            return failures.write_failed(exc, what, self.saved_epoch, self.dir.path, command)
         trainer, lr = self.config.trainer, self.config.optimizer.lr
         return failures.explain(exc, self.epoch, trainer, lr, last_finite)
 
@@ -392,5 +406,7 @@ class Run:
         return failures.interrupted(
             self.epoch,
             self.saved_epoch,
-            None if self.info.in_sweep else f"{self.strategy.command()} resume={self.dir.path}",
+            None
+            if self.info.in_sweep
+            else f"{self.strategy.command()} {shlex.quote(f'resume={self.dir.path}')}",
         )

@@ -68,12 +68,15 @@ def plots(
     rows: list[dict[str, Any]],
     where: Path,
 ) -> None:
-    """The learning curves and the task's figures; a plot never costs the run its result."""
+    """The learning curves and the task's figures; a plot that cannot be drawn never costs the
+    run its result (a warning), a disk that cannot hold it does (resume= then finishes it)."""
     try:
         drawn = {"curves": figures.curves(rows, task.objective)}
         with torch.no_grad():
             drawn.update(task.figures(model, rows))
         figures.save(drawn, where)
+    except OSError:  # a full or read-only disk is the run's failure, with what to do
+        raise
     except Exception as exc:
         log.exception("plotting failed")
         console.print(f"warning: plots not written ({exc})", style="yellow")

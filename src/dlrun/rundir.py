@@ -15,7 +15,10 @@ know and keys an older run did not write. The layout::
 
 A damaged metrics.jsonl has one policy, for every reader: a last line cut short (no newline at
 its end: the row being written when the run stopped, or being written right now) is dropped
-silently; any other line that is not a JSON object is a DlrunError naming the file and the line.
+silently; any other line that is not a metrics row is a DlrunError naming the file and the line.
+Every other record (summary.json, env.json, `.hydra/*.yaml`) is written whole, so any damage
+to one (not JSON or YAML, a wrong type) is a :class:`Damaged` error naming the file and what to
+do; :meth:`RunDir.check_records` reads them all before a command changes anything.
 
 Torch-free: the CLI, the report and sweeps use it before (or without) importing torch.
 """
@@ -23,8 +26,12 @@ Torch-free: the CLI, the report and sweeps use it before (or without) importing 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,10 @@ HYDRA = ".hydra"
 OVERRIDES = "overrides.yaml"
 RESUME_PREFIX = "resume-"
 MLFLOW = "mlflow.json"  # logger=mlflow: {"tracking_uri", "run_id"}, so a resume continues it
+LOCK = ".dlrun.lock"  # the writer's lock (dirlock.py): who writes here now
+TEMP = ".*.tmp"  # files.replace()'s temp files: left behind only by a killed writer
+# all that a run refused before it started leaves in its directory
+REFUSAL_RECORDS = frozenset({HYDRA, LOG, SUMMARY, LOCK})
 # what a sweep job that never reached a checkpoint clears before it starts over
 RECORDS = (SUMMARY, METRICS, ENV, "plots", CHECKPOINTS)
 
@@ -125,19 +136,55 @@ class RunDir:
         """A run directory, finished or not (what dlrun-report lists)."""
         return self.summary.is_file() or self.config.is_file()
 
-    def only_refusal_records(self) -> bool:
-        """Nothing here but what a run refused before it started leaves (its removal is safe)."""
-        return {p.name for p in self.path.iterdir()} <= {HYDRA, LOG, SUMMARY}
+    def writer(self) -> dict[str, Any] | None:
+        """The live process writing here (its pid, host, command), or None: see dirlock.py."""
+        from dlrun import dirlock
+
+        return dirlock.holder(self.path)
+
+    def check_present(self) -> None:
+        """Raise RunDirGone when the directory was removed or moved away while this process
+        writes it (a write now would recreate a partial run directory)."""
+        from dlrun import dirlock
+
+        lock = dirlock.held(self.path)
+        if not (lock.intact() if lock is not None else self.path.is_dir()):
+            raise RunDirGone(
+                f"the run directory {self.path} was removed or moved while the run wrote it; "
+                "the run stopped and wrote nothing more (its status cannot be recorded); "
+                "start a new run"
+            )
+
+    def remove_stale_temps(self) -> list[Path]:
+        """The temp files of a writer killed mid-write (this process holds the lock, so no
+        live writer owns them); returns what was removed."""
+        stale = [*self.path.glob(TEMP), *self.checkpoints.glob(TEMP)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     # ------------------------------------------------------------------ records
 
     def read_summary(self) -> Summary | None:
-        """summary.json, or None when absent or unreadable (a run that never wrote one)."""
-        data = read_json(self.summary)
-        return Summary.from_json(data) if data is not None else None
+        """summary.json, or None when absent (a run that never wrote one); Damaged when it is
+        not a summary."""
+        data = read_record(self.summary, REMEDY_SUMMARY)
+        if data is None:
+            return None
+        try:
+            return Summary.from_json(data)
+        except (TypeError, ValueError) as exc:
+            raise Damaged(self.summary, str(exc), REMEDY_SUMMARY) from None
 
     def write_summary(self, summary: Summary) -> None:
-        write_json(self.summary, summary.to_json())
+        """Atomically; on a full disk (no room for the temp file) rewritten in place, so the
+        record still says how the run ended rather than `running` for ever."""
+        try:
+            write_json(self.summary, summary.to_json())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self.summary.is_file():
+                raise
+            files.overwrite(self.summary, json_text(summary.to_json()))
 
     def read_metrics(self, required: bool = False) -> list[dict[str, Any]]:
         """metrics.jsonl's rows (the module docstring's policy for a damaged line); a missing
@@ -145,7 +192,18 @@ class RunDir:
         return read_metrics(self.metrics, required)
 
     def read_env(self) -> dict[str, Any] | None:
-        return read_json(self.env)
+        return read_record(self.env, "delete it: the next resume writes a new one")
+
+    def check_records(self) -> None:
+        """Read every record strictly (a Damaged error names the first damaged one): what
+        resume and rerun do before they change or run anything."""
+        self.read_summary()
+        self.read_env()
+        self.read_metrics()
+        for path in sorted(self.hydra.glob("*.yaml")) + sorted(self.hydra.glob("*/*.yaml")):
+            read_yaml(path)
+        self.recorded_overrides()
+        self.recorded_overrides(latest=False)
 
     def write_env(self, env: dict[str, Any], resumed: bool) -> None:
         """env.json: a resume keeps the original run's record and adds its own to "resumes"."""
@@ -163,30 +221,123 @@ class RunDir:
                 return str(device).split()[0].split(":")[0]
         return None
 
+    def _overrides_record(self, latest: bool = True) -> Path:
+        records = sorted(self.hydra.glob(f"{RESUME_PREFIX}*/{OVERRIDES}")) if latest else []
+        return records[-1] if records else self.hydra / OVERRIDES
+
     def recorded_overrides(self, latest: bool = True) -> list[str]:
         """The overrides a run was last composed with: its latest resume's, else its own
         (``latest`` False: its own, as first composed)."""
-        from omegaconf import OmegaConf
+        latest_record = self._overrides_record(latest)
+        overrides = read_yaml(latest_record)
+        if overrides is None:
+            return []
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise Damaged(latest_record, "not a list of key=value overrides", REMEDY_YAML)
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
 
-        records = sorted(self.hydra.glob(f"{RESUME_PREFIX}*/{OVERRIDES}")) if latest else []
-        latest_record = records[-1] if records else self.hydra / OVERRIDES
-        return [str(o) for o in OmegaConf.load(latest_record)] if latest_record.exists() else []
+        for override in overrides:
+            try:
+                OverridesParser.create().parse_override(override)
+            except HydraException:
+                reason = f"holds {override[:40]!r}, not a key=value override"
+                raise Damaged(latest_record, reason, REMEDY_YAML) from None
+        return overrides
 
-    def kept_overrides(self, argv: list[str]) -> list[str]:
+    def kept_overrides(self, argv: list[str], in_place_resume: bool = True) -> list[str]:
         """The run's recorded overrides that ``argv`` does not set again (what resume and rerun
-        replay before the new ones); Hydra's own settings are this invocation's."""
+        replay before the new ones); Hydra's own settings are this invocation's. Without
+        ``in_place_resume``, a resume's ``resume=`` (always this run's own directory) is left
+        out; a run's own ``resume=FILE.pt`` (a new run from a checkpoint) is kept."""
         given = {_key(a) for a in argv if "=" in a and not a.startswith("-")}
+        if not in_place_resume and self._overrides_record().parent != self.hydra:
+            given.add("resume")
         old = self.recorded_overrides()
         return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
+
+
+class Damaged(DlrunError):
+    """A record file that is not what dlrun wrote: one line naming it and what to do."""
+
+    def __init__(self, path: Path, reason: str, remedy: str) -> None:
+        super().__init__(f"{path}: damaged ({reason}); {remedy}")
+        self.path = path
+
+
+REMEDY_SUMMARY = (
+    "repair it, or delete it: the run's checkpoints and metrics are intact, and the next resume "
+    "writes a new one"
+)
+REMEDY_YAML = "restore it from a copy or repair it by hand (Hydra wrote it as YAML)"
+
+
+def read_record(path: Path, remedy: str) -> dict[str, Any] | None:
+    """A JSON record that is written whole: None when absent, Damaged when not a JSON object."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise Damaged(path, "not text", remedy) from None
+    except OSError as exc:
+        raise DlrunError(f"cannot read {files.describe(exc)}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise Damaged(path, f"not JSON: {str(exc)[:80]}", remedy) from None
+    if not isinstance(data, dict):
+        raise Damaged(path, f"a JSON {type(data).__name__}, not an object", remedy)
+    return data
+
+
+def read_yaml(path: Path) -> Any:
+    """One of Hydra's `.hydra/*.yaml` records as plain data: None when absent, Damaged when it
+    cannot be read as YAML."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise Damaged(path, "not text", REMEDY_YAML) from None
+    except OSError as exc:
+        raise DlrunError(f"cannot read {files.describe(exc)}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())[:80]
+        raise Damaged(path, f"not YAML: {reason}", REMEDY_YAML) from None
+    if data is None:  # Hydra writes [] or {} for nothing: an empty file was cut short
+        raise Damaged(path, "empty", REMEDY_YAML)
+    return data
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+class RunDirGone(DlrunError):
+    """The run directory disappeared under a running run."""
+
+
+def unquote(value: str) -> str:
+    """A value as typed for Hydra (``'my run'`` or ``my run``) -> the plain value (the inverse
+    of :func:`quote`, Hydra's rules: a backslash escapes only a quote or the string's end)."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        q, inner = value[0], value[1:-1]
+        inner = re.sub(r"(\\*)\\" + q, lambda m: m.group(1)[: len(m.group(1)) // 2] + q, inner)
+        return re.sub(r"(\\+)$", lambda m: m.group(1)[: len(m.group(1)) // 2], inner)
+    return value
+
+
 def quote(value: str) -> str:
-    """A value as one Hydra override token (a path with spaces or quotes stays one value)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A value as one Hydra override token (a path with spaces, quotes or non-ASCII letters
+    stays one value): single quotes; backslashes doubled only before a quote or at the end."""
+    inner = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    inner = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, inner)
+    return f"'{inner}'"
 
 
 # --------------------------------------------------------------------------- summary.json
@@ -223,12 +374,24 @@ class Summary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Summary:
-        """Known keys only; a wrong-typed container (a hand-edited file) reads as empty."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for name, kind in (("final", dict), ("best", dict), ("resumes", list)):
-            if not isinstance(values.get(name, kind()), kind):
-                values[name] = kind()
+        """Known keys only (an older or newer dlrun's extra keys are kept out); a value of the
+        wrong type is a ValueError naming the key."""
+        values = {k: v for k, v in data.items() if k in _SUMMARY_TYPES}
+        for name in ("final", "best", "resumes"):  # an older record's null: none recorded
+            if values.get(name, 0) is None:
+                del values[name]
+        for key, value in values.items():
+            kinds = _SUMMARY_TYPES[key]
+            wrong = isinstance(value, bool) and bool not in kinds
+            if wrong or not isinstance(value, kinds):
+                raise ValueError(f'"{key}" is {json.dumps(value)[:40]}')
+        if not all(isinstance(o, str) for o in values.get("overrides") or []):
+            raise ValueError('"overrides" is not a list of strings')
+        if not all(isinstance(r, dict) for r in values.get("resumes", [])):
+            raise ValueError('"resumes" is not a list of objects')
+        for name in ("final", "best"):
+            if not all(_is_number(v) for v in values.get(name, {}).values()):
+                raise ValueError(f'"{name}" holds a value that is not a number')
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -272,6 +435,17 @@ class Summary:
         self.exit_code = getattr(exc, "exit_code", 1)
 
 
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """``str | None`` -> (str, NoneType); ``dict[str, Any]`` -> (dict,); a float may be an int."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = tuple(typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,)))
+    return (*kinds, int) if float in kinds else kinds
+
+
+# the JSON types each summary.json key may hold, from Summary's own annotations
+_SUMMARY_TYPES = {k: _json_types(h) for k, h in typing.get_type_hints(Summary).items()}
+
+
 def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
@@ -298,7 +472,7 @@ def read_metrics(path: Path, required: bool = False) -> list[dict[str, Any]]:
             row = json.loads(line)
         except ValueError:
             row = None
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+        if _is_row(row):
             rows.append(row)
         elif not (cut_short and number == len(lines)):
             raise DlrunError(
@@ -306,6 +480,20 @@ def read_metrics(path: Path, required: bool = False) -> list[dict[str, Any]]:
                 "line, or remove the file"
             )
     return rows
+
+
+def _is_row(row: Any) -> bool:
+    """What dlrun writes: an int epoch, a split name, numbers (null for NaN/inf)."""
+    if not isinstance(row, dict) or not isinstance(row.get("split"), str):
+        return False
+    epoch = row.get("epoch")
+    values = [v for k, v in row.items() if k != "split"]
+    return isinstance(epoch, int) and not isinstance(epoch, bool) and all(map(_is_number, values))
+
+
+def _is_number(value: Any) -> bool:
+    """A metric's value as JSON holds it: a number, or null for NaN/inf."""
+    return isinstance(value, int | float | None) and not isinstance(value, bool)
 
 
 def metrics_line(row: dict[str, Any]) -> str:
@@ -324,11 +512,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def json_text(obj: Any) -> str:
+    return json.dumps(_clean(obj), indent=2) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomically (a reader never sees half a file)."""
     with files.replace(path) as f:
-        json.dump(_clean(obj), f, indent=2)
-        f.write("\n")
+        f.write(json_text(obj))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

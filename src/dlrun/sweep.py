@@ -26,6 +26,7 @@ from dlrun.rundir import RunDir, Summary, read_json, write_json
 
 MANIFEST = "sweep.json"  # in the sweep directory, beside the job directories
 MLFLOW_PARENT = "mlflow-parent.json"  # logger=mlflow: the sweep's parent run, made by a job
+STOP = ".stop-requested"  # written there by an interrupted sweep's parent (dlrun.interrupt)
 
 current_dir: Path | None = None  # the sweep directory of this process's multirun
 
@@ -81,6 +82,7 @@ class ManifestCallback(Callback):
                 raise Refused(exc) from exc
         current_dir = sweep_dir
         current_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / STOP).unlink(missing_ok=True)  # an earlier, interrupted attempt's
         update_manifest(current_dir, planned=planned)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -179,6 +181,24 @@ def prepare_job(job_dir: Path, overrides: list[str]) -> str:
     return "run"
 
 
+def stop_requested(job_dir: Path, sweep_dir: Path, asked: bool = False) -> bool:
+    """The sweep was interrupted (its stop file, or ``asked`` in this process) before this job
+    started: it does not start. A job directory that holds nothing but Hydra's record of it is
+    removed (the job stays pending)."""
+    if not (asked or (sweep_dir / STOP).exists()):
+        return False
+    if job_dir.is_dir() and {p.name for p in job_dir.iterdir()} <= {rundir.HYDRA, rundir.LOG}:
+        shutil.rmtree(job_dir, ignore_errors=True)
+    return True
+
+
+def end_interrupted(sweep_dir: Path) -> None:
+    """After an interrupted sweep's jobs have ended: the stop file goes, and so do the idle
+    worker processes a parallel launcher keeps for its next jobs."""
+    (sweep_dir / STOP).unlink(missing_ok=True)
+    compat.stop_idle_workers()
+
+
 def record_failure(job_dir: Path, overrides: list[str], exc: BaseException) -> None:
     """A job refused before its run started (a bad value) still gets its summary.json."""
     run = RunDir(job_dir)
@@ -204,10 +224,19 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 def _job_entry(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     run = RunDir(job_dir)
-    summary = run.read_summary()
-    overrides = summary.overrides if summary else None
-    if overrides is None:  # Hydra's record of the job's own overrides (not a resume's)
-        overrides = run.recorded_overrides(latest=False)
+    try:
+        summary = run.read_summary()
+        overrides = summary.overrides if summary else None
+        if overrides is None:  # Hydra's record of the job's own overrides (not a resume's)
+            overrides = run.recorded_overrides(latest=False)
+    except DlrunError as exc:  # the manifest lists every job, a damaged one too
+        return {
+            "job": job_dir.name,
+            "dir": str(job_dir.relative_to(sweep_dir)),
+            "overrides": [],
+            "status": "damaged",
+            "error": str(exc),
+        }
     return {
         "job": job_dir.name,
         "dir": str(job_dir.relative_to(sweep_dir)),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.tables import number
+from dlrun.tables import check_size, number, squared_limit
 from dlrun.tasks.base import Task
 from dlrun.tasks.housing import HousingDataConfig, HousingRegressionConfig
 
@@ -49,7 +49,7 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 )
             columns = [header.index(c) for c in (*FEATURES, TARGET)]
             names = (*FEATURES, TARGET)
-            values = []
+            values, lines = [], []
             for line, row in enumerate(rows, start=2):
                 if not row:
                     continue
@@ -62,6 +62,7 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     for name, c in zip(names, columns, strict=True)
                 ]
                 values.append(parsed)
+                lines.append(line)
     except FileNotFoundError:
         raise DlrunError(f"{where}: no such file") from None
     except IsADirectoryError:
@@ -71,6 +72,8 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(values) < 2:
         raise DlrunError(f"{where}: has {len(values)} data rows, expected at least 2")
     table = np.asarray(values, dtype=np.float64)
+    # the loss sums the squares of the target (and of the features, unstandardised)
+    check_size(table, where, squared_limit(table.size), lines, names)
     return table[:, :-1], table[:, -1]
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.tables import number
+from dlrun.tables import check_size, number, squared_limit
 from dlrun.tasks.base import Task
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
 
@@ -121,6 +121,8 @@ def read_points(path: Path) -> np.ndarray:
                 f"{where}: holds a {points.ndim}-d {points.dtype} array, expected numbers "
                 "shaped (points, dimensions)"
             )
+        if points.shape[0] == 0 or points.shape[1] == 0:
+            raise DlrunError(f"{where}: holds a {points.shape} array, expected at least one point")
         points = points.astype(np.float64)
         bad = np.argwhere(~np.isfinite(points))
         if len(bad):
@@ -129,6 +131,7 @@ def read_points(path: Path) -> np.ndarray:
                 f"{where}: element [{i}, {j}] is {points[i, j]} (missing or infinite values are "
                 "not allowed)"
             )
+        check_size(points, where, squared_limit(points.size))  # the loss sums their squares
         return points
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -146,7 +149,9 @@ def read_points(path: Path) -> np.ndarray:
             raise DlrunError(f"{where}: line {line} has {len(row)} fields, expected {width}")
         parsed = [number(cell, where, line, column) for column, cell in enumerate(row, start=1)]
         values.append(parsed)
-    return np.asarray(values, dtype=np.float64)
+    table = np.asarray(values, dtype=np.float64)
+    check_size(table, where, squared_limit(table.size), [line for line, _ in rows])
+    return table
 
 
 def _numeric(row: list[str]) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlrun import files
 from dlrun.errors import DlrunError
 from dlrun.tasks.base import Task, classification_metrics
 from dlrun.tasks.mnist import MNISTDataConfig, MNISTMLPConfig
@@ -69,12 +70,14 @@ def load(data: MNISTDataConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]
     raw = raw_dir(data)
     images_file, labels_file = FILES[split]
     dataset_class = getattr(datasets, data.name)
+    made = files.missing_dirs(raw)  # what a failed download must not leave behind, empty
     try:
         # torchvision reports downloads on stdout/stderr; a task prints nothing
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             dataset = dataset_class(data.root, train=split == "train", download=data.download)
         images, labels = dataset.data, dataset.targets
     except Exception as exc:
+        files.remove_empty(made)
         every = [name for names in FILES.values() for name in names]
         missing = [name for name in every if not (raw / name).is_file()]
         if missing:

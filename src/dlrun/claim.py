@@ -1,0 +1,102 @@
+"""A single run's claim on its directory, made before Hydra writes anything into it.
+
+Hydra makes the run directory and writes its .hydra/ record before dlrun's task function runs.
+A callback Hydra calls first notes what exists there (a refusal then removes only what this
+invocation created, never a directory that was there before it) and takes the directory's
+writer lock (:mod:`dlrun.dirlock`): a second writer is refused having changed nothing.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import shutil
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun import dirlock, distributed, files, rundir, sweep
+from dlrun.errors import DlrunError
+from dlrun.rundir import RunDir
+
+
+@dataclasses.dataclass
+class Before:
+    """What was on disk before Hydra made this single run's directory: a refusal removes only
+    what this invocation created (never a directory or file that was there before it)."""
+
+    run_dir: Path
+    created: list[Path]  # the run directory and the parents it needed, deepest first
+    names: set[str] | None  # what an existing run directory held; None: it is new
+
+    @classmethod
+    def look(cls, run_dir: Path) -> Before:
+        created = files.missing_dirs(run_dir)
+        names = None if created else {p.name for p in run_dir.iterdir()}
+        return cls(run_dir, created, names)
+
+    def remove_created(self) -> None:
+        """The refused run's traces: its new directories, or in a directory that was there
+        before, the records it added (a refused resume's own record is run.py's to remove).
+        Only while this process holds the directory's lock: else another process made it."""
+        if dirlock.held(self.run_dir) is None or not self.run_dir.is_dir():
+            return
+        added = {p.name for p in self.run_dir.iterdir()} - (self.names or set())
+        if not added <= rundir.REFUSAL_RECORDS:  # the run started: its records stay
+            return
+        if self.names is None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            files.remove_empty(self.created[1:])  # outputs/<date>/, outputs/ made just now
+            return
+        for name in added:
+            path = self.run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+before: Before | None = None  # this invocation's, once Hydra has composed its config
+command: str | None = None  # the command as typed: what a lock's holder record shows
+
+
+class RunDirCallback(Callback):
+    """Before Hydra writes anything into a single run's directory: note what exists, take the
+    directory's writer lock (a second writer is refused here, having changed nothing) and
+    refuse a new run into a directory that holds a run (checked again under the lock)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        global before
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))  # ${now:} is cached
+        before = Before.look(run_dir)
+        if not distributed.is_main():  # under torchrun rank 0 holds the lock for all ranks
+            return
+        try:
+            dirlock.acquire(run_dir, command=command)
+            if config.get("resume") is None and RunDir(run_dir).holds_run():
+                raise used(run_dir)
+        except DlrunError as exc:
+            raise sweep.Refused(exc) from None
+        except OSError as exc:
+            raise sweep.Refused(unwritable(exc, config.get("resume") is not None)) from None
+
+
+def elsewhere(resuming: bool) -> str:
+    """The way out of a run directory that cannot be written, besides fixing the disk."""
+    if resuming:
+        return "copy the run directory to a writable disk and resume the copy"
+    return "choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
+
+
+def unwritable(exc: OSError, resuming: bool = False) -> DlrunError:
+    where = Path(exc.filename).parent if exc.filename else Path.cwd()
+    return DlrunError(
+        f"cannot write the run directory: {files.describe(exc)}; {files.remedy(exc, where)}, "
+        f"or {elsewhere(resuming)}"
+    )
+
+
+def used(run_dir: Path) -> DlrunError:
+    return DlrunError(
+        f"hydra.run.dir={shlex.quote(str(run_dir))} already holds a run; continue it with "
+        f"{shlex.quote(f'resume={run_dir}')}, or choose a new directory"
+    )
