@@ -402,10 +402,11 @@ def test_missing_mlflow_names_the_extra(dlrun, monkeypatch) -> None:
 def test_a_run_over_http_to_a_real_tracking_server(tmp_path: Path) -> None:
     port = _closed_port()
     uri = f"http://127.0.0.1:{port}"
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
-        [
-            str(mlflow_cli),
+        [  # `python -m mlflow`: a venv on the system's site-packages has no mlflow script
+            sys.executable,
+            "-m",
+            "mlflow",
             "server",
             "--host",
             "127.0.0.1",
