@@ -303,6 +303,49 @@ ROWS = [
     ),
     pytest.param(["--cfg", "jobs"], ["--cfg", "invalid choice: 'jobs'"], id="Hydra option"),
     pytest.param(
+        ["scheduler=nope"], ["scheduler/nope", "available: cosine"], id="unknown scheduler"
+    ),
+    pytest.param(
+        ["scheduler=step", "scheduler.gamma=0"], ["scheduler.gamma=0", "> 0"], id="gamma 0"
+    ),
+    pytest.param(
+        ["scheduler=exponential", "scheduler.gamma=-0.5"],
+        ["scheduler.gamma=-0.5", "> 0"],
+        id="gamma negative",
+    ),
+    pytest.param(
+        ["scheduler=multistep", "scheduler.milestones=[30,10]"],
+        ["scheduler.milestones=[30, 10]", "increasing"],
+        id="milestones not increasing",
+    ),
+    pytest.param(
+        ["scheduler=cosine", "scheduler.warmup_epochs=5", "trainer.epochs=5"],
+        ["scheduler.warmup_epochs=5", "fewer than trainer.epochs=5"],
+        id="warmup not shorter than the run",
+    ),
+    pytest.param(
+        ["scheduler=onecycle"], ["scheduler=onecycle", "scheduler.max_lr"], id="onecycle no max_lr"
+    ),
+    pytest.param(
+        ["trainer.early_stopping.patience=-1"],
+        ["trainer.early_stopping.patience=-1", ">= 0"],
+        id="negative patience",
+    ),
+    pytest.param(
+        ["trainer.grad_clip.max_norm=0"], ["trainer.grad_clip.max_norm=0", "> 0"], id="max_norm 0"
+    ),
+    pytest.param(["trainer.accumulate=0"], ["trainer.accumulate=0", ">= 1"], id="accumulate 0"),
+    pytest.param(
+        ["scheduler=plateau", "trainer.epochs=100", "trainer.validate_every=100"],
+        ["scheduler=plateau", "trainer.validate_every=100", "trainer.validate_every < trainer"],
+        id="plateau without validation",
+    ),
+    pytest.param(
+        ["task=kmeans", "scheduler=cosine"],
+        ["scheduler=cosine", "kmeans trains without an optimizer"],
+        id="scheduler on a task without an optimizer",
+    ),
+    pytest.param(
         ["resume={w}/left-of-a-run"],
         [
             "resume={w}/left-of-a-run",

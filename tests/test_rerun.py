@@ -63,8 +63,8 @@ def test_an_extra_override_changes_the_rerun_and_verify_says_so(dlrun, tmp_path,
     new = tmp_path / "lr01"
     code, out, err = _rerun(capsys, source, "--verify", "optimizer.lr=0.1", f"hydra.run.dir={new}")
     assert code == 1
-    assert "NOT reproduced" in out  # epoch 1's loss is taken before the first step:
-    assert "line 2 (epoch 2, train): loss" in out
+    assert "NOT reproduced" in out  # the first difference: the rate of epoch 1's train row
+    assert "line 1 (epoch 1, train): lr 0.2 in the source, 0.1 in the rerun" in out
     assert OmegaConf.load(new / ".hydra" / "config.yaml").optimizer.lr == 0.1
 
 

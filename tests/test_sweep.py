@@ -182,6 +182,29 @@ def test_optuna_search_writes_the_best_trial(tmp_path: Path, dlrun) -> None:
     assert f"optimizer.lr={best.best_params['optimizer.lr']}" in winner["overrides"]
 
 
+def test_optuna_searches_the_schedules_settings(tmp_path: Path, dlrun) -> None:
+    """The schedule preset: each trial a cosine schedule with the settings Optuna drew."""
+    sweep_dir = tmp_path / "sweep"
+    res = dlrun(
+        "-m",
+        "hparams_search=fizzbuzz_schedule_optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.epochs=120",
+        "trainer.plots=false",
+        "trainer.progress=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert res.code == 0, res.err
+    jobs = manifest(sweep_dir)["jobs"]
+    assert len(jobs) == 2 and all(j["status"] == "completed" for j in jobs)
+    for job in jobs:
+        drawn = dict(o.split("=", 1) for o in job["overrides"])
+        lines = (sweep_dir / job["dir"] / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(x) for x in lines]
+        rates = [r["lr"] for r in rows if r["split"] == "train"]
+        assert rates[-1] < float(drawn["optimizer.lr"])  # the cosine brought it down
+
+
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml")))
 def test_optuna_presets_follow_their_tasks_objective(preset: str) -> None:
     conf = OmegaConf.load(CONF / "hparams_search" / f"{preset}.yaml")

@@ -252,9 +252,12 @@ def make_state(
     generator: torch.Generator,
     best: dict[str, Any] | None,
     config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a checkpoint holds (``config``: the resolved config, for the record)."""
+    """What a checkpoint holds (``config``: the resolved config, for the record; ``extra``:
+    the training recipe's states, ``scheduler`` and ``early_stopping``, when they are on)."""
     return {
+        **(extra or {}),
         "format": FORMAT,
         "version": VERSION,
         "task": task,
@@ -289,9 +292,14 @@ def restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     generator: torch.Generator,
+    recipe: dict[str, Any] | None = None,
 ) -> Restored:
     """Load a checkpoint into this run's model, optimizer and RNGs, refusing one from another
-    task, of another model shape, or from beyond ``trainer.epochs`` in one line."""
+    task, of another model shape, or from beyond ``trainer.epochs`` in one line.
+
+    ``recipe``: this run's schedule and early stopping by checkpoint key (``scheduler``,
+    ``early_stopping``); each continues from its saved state. A checkpoint without one (an older
+    run, or one without that option) starts it afresh, with a note."""
     state = load_offering_best(path)
     if state["task"] != task:
         raise DlrunError(
@@ -316,5 +324,11 @@ def restore(
                 f"optimizer changed ({state.get('optimizer_type')} -> "
                 f"{type(optimizer).__name__}): its state starts fresh"
             )
+    for key, part in (recipe or {}).items():
+        if part is None:
+            continue
+        saved = state.get(key)
+        if saved is None or part.load_state_dict(saved) is False:
+            restored.notes.append(f"{key}: not in the checkpoint (or another kind); starts afresh")
     set_rng_state(state["rng"], generator)
     return restored

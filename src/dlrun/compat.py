@@ -60,6 +60,33 @@ def foreach_norm(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
     return [torch.linalg.vector_norm(t, ord) for t in tensors]
 
 
+def foreach_mul_(tensors: Sequence[torch.Tensor], factor: torch.Tensor) -> None:
+    """Multiply every tensor in place by a 0-dim tensor: one multi-tensor op where torch has
+    it (what clip_grad_norm_ itself runs)."""
+    import torch
+
+    mul = getattr(torch, "_foreach_mul_", None)
+    if mul is not None:
+        mul(list(tensors), factor)
+        return
+    for t in tensors:
+        t.mul_(factor)
+
+
+def foreach_clamp_(tensors: Sequence[torch.Tensor], low: float, high: float) -> None:
+    """Clamp every tensor in place to [low, high] (what clip_grad_value_ itself runs)."""
+    import torch
+
+    lo = getattr(torch, "_foreach_clamp_min_", None)
+    hi = getattr(torch, "_foreach_clamp_max_", None)
+    if lo is not None and hi is not None:
+        lo(list(tensors), low)
+        hi(list(tensors), high)
+        return
+    for t in tensors:
+        t.clamp_(low, high)
+
+
 def foreach_copy_(targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor]) -> None:
     """Copy each source into its target in place: one multi-tensor op where torch has it."""
     import torch

@@ -22,7 +22,9 @@ from dlrun.interrupt import Interrupted
 if TYPE_CHECKING:
     from torch import nn
 
+    from dlrun.schedule import Schedule
     from dlrun.schema import TrainerConfig
+    from dlrun.stopping import EarlyStopping
     from dlrun.tasks.base import Task
 
 
@@ -72,13 +74,34 @@ def epoch_loss(
     Raises NonFiniteLoss naming the first step whose loss was NaN or infinite (or the last step,
     when its update left the weights non-finite), so a diverging run stops at once.
     """
+    return epoch_values(epoch, losses, weights, params, strategy)[0]
+
+
+def epoch_values(
+    epoch: int,
+    losses: list[torch.Tensor],
+    weights: list[float],
+    params: list[torch.Tensor],
+    strategy: Strategy | None = None,
+    clipped: bool = False,
+) -> tuple[float, list[float]]:
+    """:func:`epoch_loss`, and with ``clipped`` (each step returned [loss, gradient norm]) the
+    steps' gradient norms too, read in the same host sync."""
     if not losses:
-        return 0.0
+        return 0.0, []
     # the step losses and each weight's largest magnitude (NaN or inf where a weight is), in a
     # few ops: a small model's epoch is short, and every op here costs as much as a step's
     weighed = [p.detach() for p in params if p.numel()]
     norms = compat.foreach_norm(weighed, math.inf) if weighed else []
-    numbers = torch.stack([*losses, *norms]).tolist()
+    if clipped:  # [loss, norm] per step, then the weights' norms: split apart in Python
+        pairs = torch.stack(losses).reshape(-1)
+        numbers = (torch.cat([pairs, torch.stack(norms)]) if norms else pairs).tolist()
+        steps_end = 2 * len(losses)
+        grad_norms = numbers[1:steps_end:2]
+        numbers = numbers[0:steps_end:2] + numbers[steps_end:]
+    else:
+        numbers = torch.stack([*losses, *norms]).tolist()
+        grad_norms = []
     per_step = numbers[: len(losses)]
     value = sum(w * x for w, x in zip(weights, per_step, strict=True))
     checked = value if all(map(math.isfinite, numbers)) else math.nan
@@ -87,10 +110,28 @@ def epoch_loss(
             torch.tensor([value, checked], dtype=torch.float64, device=losses[0].device)
         ).tolist()
     if math.isfinite(checked):
-        return value
+        return value, grad_norms
     bad = [i for i, x in enumerate(per_step) if not math.isfinite(x)]
     step = bad[0] if bad else len(losses) - 1
     raise NonFiniteLoss(epoch, step + 1, len(losses), per_step[step])
+
+
+def train_row(
+    loss: float,
+    seconds: float,
+    optimizer: torch.optim.Optimizer | None,
+    lr: float | None,
+    grad_norms: list[float],
+) -> dict[str, float]:
+    """A train row: the loss, the time, the learning rate of the epoch's first update and, with
+    trainer.grad_clip, the mean and largest gradient norm before clipping."""
+    row = {"loss": loss, "time_s": seconds}
+    if optimizer is not None and lr is not None:
+        row["lr"] = lr
+    if grad_norms:
+        row["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        row["grad_norm_max"] = max(grad_norms)
+    return row
 
 
 def fit(
@@ -103,10 +144,14 @@ def fit(
     start_epoch: int = 0,
     validated_epoch: int | None = None,
     strategy: Strategy | None = None,
+    schedule: Schedule | None = None,
+    stopper: EarlyStopping | None = None,
 ) -> int:
     """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed.
 
-    ``strategy`` shares the epoch out among data-parallel processes (default: one process)."""
+    ``strategy`` shares the epoch out among data-parallel processes (default: one process);
+    ``schedule`` sets the learning rate between epochs (or updates); ``stopper`` ends the run
+    early when the monitored validation value stops improving."""
     strategy = strategy or Strategy()
     data = task.train_data
     total = data[0].shape[0] if data else 0
@@ -114,8 +159,13 @@ def fit(
     bs = trainer.batch_size
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
     weights = [min(bs, n - s) / n for s in range(0, n, bs)]
-    step = steps.build(task, model, optimizer, trainer)
+    group = trainer.accumulate
+    if group > 1:  # one loss per update: the group's mean over its examples
+        weights = [sum(weights[i : i + group]) for i in range(0, len(weights), group)]
+    step = steps.build(task, model, optimizer, trainer, schedule)
     params = [p for p in model.parameters() if p.is_floating_point()]
+    clipped = trainer.grad_clip.on and optimizer is not None
+    lr_group = optimizer.param_groups[0] if optimizer is not None else {}
 
     epoch = start_epoch
     for epoch in range(start_epoch + 1, trainer.epochs + 1):
@@ -128,18 +178,28 @@ def fit(
             else None
         )
         order = strategy.shard(order, total, task.device)
-        losses = [step(batch) for batch in steps.batches(data, order, bs, trainer.fast)]
+        lr = lr_group.get("lr")  # the rate of this epoch's first update
+        feed = steps.batches(data, order, bs, trainer.fast)
+        losses = [step(batch) for batch in (steps.grouped(feed, group) if group > 1 else feed)]
 
-        train_loss = epoch_loss(
-            epoch, losses, weights, params, strategy
-        )  # the epoch's one host sync
+        train_loss, grad_norms = epoch_values(  # the epoch's one host sync
+            epoch, losses, weights, params, strategy, clipped
+        )
+        train_s = time.perf_counter() - begin
         last = epoch == trainer.epochs
         stop = task.converged(model)
         signum = hooks.stop_requested()
-        if last or stop or epoch % trainer.log_every == 0:
-            hooks.on_train(epoch, {"loss": train_loss, "time_s": time.perf_counter() - begin})
+        val = None
         if last or stop or epoch % trainer.validate_every == 0:
-            hooks.on_validate(epoch, validate(task, model))
+            val = validate(task, model)
+            if stopper is not None and stopper.update(epoch, val):
+                stop = True
+        if schedule is not None:  # the next epoch's rate, before any checkpoint (best.pt too)
+            schedule.epoch_end(val)
+        if last or stop or epoch % trainer.log_every == 0:
+            hooks.on_train(epoch, train_row(train_loss, train_s, optimizer, lr, grad_norms))
+        if val is not None:
+            hooks.on_validate(epoch, val)
             validated_epoch = epoch
         checkpoint = (
             last

@@ -21,10 +21,13 @@ def figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Fig
 
 
 def curves(history: list[dict[str, Any]], objective: str) -> Figure:
-    """Train/val loss by epoch and, beside it, the validation objective."""
+    """Train/val loss by epoch and, beside it, the validation objective (and the learning rate,
+    when a schedule moved it)."""
     metrics = [objective] if objective != "loss" else []
-    fig, axes = figure(ncols=1 + len(metrics))
-    axes = list(axes) if metrics else [axes]
+    rates = [(r["epoch"], r["lr"]) for r in history if r["split"] == "train" and "lr" in r]
+    scheduled = len({lr for _, lr in rates}) > 1
+    fig, axes = figure(ncols=1 + len(metrics) + scheduled)
+    axes = list(axes) if metrics or scheduled else [axes]
     for split, style in (("train", "-"), ("val", "o-")):
         rows = [r for r in history if r["split"] == split and r.get("loss") is not None]
         if rows:
@@ -39,10 +42,13 @@ def curves(history: list[dict[str, Any]], objective: str) -> Figure:
     if any(r.get("loss", 0) and r["loss"] > 0 for r in history):
         axes[0].set_yscale("log")
     axes[0].legend()
-    for ax, name in zip(axes[1:], metrics, strict=True):
+    for ax, name in zip(axes[1 : 1 + len(metrics)], metrics, strict=True):
         rows = [r for r in history if r["split"] == "val" and r.get(name) is not None]
         ax.plot([r["epoch"] for r in rows], [r[name] for r in rows], "o-", markersize=3)
         ax.set(xlabel="epoch", ylabel=name, title=f"validation {name}")
+    if scheduled:
+        axes[-1].plot([e for e, _ in rates], [lr for _, lr in rates], "-")
+        axes[-1].set(xlabel="epoch", ylabel="lr", title="learning rate")
     return fig
 
 

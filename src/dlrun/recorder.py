@@ -124,8 +124,9 @@ class Recorder:
 
     def state(self, epoch: int) -> dict[str, Any]:
         s = self.setup
+        extra = {k: v.state_dict() for k, v in s.recipe().items() if v is not None}
         return checkpoint.make_state(
-            self.task.name, epoch, s.model, s.optimizer, s.generator, self.best, self.config
+            self.task.name, epoch, s.model, s.optimizer, s.generator, self.best, self.config, extra
         )
 
 

@@ -35,8 +35,10 @@ from dlrun import (
     rerun,
     run_output,
     rundir,
+    schedule,
     schema,
     steps,
+    stopping,
     sweep,
     tasks,
 )
@@ -119,6 +121,12 @@ class Setup:
     optimizer: torch.optim.Optimizer | None
     generator: torch.Generator  # the loop's shuffling, checkpointed
     trainer: schema.TrainerConfig  # as the strategy runs it
+    schedule: schedule.Schedule | None = None  # the scheduler group, checkpointed
+    stopper: stopping.EarlyStopping | None = None  # trainer.early_stopping, checkpointed
+
+    def recipe(self) -> dict[str, Any]:
+        """The training recipe's parts with a state, by their checkpoint key."""
+        return {"scheduler": self.schedule, "early_stopping": self.stopper}
 
 
 class Run:
@@ -245,7 +253,13 @@ class Run:
         generator = torch.Generator(device=device)
         generator.manual_seed(config.seed)
         self.summary.describe_task(devices.describe(device), task.objective, task.maximize)
-        return Setup(device, task, model, optimizer, generator, trainer)
+        per_epoch = -(-self.strategy.shard_size(n) // trainer.batch_size) if task.batched else 1
+        updates = -(-per_epoch // trainer.accumulate)
+        schedule_ = schedule.build(
+            config.scheduler, optimizer, trainer.epochs, updates, task.maximize, task.objective
+        )
+        stopper = stopping.build(trainer.early_stopping, task.objective, task.maximize)
+        return Setup(device, task, model, optimizer, generator, trainer, schedule_, stopper)
 
     def resume(self, parts: Setup) -> list[dict[str, Any]]:
         """Load the checkpoint and the metrics rows up to its epoch; only then is the run's record
@@ -258,6 +272,7 @@ class Run:
             parts.model,
             parts.optimizer,
             parts.generator,
+            parts.recipe(),
         )
         for note in self.resumed.notes:
             self.console.print(note)
@@ -320,11 +335,15 @@ class Run:
                     start_epoch=self.epoch,
                     validated_epoch=last_val["epoch"] if last_val else None,
                     strategy=self.strategy,
+                    schedule=parts.schedule,
+                    stopper=parts.stopper,
                 )
         finally:
             self.console.stop()
             history.close()
         self.summary.record_ranks(self.strategy.describe(parts.model))
+        if parts.stopper is not None:
+            self.summary.record_stop(parts.stopper.record())
         return history
 
     def finish(self, parts: Setup, history: metrics.MetricsLog) -> float | None:

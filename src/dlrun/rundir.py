@@ -347,8 +347,8 @@ def quote(value: str) -> str:
 class Summary:
     """summary.json: the run's outcome, written at every change of status.
 
-    Fields are written in this order, with these keys; ``exit_code``, ``distributed`` and
-    ``tracking_error`` only when set. A summary read back from an older or partial record keeps
+    Fields are written in this order, with these keys; ``exit_code``, ``distributed``,
+    ``stopped_early`` and ``tracking_error`` only when set. A summary read back from an older or partial record keeps
     None for what it lacks.
     """
 
@@ -370,6 +370,8 @@ class Summary:
     overrides: list[str] | None = None
     exit_code: int | None = None
     distributed: dict[str, Any] | None = None
+    # trainer.early_stopping ended the run: {epoch, best_epoch, monitor, best}
+    stopped_early: dict[str, Any] | None = None
     tracking_error: str | None = None  # logger=mlflow's first failure (the run went on)
 
     @classmethod
@@ -396,7 +398,7 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for optional in ("exit_code", "distributed", "tracking_error"):
+        for optional in ("exit_code", "distributed", "stopped_early", "tracking_error"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -429,6 +431,10 @@ class Summary:
     def record_ranks(self, ranks: dict[str, Any] | None) -> None:
         """Data-parallel runs: world size, backend, every rank's weights digest."""
         self.distributed = ranks
+
+    def record_stop(self, stopped: dict[str, Any] | None) -> None:
+        """Early stopping's account: the epoch it stopped at and the best epoch (None: not)."""
+        self.stopped_early = stopped
 
     def fail(self, exc: BaseException) -> None:
         self.status, self.error = "failed", error_line(exc)

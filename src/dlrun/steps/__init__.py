@@ -9,6 +9,11 @@ One module per kind of step:
 - ``mlp_kernel``: a small MLP's whole step in NumPy, on the CPU (``trainer.mlp_kernel``);
 - ``cuda_graph``: the fused step replayed from CUDA graphs (``trainer.cuda_graph``, opt-in).
 
+``trainer.grad_clip`` clips inside each of them (``clip.py``; the step then returns its loss and
+the gradient norm before clipping); ``trainer.accumulate`` > 1 sums a group of batches' gradients
+before one ``optimizer.step()`` (``eager.accumulated``); a per-update schedule (onecycle) steps
+after each update.
+
 ``trainer.compile`` (torch.compile of the loss) and ``trainer.precision=bf16`` (autocast, CUDA
 only) wrap the loss that the eager and fused steps call. The choice and its reason go to the
 run's log in one line (``train step: ...``).
@@ -22,17 +27,18 @@ from typing import TYPE_CHECKING
 import torch
 
 from dlrun.errors import DlrunError
-from dlrun.steps import cuda_graph, eager, fused, mlp_kernel
-from dlrun.steps.batches import Batch, Step, batches
+from dlrun.steps import clip, cuda_graph, eager, fused, mlp_kernel
+from dlrun.steps.batches import Batch, Step, batches, grouped
 from dlrun.steps.threads import cpu_threads
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from dlrun.schedule import Schedule
     from dlrun.schema import TrainerConfig
     from dlrun.tasks.base import Task
 
-__all__ = ["Batch", "Step", "batches", "build", "check", "cpu_threads"]
+__all__ = ["Batch", "Step", "batches", "build", "check", "cpu_threads", "grouped"]
 
 log = logging.getLogger("dlrun")
 
@@ -47,22 +53,49 @@ def check(trainer: TrainerConfig, device: torch.device) -> None:
 
 
 def build(
-    task: Task, model: nn.Module, optimizer: torch.optim.Optimizer | None, trainer: TrainerConfig
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    trainer: TrainerConfig,
+    schedule: Schedule | None = None,
 ) -> Step:
-    """The step for this run: train on one batch, return its loss (detached, on the device)."""
+    """The step for this run: train on one batch (a group of them with trainer.accumulate > 1),
+    return its loss (detached, on the device; with trainer.grad_clip, [loss, gradient norm])."""
+    step = _build(task, model, optimizer, trainer, schedule)
+    return schedule.stepping(step) if schedule is not None else step
+
+
+def _build(
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    trainer: TrainerConfig,
+    schedule: Schedule | None,
+) -> Step:
     if not task.uses_optimizer or optimizer is None:
         _not_graphed(trainer, "this task trains without an optimizer")
         step = eager.no_optimizer(task, model)
         return _chosen("eager", "no optimizer: the task's loss() trains the model", step)
+    clipping = clip.build(trainer.grad_clip)
     if task.hand_gradients:  # loss() fills every .grad itself: no autograd
         if trainer.cuda_graph or trainer.compile:
             log.info("trainer.cuda_graph/compile: this task's gradients are by hand; running eager")
-        step = eager.textbook(optimizer, lambda batch: task.loss(model, batch), backward=False)
+        by_hand = lambda batch: task.loss(model, batch)  # noqa: E731
+        if trainer.accumulate > 1:
+            step = eager.accumulated(optimizer, by_hand, backward=False, clip=clipping)
+            why = _accumulating(trainer, "the task's gradients are by hand")
+            return _chosen("eager", why, step)
+        step = eager.textbook(optimizer, by_hand, backward=False, clip=clipping)
         return _chosen("eager", "the task's gradients are by hand", step)
     loss_fn = _loss(task, model, trainer)
+    if trainer.accumulate > 1:
+        _not_graphed(trainer, f"trainer.accumulate={trainer.accumulate}")
+        step = eager.accumulated(optimizer, loss_fn, clip=clipping)
+        return _chosen("eager", _accumulating(trainer, "autograd"), step)
     if not trainer.fast:
         _not_graphed(trainer, "trainer.fast=false")
-        return _chosen("eager", "trainer.fast=false", eager.textbook(optimizer, loss_fn))
+        step = eager.textbook(optimizer, loss_fn, clip=clipping)
+        return _chosen("eager", "trainer.fast=false", step)
 
     update = fused.direct_update(optimizer)
     kernel = mlp_kernel.build(task, model, optimizer, trainer, update)
@@ -70,15 +103,23 @@ def build(
         _not_graphed(trainer, cuda_graph.why_not(task, optimizer, trainer, True))
         why = "the NumPy MLP kernel; trainer.mlp_kernel=false: autograd"
         return _chosen("mlp_kernel", why, kernel)
-    step = fused.autograd_step(loss_fn, optimizer, update)
+    step = fused.autograd_step(loss_fn, optimizer, update, clipping)
     name = type(optimizer).__name__
     why = f"{name} fused kernel" if update else f"autograd.grad, then {name}.step(): not fused"
     if trainer.cuda_graph:
         reason = cuda_graph.why_not(task, optimizer, trainer, update is not None)
+        if reason is None and schedule is not None:
+            # a captured kernel holds the learning rate it was captured with
+            reason = f"scheduler={schedule.kind} changes the learning rate between steps"
         if reason is None:
             return _chosen("cuda_graph", why, cuda_graph.graphed(model, optimizer, step))
         _not_graphed(trainer, reason)
     return _chosen("fused", why, step)
+
+
+def _accumulating(trainer: TrainerConfig, how: str) -> str:
+    n = trainer.accumulate
+    return f"trainer.accumulate={n}: {how}, gradients of {n} batches summed, then one step()"
 
 
 def _chosen(kind: str, why: str, step: Step) -> Step:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -20,3 +20,16 @@ def batches(data: Batch, order: torch.Tensor | None, size: int, fast: bool) -> I
     else:
         for idx in order.split(size):
             yield tuple(t[idx] for t in data)
+
+
+def grouped(feed: Iterable[Batch], size: int) -> Iterator[tuple[Batch, ...]]:
+    """``trainer.accumulate``: the epoch's batches in groups of ``size``, one update each; the
+    last group of an epoch holds what is left (groups never span two epochs)."""
+    group: list[Batch] = []
+    for batch in feed:
+        group.append(batch)
+        if len(group) == size:
+            yield tuple(group)
+            group = []
+    if group:
+        yield tuple(group)

@@ -18,6 +18,7 @@ import torch
 
 from dlrun import compat
 from dlrun.steps.batches import Batch, Step
+from dlrun.steps.clip import Clip, with_norm
 
 Update = Callable[[list[torch.Tensor], list[torch.Tensor]], None]
 
@@ -130,14 +131,24 @@ def direct_update(optimizer: torch.optim.Optimizer) -> Update | None:
     return None
 
 
-def autograd_step(loss_fn: Step, optimizer: torch.optim.Optimizer, update: Update | None) -> Step:
+def autograd_step(
+    loss_fn: Step,
+    optimizer: torch.optim.Optimizer,
+    update: Update | None,
+    clip: Clip | None = None,
+) -> Step:
     """Gradients by ``torch.autograd.grad``, then ``update`` (None: the optimizer's ``step()``).
-    A parameter the loss does not use gets no gradient and is left alone."""
+    A parameter the loss does not use gets no gradient and is left alone. ``clip``: the
+    gradients are clipped first, and the step returns [loss, gradient norm before clipping]."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def step(batch: Batch) -> torch.Tensor:
         loss = loss_fn(batch)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
+        norm = None
+        if clip is not None:
+            with torch.no_grad():
+                norm = clip([g for g in grads if g is not None])
         if update is None:
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
@@ -147,6 +158,6 @@ def autograd_step(loss_fn: Step, optimizer: torch.optim.Optimizer, update: Updat
             if used:
                 with torch.no_grad():
                     update([p for p, _ in used], [g for _, g in used])
-        return loss.detach()
+        return loss.detach() if norm is None else with_norm(loss, norm)
 
     return step

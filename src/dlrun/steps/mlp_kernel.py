@@ -20,6 +20,7 @@ autograd step. ``tests/test_steps_mlp_kernel.py`` holds the kernel to autograd a
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,7 @@ from torch import nn
 
 from dlrun import compat
 from dlrun.steps.batches import Batch, Step
+from dlrun.steps.clip import EPS
 from dlrun.steps.fused import Update, fused_kind
 
 if TYPE_CHECKING:
@@ -157,6 +159,26 @@ def _indices(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return _cached[key]
 
 
+def clip(
+    grads: list[np.ndarray], scale: float, max_norm: float | None, value: float | None
+) -> float:
+    """``trainer.grad_clip`` on the kernel's gradients (times ``scale``, e.g. SGD's -lr), in
+    NumPy as clip_grad_norm_ / clip_grad_value_ do it in torch: no torch op per step. Returns
+    the total 2-norm before clipping (of the gradients themselves, not times scale)."""
+    size = abs(scale)
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads)) / size
+    if max_norm is not None:
+        coef = min(max_norm / (norm + EPS), 1.0)
+        if coef < 1.0:
+            for g in grads:
+                g *= coef
+    if value is not None:
+        bound = value * size
+        for g in grads:
+            np.clip(g, -bound, bound, out=g)
+    return norm
+
+
 # --------------------------------------------------------------------------- building a step
 
 
@@ -237,21 +259,36 @@ def build(
     sgd = fused_kind(optimizer) is torch.optim.SGD
     arrays = [p.detach().numpy() for p in params]  # the parameters' own memory
     dtype = params[0].dtype
+    np_dtype = arrays[0].dtype
+    # trainer.grad_clip: clipped in NumPy, the norm returned beside the loss
+    clipping, max_norm, value = (
+        trainer.grad_clip.on,
+        trainer.grad_clip.max_norm,
+        trainer.grad_clip.value,
+    )
 
     def step(batch: Batch) -> torch.Tensor:
         x, y = batch
         xs = x.numpy()
         if flatten:
             xs = xs.reshape(len(xs), -1)
+        norm = 0.0
         with np.errstate(all="ignore"):  # a diverging run's NaN is the loop's to report
-            if sgd and group["momentum"] == 0 and group["weight_decay"] == 0:
-                loss, grads = gradients(arrays, acts, criterion, xs, y.numpy(), -group["lr"])
+            lr = group["lr"]  # read at every step: a schedule changes it between steps
+            if sgd and group["momentum"] == 0 and group["weight_decay"] == 0 and lr > 0:
+                loss, grads = gradients(arrays, acts, criterion, xs, y.numpy(), -lr)
+                if clipping:
+                    norm = clip(grads, -lr, max_norm, value)
                 for p, g in zip(arrays, grads, strict=True):
                     p += g  # p - lr * grad
             else:
                 loss, grads = gradients(arrays, acts, criterion, xs, y.numpy())
+                if clipping:
+                    norm = clip(grads, 1.0, max_norm, value)
                 with torch.no_grad():
                     update(params, [torch.from_numpy(g) for g in grads])
+        if clipping:  # from a NumPy pair: cheaper than a torch op on Python numbers
+            return torch.from_numpy(np.array((loss, norm), dtype=np_dtype))
         return torch.scalar_tensor(loss, dtype=dtype)
 
     return step

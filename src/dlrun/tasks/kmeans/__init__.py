@@ -16,6 +16,7 @@ KMEANS_DATA_KINDS = ("uniform", "blobs")
 @dataclass
 class KMeansConfig(ImplTaskConfig):
     name: ClassVar[str] = "kmeans"
+    uses_optimizer: ClassVar[bool] = False  # Lloyd iterations: no learning rate to schedule
     k: int = 3  # clusters
     init: str = "k-means++"  # k-means++ or random: k distinct data points (the tutorial)
     # converged when the summed squared centre shift of an iteration is <= tol * the mean
