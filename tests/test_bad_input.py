@@ -419,6 +419,16 @@ ROWS = [
     pytest.param(
         ["resume=latest"], ["resume=latest", "no run under", "outputs"], id="resume latest, no run"
     ),
+    pytest.param(
+        ["logger=mlflow", "logger.mlflow.tracking_uri=http://127.0.0.1:9"],
+        ["logger.mlflow.tracking_uri=http://127.0.0.1:9 cannot be used", "does not answer"],
+        id="MLflow server that does not answer",
+    ),
+    pytest.param(
+        ["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:///{w}/missing/mlflow.db"],
+        ["mlflow.db cannot be used", "missing is not a directory", "a writable directory"],
+        id="MLflow database in a missing directory",
+    ),
 ]
 
 

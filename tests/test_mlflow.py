@@ -19,9 +19,10 @@ mlflow = pytest.importorskip("mlflow")  # one import for the whole file: it is s
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dlrun import tracking  # noqa: E402
+from dlrun import rerun, tracking  # noqa: E402
 from dlrun.errors import DlrunError  # noqa: E402
 from dlrun.schema import MLflowConfig  # noqa: E402
+from tests.conftest import call_main, run_cli  # noqa: E402
 
 CONFIG = {"task": {"hidden": 25}, "optimizer": {"lr": 0.3}, "trainer": {"batch_size": 64}}
 TAGS = {"task": "sine-bp", "optimizer": "sgd", "device": "cpu", "seed": 0}
@@ -98,7 +99,7 @@ def test_a_run_holds_params_tags_metrics_artifacts_and_status(tmp_path: Path) ->
     for row in rows():
         run.append(row)
     run.finish("completed")
-    assert run.error is None and run.run_id == tracking.stored_run_id(d)
+    assert run.error is None and run.run_id == tracking.run_id(d)
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     got = client.get_run(run.run_id)
@@ -213,11 +214,11 @@ def test_a_sweep_is_a_parent_with_children_from_other_processes(tmp_path: Path) 
     ]
     assert [job.wait(timeout=120) for job in jobs] == [0, 1]
     sweep = tmp_path / "sweep"
-    parent_id = tracking.stored_run_id(sweep, "mlflow-parent.json")
+    parent_id = tracking.parent_run_id(sweep)
     assert tracking.finish_sweep(sweep, 1.5, "loss") == parent_id
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    children = {n: tracking.stored_run_id(sweep / n) for n in ("0", "1")}
+    children = {n: tracking.run_id(sweep / n) for n in ("0", "1")}
     deadline = time.monotonic() + 60  # the dead job's worker ends its run on its own
     while client.get_run(children["1"]).info.status == "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -251,39 +252,127 @@ def _closed_port() -> int:
 )
 def test_an_unusable_store_is_refused_in_one_line(tmp_path: Path, uri: str, says: str) -> None:
     uri = uri.format(port=_closed_port(), root=tmp_path)
-    d = run_dir(tmp_path)
     with pytest.raises(DlrunError) as caught:
-        tracking.MlflowRun(
-            MLflowConfig(enabled=True, tracking_uri=uri), d, CONFIG, TAGS, experiment="x"
-        )
+        tracking.check_store(tracking.tracking_uri(MLflowConfig(enabled=True, tracking_uri=uri)))
     line = str(caught.value)
     assert len(line.splitlines()) == 1 and says in line
     assert line.startswith(f"logger.mlflow.tracking_uri={uri} cannot be used")
-    assert not (d / "mlflow.json").exists()
 
 
-def test_the_command_logs_what_metrics_jsonl_holds(dlrun, tmp_path: Path) -> None:
-    args = (
-        "task=sine-bp",
-        "trainer.log_every=1",
-        "trainer.validate_every=5",
-        "trainer.plots=false",
-    )
+def artifact_json(client: MlflowClient, run_id: str, path: str, into: Path) -> dict:
+    return json.loads(Path(client.download_artifacts(run_id, path, str(into))).read_text())
+
+
+def test_the_command_logs_its_run_resumes_it_and_reruns_it(dlrun, tmp_path: Path, capsys) -> None:
+    """One run through the command: what metrics.jsonl holds, the final summary.json and plots/
+    as artifacts, the real device; a resume stays that run; dlrun-rerun makes a tagged new one."""
+    args = ("task=sine-bp", "trainer.log_every=1", "trainer.validate_every=5")
     r = dlrun(*args, "trainer.epochs=20", "logger=[jsonl,mlflow]")
     assert r.code == 0, r.err
-    run_id = tracking.stored_run_id(r.run_dir)
+    run_id = tracking.run_id(r.run_dir)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the working directory's store
     assert same(stored(client, run_id), history(r.metrics()))
     got = client.get_run(run_id)
     assert got.info.status == "FINISHED" and got.data.params["trainer.epochs"] == "20"
+    assert got.data.params["device"] == "auto"  # the setting, as composed
+    assert got.data.tags["device"] == r.summary()["device"] == "cpu"  # the device it ran on
     assert got.data.tags["task"] == "sine-bp" and got.info.run_name == r.run_dir.name
+    plots = {Path(a.path).name for a in client.list_artifacts(run_id, "plots")}
+    assert plots and plots == {p.name for p in (r.run_dir / "plots").iterdir()}
+    uploaded = artifact_json(client, run_id, "summary.json", tmp_path / "a1")
+    assert uploaded["status"] == "completed" and uploaded["epochs_completed"] == 20
+    assert "tracking_error" not in r.summary()
+    # the end's wait for the store is not in wall_s: summary.json was final before it
+    assert uploaded["wall_s"] == r.summary()["wall_s"]
 
     again = dlrun(f"resume={r.run_dir}", "trainer.epochs=24")  # continues the same MLflow run
     assert again.code == 0, again.err
-    assert tracking.stored_run_id(r.run_dir) == run_id
+    assert tracking.run_id(r.run_dir) == run_id
     assert len(client.search_runs([got.info.experiment_id])) == 1
     assert same(stored(client, run_id), history(r.metrics()))
     assert client.get_run(run_id).data.tags["resumed.trainer.epochs"] == "24"
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+    new = tmp_path / "copy"
+    code, _, err = call_main(rerun.main, capsys, r.run_dir, f"hydra.run.dir={new}")
+    assert code == 0, err
+    copy = client.get_run(tracking.run_id(new))
+    assert copy.info.run_id != run_id and copy.info.status == "FINISHED"
+    assert copy.data.tags["reproduces"] == str(r.run_dir.resolve())
+    assert copy.data.tags["reproduces_run_id"] == run_id
+    assert len(client.search_runs([got.info.experiment_id])) == 2
+
+
+def test_a_diverged_run_ends_failed_after_its_summary(dlrun, tmp_path: Path) -> None:
+    r = dlrun(
+        "task=sine-bp", "optimizer.lr=1000", "trainer.plots=false", "trainer.log_every=1",
+        "logger=mlflow",
+    )  # fmt: skip
+    assert r.code == 3, r.err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    got = client.get_run(tracking.run_id(r.run_dir))
+    assert (got.info.status, got.data.tags["status"]) == ("FAILED", "diverged")
+    assert artifact_json(client, got.info.run_id, "summary.json", tmp_path / "a")["status"] == (
+        "failed"
+    )
+    assert same(stored(client, got.info.run_id), history(r.metrics()))
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_ends_killed(tmp_path: Path) -> None:
+    """A real SIGINT: the run stops at an epoch boundary and its MLflow run ends KILLED."""
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlrun", "task=sine-bp", "trainer.epochs=100000",
+         "trainer.log_every=1", "trainer.plots=false", "logger=mlflow", f"hydra.run.dir={run}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "mlflow.json").is_file():
+        time.sleep(0.2)  # the worker has made the run: the store is in use
+    proc.send_signal(2)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    got = client.get_run(tracking.run_id(run))
+    assert (got.info.status, got.data.tags["status"]) == ("KILLED", "interrupted")
+    assert same(stored(client, got.info.run_id), history(rundir_rows(run)))
+
+
+def rundir_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_is_one_parent_with_its_jobs_and_a_rerun_adds_none(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = (
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "task=sine-bp",
+        "trainer.epochs=30", "trainer.plots=false", "trainer.progress=false", "logger=mlflow",
+        "optimizer.lr=0.05,0.2", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    for _ in range(2):  # the second time every job is skipped: completed earlier
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sine-bp").experiment_id])
+    parent_id = tracking.parent_run_id(sweep)
+    children = {tracking.run_id(sweep / n) for n in ("0", "1")}
+    assert {r.info.run_id for r in runs} == {parent_id, *children}  # nothing duplicated
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    # the sweep's own overrides, as typed (Hydra's settings aside)
+    assert parent.data.params["sweep.overrides"].split() == list(args[3:-1])
+    objectives = [json.loads((sweep / n / "summary.json").read_text()) for n in ("0", "1")]
+    name = objectives[0]["objective_name"]
+    pick = max if objectives[0]["maximize"] else min
+    assert parent.data.metrics[f"best/{name}"] == pick(o["objective"] for o in objectives)
+    for child in children:
+        got = client.get_run(child)
+        assert got.data.tags["mlflow.parentRunId"] == parent_id
+        assert got.info.status == "FINISHED"
 
 
 def test_the_command_refuses_an_unreachable_server_before_training(dlrun) -> None:
@@ -295,7 +384,7 @@ def test_the_command_refuses_an_unreachable_server_before_training(dlrun) -> Non
         "not answer ([Errno 111] Connection refused); expected a running tracking server or a "
         "writable directory (logger.mlflow.tracking_uri=, MLFLOW_TRACKING_URI)"
     ]
-    assert not (r.run_dir / "metrics.jsonl").read_text()  # no epoch trained
+    assert not r.run_dir.exists()  # refused before any work, like any other mistake
 
 
 def test_missing_mlflow_names_the_extra(dlrun, monkeypatch) -> None:
@@ -313,10 +402,11 @@ def test_missing_mlflow_names_the_extra(dlrun, monkeypatch) -> None:
 def test_a_run_over_http_to_a_real_tracking_server(tmp_path: Path) -> None:
     port = _closed_port()
     uri = f"http://127.0.0.1:{port}"
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
-        [
-            str(mlflow_cli),
+        [  # `python -m mlflow`: a venv on the system's site-packages has no mlflow script
+            sys.executable,
+            "-m",
+            "mlflow",
             "server",
             "--host",
             "127.0.0.1",

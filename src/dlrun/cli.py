@@ -80,6 +80,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
         # an unwritable directory or a full disk fails here, not later
         files.probe(run_dir, claim.elsewhere(bool(config.resume) or action == "resume"))
+        if config.logger.mlflow.enabled:  # an unusable store: one line, before any work
+            from dlrun import tracking
+
+            tracking.check_store(tracking.tracking_uri(config.logger.mlflow))
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
         if lock is not None:  # under the lock no live writer owns a temp file here
@@ -188,7 +192,8 @@ def invoke(argv: list[str]) -> list[Path]:
     except KeyboardInterrupt:
         if multirun.current_dir is not None:
             multirun.end_interrupted(multirun.current_dir)
-            multirun.update_manifest(multirun.current_dir)
+            manifest = multirun.update_manifest(multirun.current_dir)
+            multirun.end_tracking(multirun.current_dir, manifest, "interrupted")
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
                 + multirun.continue_command(typed, multirun.current_dir),

@@ -33,11 +33,7 @@ def open_loggers(
         chosen.append(CsvLog(run_dir.metrics_csv, rows))
     if cfg.tensorboard:
         chosen.append(TensorBoardLog(run_dir.tensorboard, resume_epoch))
-    if cfg.mlflow.enabled:  # checks the store here, before training: one line if unusable
-        from dlrun import tracking
-
-        chosen.append(tracking.for_run_dir(cfg.mlflow, run_dir.path, resume_epoch))
-    return chosen
+    return chosen  # logger=mlflow is the run's own (dlrun.tracking): it ends after the run
 
 
 def _cell(value: Any) -> Any:

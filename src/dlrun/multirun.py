@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import re
 import shlex
 import shutil
@@ -24,9 +25,12 @@ from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, Summary, read_json, write_json
 
 MANIFEST = "sweep.json"  # in the sweep directory, beside the job directories
+MLFLOW_PARENT = "mlflow-parent.json"  # logger=mlflow: the sweep's parent run, made by a job
 STOP = ".stop-requested"  # written there by an interrupted sweep's parent (dlrun.interrupt)
 
 current_dir: Path | None = None  # the sweep directory of this process's multirun
+
+log = logging.getLogger("dlrun")
 
 
 # Hydra plugins dlrun's presets use: config name -> (plugin package, dlrun extra)
@@ -82,7 +86,47 @@ class ManifestCallback(Callback):
         update_manifest(current_dir, planned=planned)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        update_manifest(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        end_tracking(sweep_dir, update_manifest(sweep_dir))
+
+
+def sweep_overrides(sweep_dir: Path, params: dict[str, Any]) -> list[str]:
+    """The whole sweep's overrides, as typed (multirun.yaml's), and its sweeper's search space
+    (``hydra.sweeper.params``, e.g. an Optuna preset's), for the sweep's MLflow parent run."""
+    from omegaconf import OmegaConf
+
+    recorded = sweep_dir / "multirun.yaml"  # Hydra's basic sweeper writes it before any job
+    typed = list(OmegaConf.load(recorded).hydra.overrides.task) if recorded.is_file() else []
+    return [*map(str, typed), *(f"{k}={v}" for k, v in params.items())]
+
+
+def end_tracking(sweep_dir: Path, manifest: dict[str, Any], status: str | None = None) -> None:
+    """End the sweep's MLflow parent run (when a job made one) with the best job's objective;
+    FAILED if a job failed. A store failing here is a warning: the sweep's records stand."""
+    if not (sweep_dir / MLFLOW_PARENT).is_file():
+        return
+    scored = []
+    for entry in manifest["jobs"]:
+        summary = RunDir(sweep_dir / entry["dir"]).read_summary()
+        if summary is not None and summary.status == "completed" and summary.objective is not None:
+            scored.append(summary)
+    best = None
+    if scored:
+        pick = max if scored[0].maximize else min
+        best = pick(scored, key=lambda s: s.objective)
+    if status is None:
+        status = "failed" if manifest["counts"].get("failed") else "completed"
+    from dlrun import tracking
+
+    try:
+        tracking.finish_sweep(
+            sweep_dir,
+            best.objective if best else None,
+            best.objective_name if best else None,
+            status,
+        )
+    except Exception as exc:  # the store went away during the sweep
+        log.warning("mlflow: the sweep's parent run was not ended: %s", exc)
 
 
 def planned_jobs(config: DictConfig) -> list[list[str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import time
@@ -25,6 +26,8 @@ from dlrun.rundir import RunDir, Summary, quote
 PROG = "dlrun-rerun"
 ACCELERATOR_RTOL = 1e-4  # relative tolerance on CUDA/MPS (and between different devices)
 ACCELERATOR_ATOL = 1e-7  # for values near zero
+# the source run directory, for the run's tracking (logger=mlflow tags the run it reproduces)
+REPRODUCES_ENV = "DLRUN_REPRODUCES"
 
 
 # train-row columns a later dlrun writes on every run (the learning rate): a source recorded
@@ -125,11 +128,14 @@ def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> i
         )
     from dlrun import cli  # the `dlrun` command itself, run in this process
 
+    os.environ[REPRODUCES_ENV] = str(source.resolve())
     try:
         cli.main(argv)
     except SystemExit as exc:
         if exc.code:
             return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.environ.pop(REPRODUCES_ENV, None)
     if source_rows is None:
         return 0
     return check(source, new, rtol, source_rows)

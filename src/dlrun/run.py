@@ -10,6 +10,7 @@ so a test can build and run one without a Hydra app. The run directory's files a
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shlex
 import shutil
@@ -33,6 +34,7 @@ from dlrun import (
     metrics,
     multirun,
     optim,
+    rerun,
     run_output,
     rundir,
     schedule,
@@ -44,7 +46,7 @@ from dlrun import (
 from dlrun import device as devices
 from dlrun.console import Console
 from dlrun.distributed import Strategy
-from dlrun.errors import ConfigError, DlrunError
+from dlrun.errors import ConfigError, Diverged, DlrunError
 from dlrun.interrupt import StopRequest
 from dlrun.recorder import Recorder
 from dlrun.rundir import RunDir, Summary
@@ -62,6 +64,9 @@ class RunInfo:
     overrides: list[str] = field(default_factory=list)  # as typed (a sweep job's included)
     in_sweep: bool = False  # the sweep, not the run, says how to go on after an interrupt
     record_subdir: str | None = None  # where Hydra wrote this invocation's .hydra record
+    sweep_dir: Path | None = None  # a sweep's job: its MLflow run is the sweep's parent's child
+    sweep_overrides: list[str] = field(default_factory=list)  # the whole sweep's, as typed
+    reproduces: Path | None = None  # dlrun-rerun: the run directory this one runs again
     stop_file: Path | None = None  # a sweep's: its parent asks the job to stop (interrupt.py)
 
 
@@ -71,19 +76,25 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hydra_cfg.sweep.dir) if in_sweep else None
+    reproduces = os.environ.get(rerun.REPRODUCES_ENV)
     # dlrun.log is best effort: on a full disk each line it cannot write would print a traceback
     logging.raiseExceptions = False
     info = RunInfo(
         run_dir=Path(hydra_cfg.runtime.output_dir),
         choices=dict(hydra_cfg.runtime.choices),
         overrides=[str(o) for o in hydra_cfg.overrides.task],
-        in_sweep=hydra_cfg.mode == RunMode.MULTIRUN,
+        in_sweep=in_sweep,
         record_subdir=hydra_cfg.output_subdir,
-        stop_file=(
-            Path(hydra_cfg.sweep.dir) / multirun.STOP
-            if hydra_cfg.mode == RunMode.MULTIRUN
-            else None
+        sweep_dir=sweep_dir,
+        sweep_overrides=(
+            multirun.sweep_overrides(sweep_dir, dict(hydra_cfg.sweeper.get("params") or {}))
+            if sweep_dir is not None
+            else []
         ),
+        reproduces=Path(reproduces) if reproduces else None,
+        stop_file=sweep_dir / multirun.STOP if sweep_dir is not None else None,
     )
     strategy = distributed.strategy()
     try:
@@ -153,6 +164,7 @@ class Run:
         self.console.on_closed = lambda: self.stop.request(signal.SIGPIPE)
         self.resumed: checkpoint.Restored | None = None
         self.recorder: Recorder | None = None
+        self.tracking: Any = None  # logger=mlflow's tracking.MlflowRun, from the loop's start
         # a resume touches the run's records only once its checkpoint has been accepted
         self.recording = not config.resume
 
@@ -192,6 +204,7 @@ class Run:
         except KeyboardInterrupt:
             self.console.stop()
             self._write_summary("interrupted")
+            self._end_tracking("interrupted")
             self.console.print(self._interrupted(), style="yellow")
             raise
         except BaseException as exc:
@@ -205,6 +218,7 @@ class Run:
                     self._write_summary("failed")
             except OSError as write_error:  # e.g. a read-only disk: the error itself matters more
                 log.error("%s not written: %s", rundir.SUMMARY, write_error)
+            self._end_tracking("diverged" if isinstance(exc, Diverged) else "failed")
             if isinstance(exc, DlrunError):
                 log.error("stopped: %s", exc, exc_info=isinstance(exc.__cause__, OSError))
             else:
@@ -296,6 +310,9 @@ class Run:
             history.loggers = loggers.open_loggers(
                 self.config.logger, self.dir, history.rows, resume_epoch
             )
+        if self.config.logger.mlflow.enabled:
+            self.tracking = self._open_tracking(parts, resume_epoch)
+            history.loggers.append(self.tracking)
         self.recorder = Recorder(
             self.dir,
             parts,
@@ -348,8 +365,15 @@ class Run:
         self._write_summary("completed")
         best = (self.recorder.best if self.recorder else None) or {}
         run_output.closing(self.console, parts.task, parts.model, self.summary, best)
-        if self.config.trainer.plots and self.writes:
-            run_output.plots(self.console, parts.task, parts.model, history.rows, self.dir.plots)
+        try:
+            if self.config.trainer.plots and self.writes:
+                run_output.plots(
+                    self.console, parts.task, parts.model, history.rows, self.dir.plots
+                )
+        except BaseException:
+            self._end_tracking("failed")
+            raise
+        self._end_tracking("completed")  # after summary.json and plots/: they are uploaded
         self.console.print(f"run directory: {self.dir.path}")
         return self.summary.objective
 
@@ -365,6 +389,38 @@ class Run:
         wall = round(self._wall_before + time.time() - self.started, 3)
         self.summary.progress(status, self.epoch, wall)
         self.dir.write_summary(self.summary)
+
+    def _open_tracking(self, parts: Setup, resume_epoch: int | None) -> Any:
+        """The run's MLflow run (only the writing rank's logs: the others' do nothing)."""
+        from dlrun import tracking
+
+        tags = {
+            "task": parts.task.name,
+            "optimizer": self.info.choices.get("optimizer"),
+            "device": devices.describe(parts.device),  # the real one, not device=auto
+            "seed": self.config.seed,
+        }
+        return tracking.MlflowRun(
+            self.config.logger.mlflow,
+            self.dir.path,
+            self.plain,
+            tags,
+            experiment=parts.task.name,
+            sweep_dir=self.info.sweep_dir,
+            sweep_overrides=self.info.sweep_overrides,
+            reproduces=self.info.reproduces,
+            resume_epoch=resume_epoch,
+            active=self.writes,
+        )
+
+    def _end_tracking(self, status: str) -> None:
+        """End the MLflow run; its wait is not in wall_s, its failure is noted in summary.json."""
+        if self.tracking is None:
+            return
+        self.tracking.finish(status)
+        if self.tracking.error is not None and self.writes:
+            self.summary.tracking_error = self.tracking.error
+            self.dir.write_summary(self.summary)
 
     def _explain(self, exc: Exception) -> DlrunError | None:
         def last_finite() -> int | None:  # last.pt gets the last finite epoch

@@ -13,6 +13,7 @@ know and keys an older run did not write. The layout::
     plots/, dlrun.log        figures; the log (console lines and tracebacks)
     eval/<time>.json         each dlrun-eval of one of its checkpoints
     profile/                 trainer.profile_steps: the torch.profiler trace (Chrome format)
+    mlflow.json              logger=mlflow: the MLflow run this directory is
 
 A damaged metrics.jsonl has one policy, for every reader: a last line cut short (no newline at
 its end: the row being written when the run stopped, or being written right now) is dropped
@@ -51,6 +52,7 @@ BEST = "best.pt"
 HYDRA = ".hydra"
 OVERRIDES = "overrides.yaml"
 RESUME_PREFIX = "resume-"
+MLFLOW = "mlflow.json"  # logger=mlflow: {"tracking_uri", "run_id"}, so a resume continues it
 LOCK = ".dlrun.lock"  # the writer's lock (dirlock.py): who writes here now
 TEMP = ".*.tmp"  # files.replace()'s temp files: left behind only by a killed writer
 # all that a run refused before it started leaves in its directory
@@ -127,6 +129,10 @@ class RunDir:
     @property
     def evals(self) -> Path:  # dlrun-eval's records
         return self.path / EVAL
+
+    @property
+    def mlflow(self) -> Path:  # logger=mlflow
+        return self.path / MLFLOW
 
     def resume_subdir(self, stamp: str) -> str:
         """Hydra's output_subdir for one resume's record (relative to the run directory)."""
@@ -390,8 +396,9 @@ def quote(value: str) -> str:
 class Summary:
     """summary.json: the run's outcome, written at every change of status.
 
-    Fields are written in this order, with these keys; ``exit_code`` and ``distributed`` only
-    when set. A summary read back from an older or partial record keeps None for what it lacks.
+    Fields are written in this order, with these keys; ``exit_code``, ``distributed``,
+    ``stopped_early`` and ``tracking_error`` only when set. A summary read back from an older or
+    partial record keeps None for what it lacks.
     """
 
     task: str | None = None
@@ -414,6 +421,7 @@ class Summary:
     distributed: dict[str, Any] | None = None
     # trainer.early_stopping ended the run: {epoch, best_epoch, monitor, best}
     stopped_early: dict[str, Any] | None = None
+    tracking_error: str | None = None  # logger=mlflow's first failure (the run went on)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Summary:
@@ -439,7 +447,7 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for optional in ("exit_code", "distributed", "stopped_early"):
+        for optional in ("exit_code", "distributed", "stopped_early", "tracking_error"):
             if data[optional] is None:
                 del data[optional]
         return data

@@ -8,9 +8,13 @@ checked here, before training, so an unusable store stops the run in one line; a
 later is logged in dlrun.log and kept in ``error`` while the run goes on: metrics.jsonl stays the
 record of truth.
 
-The run id is kept in the run directory (mlflow.json), so a resumed run continues its MLflow run;
-a sweep's parent run id is kept in the sweep directory (mlflow-parent.json, created once under a
-file lock), so jobs in other processes (joblib, submitit, Optuna trials) find it.
+The run id is kept in the run directory (rundir.MLFLOW), so a resumed run continues its MLflow
+run; a sweep's parent run id is kept in the sweep directory (multirun.MLFLOW_PARENT, created once
+under a file lock by the first job), so jobs in other processes (joblib, submitit, Optuna trials)
+find it, and the sweep's end (multirun.ManifestCallback) ends it with the best objective.
+
+The run (dlrun.run) opens an :class:`MlflowRun` when the loop starts, feeds it metrics.jsonl's
+rows, and finishes it once summary.json and plots/ are final.
 """
 
 from __future__ import annotations
@@ -26,15 +30,39 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from dlrun import multirun, tracking_worker
 from dlrun.errors import DlrunError
+from dlrun.rundir import RunDir
 from dlrun.schema import MLflowConfig
-from dlrun.tracking_worker import STATUS, finish_sweep, sqlite_path, stored_run_id
+from dlrun.tracking_worker import STATUS, sqlite_path, stored_run_id
 
-__all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "for_run_dir", "stored_run_id"]
+__all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "parent_run_id", "run_id"]
 
 log = logging.getLogger("dlrun")
 
 FINISH_WAIT_S = 120.0  # the most a run's end waits for the store
+
+
+def run_id(run_dir: Path) -> str | None:
+    """The MLflow run a run directory is (None before its first ``logger=mlflow`` run)."""
+    return stored_run_id(RunDir(run_dir).mlflow)
+
+
+def parent_run_id(sweep_dir: Path) -> str | None:
+    """A sweep's parent run (None when no job logged to MLflow)."""
+    return stored_run_id(sweep_dir / multirun.MLFLOW_PARENT)
+
+
+def finish_sweep(
+    sweep_dir: Path, best: float | None, objective_name: str | None, status: str = "completed"
+) -> str | None:
+    """End a sweep's parent run (if it has one): its best objective, FINISHED/FAILED/KILLED.
+
+    It imports mlflow in this process: it runs once, after the sweep's last job."""
+    parent = sweep_dir / multirun.MLFLOW_PARENT
+    if not parent.is_file():
+        return None
+    return tracking_worker.finish_sweep(parent, best, objective_name, status)
 
 
 def tracking_uri(settings: MLflowConfig, cwd: Path | None = None) -> str:
@@ -127,17 +155,18 @@ class MlflowRun:
         self._proc: subprocess.Popen | None = None
         if not active:
             return
-        self.uri = tracking_uri(settings)
-        check_store(self.uri)
+        self.uri = tracking_uri(settings)  # checked by the command before any work (check_store)
         start = {
             "uri": self.uri,
             "run_dir": str(run_dir),
+            "run_file": str(RunDir(run_dir).mlflow),
             "params": flatten(params),
             "tags": {k: str(v) for k, v in tags.items()},
             "experiment": settings.experiment or experiment,
-            "sweep_dir": str(sweep_dir) if sweep_dir else None,
+            "parent_file": str(sweep_dir / multirun.MLFLOW_PARENT) if sweep_dir else None,
             "sweep_overrides": sweep_overrides or [],
             "reproduces": str(reproduces) if reproduces else None,
+            "reproduces_file": str(RunDir(reproduces).mlflow) if reproduces else None,
             "resume_epoch": resume_epoch,
             "log_checkpoints": settings.log_checkpoints,
         }
@@ -221,60 +250,12 @@ class MlflowRun:
         )
 
     def close(self) -> None:
-        """As a metrics logger: end with the state the run is leaving in (an exception or not)."""
-        exc = sys.exc_info()[1]
-        if exc is None:
-            self.finish("completed")
-        else:
-            self.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        """As a metrics logger, when the loop ends: the last epoch's rows go now; the run ends
+        with :meth:`finish`, once the run's own records are final."""
+        if self._proc is not None and self.status is None:
+            self._flush()
 
     def _note(self, what: str) -> None:
         if self.error is None:
             self.error = what
         log.warning("mlflow: %s; the run goes on (metrics.jsonl holds every row)", what)
-
-
-def for_run_dir(
-    settings: MLflowConfig, run_dir: Path, resume_epoch: int | None = None, active: bool = True
-) -> MlflowRun:
-    """The run as Hydra recorded it in ``.hydra/``: params, tags, and its sweep if in one.
-
-    A resume's own config is in the newest ``.hydra/resume-*/`` (the first one stays in .hydra/).
-    """
-    from omegaconf import OmegaConf
-
-    record = run_dir / ".hydra"
-    resumes = sorted(record.glob("resume-*/config.yaml"))
-    if resume_epoch is not None and resumes:
-        record = resumes[-1].parent
-    try:
-        config = OmegaConf.to_container(OmegaConf.load(record / "config.yaml"), resolve=True)
-    except Exception:  # an interpolation that only Hydra's run could resolve: keep it as written
-        config = OmegaConf.to_container(OmegaConf.load(record / "config.yaml"))
-    assert isinstance(config, dict)
-    hydra_yaml = record / "hydra.yaml"
-    choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices if hydra_yaml.is_file() else {}
-    task = choices.get("task") or "dlrun"
-    tags = {
-        "task": task,
-        "optimizer": choices.get("optimizer"),
-        "device": config.get("device"),
-        "seed": config.get("seed"),
-    }
-    sweep_dir = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else None
-    overrides = (
-        [str(o) for o in OmegaConf.load(run_dir.parent / "multirun.yaml").hydra.overrides.task]
-        if sweep_dir is not None
-        else None
-    )
-    return MlflowRun(
-        settings,
-        run_dir,
-        config,
-        tags,
-        experiment=task,
-        sweep_dir=sweep_dir,
-        sweep_overrides=overrides,
-        resume_epoch=resume_epoch,
-        active=active,
-    )

@@ -15,7 +15,9 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -23,8 +25,6 @@ from typing import Any
 
 log = logging.getLogger("dlrun.mlflow")
 
-RUN_FILE = "mlflow.json"  # in a run directory: {"tracking_uri", "run_id"}
-PARENT_FILE = "mlflow-parent.json"  # in a sweep directory: {"tracking_uri", "run_id"}
 # dlrun's end states -> MLflow's run status
 STATUS = {
     "completed": "FINISHED",
@@ -34,20 +34,22 @@ STATUS = {
 }
 KEYS = ("epoch", "split")  # every metrics row's coordinates; the rest are metrics
 CHUNK = 100  # MLflow takes at most 100 params or tags in one log_batch
+METRICS_CHUNK = 1000  # and at most 1000 metrics
 
 
-def stored_run_id(directory: Path, name: str = RUN_FILE) -> str | None:
-    """The MLflow run id kept in a run (or sweep) directory, if any."""
+def stored_run_id(path: Path) -> str | None:
+    """The MLflow run id kept in a run (or sweep) directory's file (``{"tracking_uri",
+    "run_id"}``; its name is rundir's or sweep's, sent by the run's process), if any."""
     try:
-        return json.loads((directory / name).read_text())["run_id"]
+        return json.loads(path.read_text())["run_id"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _keep(directory: Path, name: str, uri: str, run_id: str) -> None:
+def _keep(path: Path, uri: str, run_id: str) -> None:
     from dlrun import files
 
-    with files.replace(directory / name) as f:
+    with files.replace(path) as f:
         json.dump({"tracking_uri": uri, "run_id": run_id}, f)
         f.write("\n")
 
@@ -113,18 +115,19 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def sweep_parent(
-    mlflow: Any, uri: str, sweep_dir: Path, experiment_id: str, overrides: list[str]
+    mlflow: Any, uri: str, parent_file: Path, experiment_id: str, overrides: list[str]
 ) -> str:
     """The sweep's parent run id: made by the first job to ask, found by every other one."""
-    with _locked(sweep_dir / ".mlflow-parent.lock"):
-        found = stored_run_id(sweep_dir, PARENT_FILE)
+    sweep_dir = parent_file.parent
+    with _locked(parent_file.with_name(f".{parent_file.stem}.lock")):
+        found = stored_run_id(parent_file)
         if found is not None:
             return found
         run = mlflow.create_run(
             experiment_id, run_name=sweep_dir.name, tags={"sweep_dir": str(sweep_dir)}
         )
         _log(mlflow, run.info.run_id, {"sweep.overrides": " ".join(overrides)})
-        _keep(sweep_dir, PARENT_FILE, uri, run.info.run_id)
+        _keep(parent_file, uri, run.info.run_id)
         return run.info.run_id
 
 
@@ -141,7 +144,8 @@ def open_run(mlflow: Any, start: dict[str, Any]) -> str:
         "run_dir": str(run_dir),
         "status": "running",
     }
-    run_id = stored_run_id(run_dir)
+    run_file = Path(start["run_file"])
+    run_id = stored_run_id(run_file)
     if run_id is not None:  # a resume, or a sweep's job run again: continue that run
         run = mlflow.get_run(run_id)
         mlflow.update_run(run_id, status="RUNNING")
@@ -155,23 +159,24 @@ def open_run(mlflow: Any, start: dict[str, Any]) -> str:
         _log(mlflow, run_id, {k: v for k, v in params.items() if k not in old}, tags)
         return run_id
     experiment_id = _experiment_id(mlflow, start["experiment"], uri)
-    if start.get("sweep_dir"):
+    if start.get("parent_file"):
         tags["mlflow.parentRunId"] = sweep_parent(
-            mlflow, uri, Path(start["sweep_dir"]), experiment_id, start.get("sweep_overrides", [])
+            mlflow, uri, Path(start["parent_file"]), experiment_id, start["sweep_overrides"]
         )
     if start.get("reproduces"):
         tags["reproduces"] = start["reproduces"]
-        source = stored_run_id(Path(start["reproduces"]))
+        source = stored_run_id(Path(start["reproduces_file"]))
         if source is not None:
             tags["reproduces_run_id"] = source
     run = mlflow.create_run(experiment_id, run_name=run_dir.name, tags=tags)
-    _keep(run_dir, RUN_FILE, uri, run.info.run_id)
+    _keep(run_file, uri, run.info.run_id)
     _log(mlflow, run.info.run_id, params)
     return run.info.run_id
 
 
 def log_rows(mlflow: Any, run_id: str, rows: list[list[Any]]) -> None:
-    """One logged epoch's rows ([row, timestamp in ms] pairs) as one log_batch."""
+    """Logged epochs' rows ([row, timestamp in ms] pairs) in log_batch calls of up to 1000
+    metrics: one per epoch while the store keeps up, fewer, larger ones when epochs wait."""
     from mlflow.entities import Metric
 
     metrics = [
@@ -180,8 +185,8 @@ def log_rows(mlflow: Any, run_id: str, rows: list[list[Any]]) -> None:
         for key, value in row.items()
         if key not in KEYS and not isinstance(value, bool) and isinstance(value, int | float)
     ]
-    if metrics:
-        mlflow.log_batch(run_id, metrics=metrics)
+    for i in range(0, len(metrics), METRICS_CHUNK):
+        mlflow.log_batch(run_id, metrics=metrics[i : i + METRICS_CHUNK])
 
 
 def end_run(mlflow: Any, run_id: str, run_dir: Path, status: str, checkpoints: bool) -> None:
@@ -203,13 +208,13 @@ def end_run(mlflow: Any, run_id: str, run_dir: Path, status: str, checkpoints: b
 
 
 def finish_sweep(
-    sweep_dir: Path, best: float | None, objective_name: str | None, status: str = "completed"
+    parent_file: Path, best: float | None, objective_name: str | None, status: str = "completed"
 ) -> str | None:
-    """End a sweep's parent run with its best objective (the sweep's end calls this once)."""
-    run_id = stored_run_id(sweep_dir, PARENT_FILE)
+    """End a sweep's parent run with its best objective (the sweep's end calls this)."""
+    run_id = stored_run_id(parent_file)
     if run_id is None:
         return None
-    mlflow = client(json.loads((sweep_dir / PARENT_FILE).read_text())["tracking_uri"])
+    mlflow = client(json.loads(parent_file.read_text())["tracking_uri"])
     if best is not None and objective_name:
         mlflow.log_metric(run_id, f"best/{objective_name}", float(best))
     _log(mlflow, run_id, tags={"status": status})
@@ -232,8 +237,20 @@ def main() -> None:
         level=logging.INFO,
         format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
     )
-    lines = iter(sys.stdin.readline, "")
-    start = json.loads(next(lines))["start"]
+    # a reader thread queues the run's messages while the store is slow (its start-up, a busy
+    # database): the epochs that waited then go up together instead of one call each
+    inbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        for line in iter(sys.stdin.readline, ""):
+            inbox.put(line)
+        inbox.put(None)  # stdin closed
+
+    threading.Thread(target=read, daemon=True).start()
+    first = inbox.get()
+    if first is None:
+        return
+    start = json.loads(first)["start"]
     mlflow = run_id = None
     try:
         mlflow = client(start["uri"])
@@ -244,13 +261,23 @@ def main() -> None:
         _say(error=f"could not start the run in {start['uri']}: {type(exc).__name__}: {exc}")
         mlflow = None
     status = "failed"  # stdin closed without an end: the run's process died
-    for line in lines:
-        message = json.loads(line)
-        status = message.get("end", status)
-        if mlflow is None or "end" in message:
+    closed = False
+    while not closed:
+        waiting = [inbox.get()]
+        while not inbox.empty():
+            waiting.append(inbox.get())
+        rows: list[list[Any]] = []
+        for line in waiting:
+            if line is None:
+                closed = True
+                break
+            message = json.loads(line)
+            status = message.get("end", status)
+            rows += message.get("rows", [])
+        if mlflow is None or not rows:
             continue
         try:
-            log_rows(mlflow, run_id, message["rows"])
+            log_rows(mlflow, run_id, rows)
         except Exception as exc:  # one failure stops the logging, not the run
             log.exception("logging metrics failed; the run goes on")
             _say(error=f"logging metrics failed: {type(exc).__name__}: {exc}")
