@@ -371,6 +371,11 @@ ROWS = [
         id="two Hydra modes",
     ),
     pytest.param(
+        ["logger=0"],
+        ["Config group override must be a string or a list"],
+        id="group given a number",
+    ),
+    pytest.param(
         ["+debug=nope"], ["debug/nope", "available: fast, overfit, profile"], id="debug preset"
     ),
     pytest.param(

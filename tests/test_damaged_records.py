@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlrun import checkpoint, cli, report, rerun
+from dlrun import checkpoint, cli, report, rerun, rundir
 from tests.conftest import call_main
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")
@@ -82,11 +82,12 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    """Every file of a run but its log (a refused resume adds one line there)."""
+    """Every file of a run but its log (a refused resume adds one line there) and its lock file
+    (every writer, a refused one too, names itself there while it holds the lock)."""
     return {
         str(p.relative_to(run_dir)): p.read_bytes()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name != "dlrun.log"
+        if p.is_file() and p.name not in ("dlrun.log", rundir.LOCK)
     }
 
 

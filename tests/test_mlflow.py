@@ -218,10 +218,15 @@ def test_a_sweep_is_a_parent_with_children_from_other_processes(tmp_path: Path) 
     assert tracking.finish_sweep(sweep, 1.5, "loss") == parent_id
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    children = {n: tracking.run_id(sweep / n) for n in ("0", "1")}
     deadline = time.monotonic() + 60  # the dead job's worker ends its run on its own
-    while client.get_run(children["1"]).info.status == "RUNNING" and time.monotonic() < deadline:
+
+    def dead_job_status() -> str | None:  # its worker may not have stored the run's id yet
+        run_id = tracking.run_id(sweep / "1")
+        return None if run_id is None else client.get_run(run_id).info.status
+
+    while dead_job_status() in (None, "RUNNING") and time.monotonic() < deadline:
         time.sleep(0.2)
+    children = {n: tracking.run_id(sweep / n) for n in ("0", "1")}
     runs = {
         r.info.run_id: r
         for r in client.search_runs([client.get_experiment_by_name("sine-bp").experiment_id])

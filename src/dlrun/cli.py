@@ -162,18 +162,20 @@ def invoke(argv: list[str]) -> list[Path]:
             raise refused.error from None
         except BrokenPipeError:  # our output's reader went away: not the run directory's fault
             raise
-        except (OSError, ValueError) as exc:
-            # Hydra making the run directory, writing its .hydra/ record or opening dlrun.log
-            # there (logging reports that as a ValueError caused by the OSError)
-            cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
-            if isinstance(exc, HydraException) or not isinstance(cause, OSError):
+        except (TypeError, ValueError) as exc:
+            cause = exc.__cause__ or exc.__context__
+            if not isinstance(cause, OSError) and _composing(exc):
+                # e.g. logger=0 or logger=[0]: not a group's option, found by Hydra's own code
+                raise DlrunError(f"{one_line(exc)}; see dlrun --help") from exc
+            if not isinstance(cause, OSError) or isinstance(exc, TypeError):
+                raise
+            # logging could not open dlrun.log in the run directory (below, as an OSError)
+            raise _unwritable(cause, argv) from exc
+        except OSError as exc:
+            # Hydra making the run directory or writing its .hydra/ record
+            if isinstance(exc, HydraException):
                 raise  # a missing config is an IOError too
-            where = Path(cause.filename).parent if cause.filename else Path.cwd()
-            resuming = any(a.startswith("resume=") for a in argv)
-            raise DlrunError(
-                f"cannot write the run directory: {files.describe(cause)}; "
-                f"{files.remedy(cause, where)}, or {claim.elsewhere(resuming)}"
-            ) from exc
+            raise _unwritable(exc, argv) from exc
         if multirun.current_dir is not None:  # a sweep: jobs may have run in other processes
             print(multirun.finish(multirun.current_dir))  # raises when a recorded job failed
         if _failures:  # e.g. a job refused to overwrite another sweep's job directory
@@ -251,6 +253,25 @@ def logging_restored() -> Iterator[None]:
                 handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def _unwritable(cause: OSError, argv: list[str]) -> DlrunError:
+    where = Path(cause.filename).parent if cause.filename else Path.cwd()
+    resuming = any(a.startswith("resume=") for a in argv)
+    return DlrunError(
+        f"cannot write the run directory: {files.describe(cause)}; "
+        f"{files.remedy(cause, where)}, or {claim.elsewhere(resuming)}"
+    )
+
+
+def _composing(exc: BaseException) -> bool:
+    """Raised by Hydra's or OmegaConf's own code (composing the command line's overrides), not
+    by dlrun's run: a mistake in the command line."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.split(".")[0] in ("hydra", "omegaconf")
 
 
 def check_arguments(argv: list[str]) -> None:
