@@ -11,6 +11,12 @@ class ConfigError(DlrunError):
     """A config value that composes but cannot be used."""
 
 
+def check(ok: bool, key: str, expected: str, value: object) -> None:
+    """Refuse a config value in the words every schema uses (dlrun.schema.check, for tasks)."""
+    if not ok:
+        raise ConfigError(f"{key}={value} is not allowed: expected {expected}")
+
+
 class Diverged(DlrunError):
     """Training diverged (a NaN or infinite loss): exit code 3, not a config mistake."""
 

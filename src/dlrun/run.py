@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shlex
 import shutil
 import signal
@@ -20,39 +19,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from dlrun import (
     checkpoint,
-    compat,
     distributed,
     failures,
     loggers,
     loop,
     metrics,
     multirun,
-    optim,
     rerun,
     run_output,
+    run_setup,
     rundir,
-    schedule,
     schema,
     steps,
-    stopping,
-    tasks,
 )
 from dlrun import device as devices
 from dlrun.console import Console
 from dlrun.distributed import Strategy
-from dlrun.errors import ConfigError, Diverged, DlrunError
+from dlrun.errors import Diverged, DlrunError
 from dlrun.interrupt import StopRequest
 from dlrun.recorder import Recorder
+from dlrun.run_setup import Setup, seed_everything
 from dlrun.rundir import RunDir, Summary
-from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
+
+# Setup and seed_everything live in run_setup.py; their old home still names them
+__all__ = ["Run", "RunInfo", "Setup", "execute", "seed_everything"]
 
 
 @dataclass(frozen=True)
@@ -104,30 +101,6 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
         raise
     strategy.teardown(together=True)
     return objective
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@dataclass
-class Setup:
-    """What one run trains, built once by :meth:`Run.setup` and handed to every later stage."""
-
-    device: torch.device
-    task: Task
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer | None
-    generator: torch.Generator  # the loop's shuffling, checkpointed
-    trainer: schema.TrainerConfig  # as the strategy runs it
-    schedule: schedule.Schedule | None = None  # the scheduler group, checkpointed
-    stopper: stopping.EarlyStopping | None = None  # trainer.early_stopping, checkpointed
-
-    def recipe(self) -> dict[str, Any]:
-        """The training recipe's parts with a state, by their checkpoint key."""
-        return {"scheduler": self.schedule, "early_stopping": self.stopper}
 
 
 class Run:
@@ -227,41 +200,7 @@ class Run:
 
     def setup(self) -> Setup:
         """Device, task, model, optimizer and the loop's generator, seeded; bad sizes refused."""
-        config = self.config
-        trainer = self.strategy.trainer_settings(config.trainer)
-        device = self.strategy.setup(devices.resolve(config.device))
-        steps.check(trainer, device)
-        seed_everything(config.seed)
-        with self.strategy.main_first():  # a data set is fetched once
-            task = tasks.create(config.task, config.data, device)
-        n = len(task.train_data[0]) if task.train_data else 0
-        if task.batched and trainer.batch_size > n > 0:
-            raise ConfigError(
-                f"trainer.batch_size={trainer.batch_size} is larger than the {n} training "
-                f"examples of task {task.name}; expected trainer.batch_size <= {n}"
-            )
-        model = task.build_model().to(device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.strategy.check_task(
-            task.name, task.uses_optimizer and bool(params), task.hand_gradients
-        )
-        if not trainer.compile:
-            compat.skip_compiler_import()
-        optimizer = (
-            optim.build(config.optimizer, params, fused=trainer.fast)
-            if task.uses_optimizer and params
-            else None
-        )
-        generator = torch.Generator(device=device)
-        generator.manual_seed(config.seed)
-        self.summary.describe_task(devices.describe(device), task.objective, task.maximize)
-        per_epoch = -(-self.strategy.shard_size(n) // trainer.batch_size) if task.batched else 1
-        updates = -(-per_epoch // trainer.accumulate)
-        schedule_ = schedule.build(
-            config.scheduler, optimizer, trainer.epochs, updates, task.maximize, task.objective
-        )
-        stopper = stopping.build(trainer.early_stopping, task.objective, task.maximize)
-        return Setup(device, task, model, optimizer, generator, trainer, schedule_, stopper)
+        return run_setup.build(self.config, self.strategy, self.summary)
 
     def resume(self, parts: Setup) -> list[dict[str, Any]]:
         """Load the checkpoint and the metrics rows up to its epoch; only then is the run's record
@@ -311,7 +250,9 @@ class Run:
                 self.config.logger, self.dir, history.rows, resume_epoch
             )
         if self.config.logger.mlflow.enabled:
-            self.tracking = self._open_tracking(parts, resume_epoch)
+            self.tracking = run_setup.open_tracking(
+                self.config, self.info, self.dir.path, self.plain, parts, resume_epoch, self.writes
+            )
             history.loggers.append(self.tracking)
         self.recorder = Recorder(
             self.dir,
@@ -389,29 +330,6 @@ class Run:
         wall = round(self._wall_before + time.time() - self.started, 3)
         self.summary.progress(status, self.epoch, wall)
         self.dir.write_summary(self.summary)
-
-    def _open_tracking(self, parts: Setup, resume_epoch: int | None) -> Any:
-        """The run's MLflow run (only the writing rank's logs: the others' do nothing)."""
-        from dlrun import tracking
-
-        tags = {
-            "task": parts.task.name,
-            "optimizer": self.info.choices.get("optimizer"),
-            "device": devices.describe(parts.device),  # the real one, not device=auto
-            "seed": self.config.seed,
-        }
-        return tracking.MlflowRun(
-            self.config.logger.mlflow,
-            self.dir.path,
-            self.plain,
-            tags,
-            experiment=parts.task.name,
-            sweep_dir=self.info.sweep_dir,
-            sweep_overrides=self.info.sweep_overrides,
-            reproduces=self.info.reproduces,
-            resume_epoch=resume_epoch,
-            active=self.writes,
-        )
 
     def _end_tracking(self, status: str) -> None:
         """End the MLflow run; its wait is not in wall_s, its failure is noted in summary.json."""

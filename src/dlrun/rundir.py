@@ -27,20 +27,54 @@ Torch-free: the CLI, the report and sweeps use it before (or without) importing 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import json
-import math
-import re
 import time
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlrun import files
 from dlrun.errors import DlrunError
+
+# the records' readers and writers and summary.json's Summary, defined beside this module and
+# used (by everyone) through it: dlrun.rundir stays the one name for the run directory
+from dlrun.rundir_records import (
+    REMEDY_SUMMARY,
+    REMEDY_YAML,
+    Damaged,
+    json_text,
+    metrics_line,
+    quote,
+    read_json,
+    read_metrics,
+    read_record,
+    read_yaml,
+    token,
+    unquote,
+    write_json,
+)
+from dlrun.rundir_summary import Summary, error_line
+
+__all__ = [
+    "REMEDY_SUMMARY",
+    "REMEDY_YAML",
+    "Damaged",
+    "RunDir",
+    "RunDirGone",
+    "Summary",
+    "error_line",
+    "json_text",
+    "latest",
+    "metrics_line",
+    "quote",
+    "read_json",
+    "read_metrics",
+    "read_record",
+    "read_yaml",
+    "token",
+    "unquote",
+    "write_json",
+]
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -286,63 +320,6 @@ class RunDir:
         return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
 
 
-class Damaged(DlrunError):
-    """A record file that is not what dlrun wrote: one line naming it and what to do."""
-
-    def __init__(self, path: Path, reason: str, remedy: str) -> None:
-        super().__init__(f"{path}: damaged ({reason}); {remedy}")
-        self.path = path
-
-
-REMEDY_SUMMARY = (
-    "repair it, or delete it: the run's checkpoints and metrics are intact, and the next resume "
-    "writes a new one"
-)
-REMEDY_YAML = "restore it from a copy or repair it by hand (Hydra wrote it as YAML)"
-
-
-def read_record(path: Path, remedy: str) -> dict[str, Any] | None:
-    """A JSON record that is written whole: None when absent, Damaged when not a JSON object."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError:
-        raise Damaged(path, "not text", remedy) from None
-    except OSError as exc:
-        raise DlrunError(f"cannot read {files.describe(exc)}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise Damaged(path, f"not JSON: {str(exc)[:80]}", remedy) from None
-    if not isinstance(data, dict):
-        raise Damaged(path, f"a JSON {type(data).__name__}, not an object", remedy)
-    return data
-
-
-def read_yaml(path: Path) -> Any:
-    """One of Hydra's `.hydra/*.yaml` records as plain data: None when absent, Damaged when it
-    cannot be read as YAML."""
-    import yaml
-
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError:
-        raise Damaged(path, "not text", REMEDY_YAML) from None
-    except OSError as exc:
-        raise DlrunError(f"cannot read {files.describe(exc)}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        reason = " ".join(str(exc).split())[:80]
-        raise Damaged(path, f"not YAML: {reason}", REMEDY_YAML) from None
-    if data is None:  # Hydra writes [] or {} for nothing: an empty file was cut short
-        raise Damaged(path, "empty", REMEDY_YAML)
-    return data
-
-
 def latest(what: str, root: Path = Path(OUTPUTS)) -> RunDir:
     """The newest run directory under ``root`` (``what``: the argument that asked, for the
     error), newest by the run's start time: when Hydra wrote its .hydra/config.yaml, once, as the
@@ -363,224 +340,3 @@ def _key(override: str) -> str:
 
 class RunDirGone(DlrunError):
     """The run directory disappeared under a running run."""
-
-
-def unquote(value: str) -> str:
-    """A value as typed for Hydra (``'my run'`` or ``my run``) -> the plain value (the inverse
-    of :func:`quote`, Hydra's rules: a backslash escapes only a quote or the string's end)."""
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        q, inner = value[0], value[1:-1]
-        inner = re.sub(r"(\\*)\\" + q, lambda m: m.group(1)[: len(m.group(1)) // 2] + q, inner)
-        return re.sub(r"(\\+)$", lambda m: m.group(1)[: len(m.group(1)) // 2], inner)
-    return value
-
-
-def token(value: str) -> str:
-    """A value as one Hydra override token, quoted only when it must be (a recorded override
-    then reads as the user would have typed it)."""
-    return value if re.fullmatch(r"[\w./:@+-]+", value) else quote(value)
-
-
-def quote(value: str) -> str:
-    """A value as one Hydra override token (a path with spaces, quotes or non-ASCII letters
-    stays one value): single quotes; backslashes doubled only before a quote or at the end."""
-    inner = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-    inner = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, inner)
-    return f"'{inner}'"
-
-
-# --------------------------------------------------------------------------- summary.json
-
-
-@dataclass
-class Summary:
-    """summary.json: the run's outcome, written at every change of status.
-
-    Fields are written in this order, with these keys; ``exit_code``, ``distributed``,
-    ``stopped_early`` and ``tracking_error`` only when set. A summary read back from an older or
-    partial record keeps None for what it lacks.
-    """
-
-    task: str | None = None
-    status: str | None = None
-    epochs_completed: int | None = None
-    epochs: int | None = None
-    final: dict[str, Any] = field(default_factory=dict)
-    best: dict[str, Any] = field(default_factory=dict)
-    objective: float | None = None
-    objective_name: str | None = None
-    maximize: bool | None = None
-    seed: int | None = None
-    device: str | None = None
-    optimizer: str | None = None
-    wall_s: float | None = None
-    error: str | None = None
-    resumes: list[dict[str, Any]] = field(default_factory=list)
-    overrides: list[str] | None = None
-    exit_code: int | None = None
-    distributed: dict[str, Any] | None = None
-    # trainer.early_stopping ended the run: {epoch, best_epoch, monitor, best}
-    stopped_early: dict[str, Any] | None = None
-    tracking_error: str | None = None  # logger=mlflow's first failure (the run went on)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Summary:
-        """Known keys only (an older or newer dlrun's extra keys are kept out); a value of the
-        wrong type is a ValueError naming the key."""
-        values = {k: v for k, v in data.items() if k in _SUMMARY_TYPES}
-        for name in ("final", "best", "resumes"):  # an older record's null: none recorded
-            if values.get(name, 0) is None:
-                del values[name]
-        for key, value in values.items():
-            kinds = _SUMMARY_TYPES[key]
-            wrong = isinstance(value, bool) and bool not in kinds
-            if wrong or not isinstance(value, kinds):
-                raise ValueError(f'"{key}" is {json.dumps(value)[:40]}')
-        if not all(isinstance(o, str) for o in values.get("overrides") or []):
-            raise ValueError('"overrides" is not a list of strings')
-        if not all(isinstance(r, dict) for r in values.get("resumes", [])):
-            raise ValueError('"resumes" is not a list of objects')
-        for name in ("final", "best"):
-            if not all(_is_number(v) for v in values.get(name, {}).values()):
-                raise ValueError(f'"{name}" holds a value that is not a number')
-        return cls(**values)
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for optional in ("exit_code", "distributed", "stopped_early", "tracking_error"):
-            if data[optional] is None:
-                del data[optional]
-        return data
-
-    @classmethod
-    def refused(cls, overrides: list[str], exc: BaseException) -> dict[str, Any]:
-        """The record of a sweep job refused before its run started (only these keys)."""
-        return {
-            "status": "failed",
-            "error": error_line(exc),
-            "exit_code": getattr(exc, "exit_code", 1),
-            "overrides": overrides,
-            "epochs_completed": 0,
-        }
-
-    def add_resume(self, source: Path, epoch: int, at: str) -> None:
-        self.resumes.append({"from": str(source), "epoch": epoch, "at": at})
-
-    def describe_task(self, device: str, objective_name: str, maximize: bool) -> None:
-        self.device, self.objective_name, self.maximize = device, objective_name, maximize
-
-    def record_metrics(self, final: dict[str, Any], best: dict[str, Any]) -> None:
-        """The last validation row's metrics and the best epoch's; the objective follows."""
-        self.final, self.best = final, best
-        self.objective = final.get(self.objective_name) if self.objective_name else None
-
-    def progress(self, status: str, epochs_completed: int, wall_s: float) -> None:
-        self.status, self.epochs_completed, self.wall_s = status, epochs_completed, wall_s
-
-    def record_ranks(self, ranks: dict[str, Any] | None) -> None:
-        """Data-parallel runs: world size, backend, every rank's weights digest."""
-        self.distributed = ranks
-
-    def record_stop(self, stopped: dict[str, Any] | None) -> None:
-        """Early stopping's account: the epoch it stopped at and the best epoch (None: not)."""
-        self.stopped_early = stopped
-
-    def fail(self, exc: BaseException) -> None:
-        self.status, self.error = "failed", error_line(exc)
-        self.exit_code = getattr(exc, "exit_code", 1)
-
-
-def _json_types(hint: Any) -> tuple[type, ...]:
-    """``str | None`` -> (str, NoneType); ``dict[str, Any]`` -> (dict,); a float may be an int."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    kinds = tuple(typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,)))
-    return (*kinds, int) if float in kinds else kinds
-
-
-# the JSON types each summary.json key may hold, from Summary's own annotations
-_SUMMARY_TYPES = {k: _json_types(h) for k, h in typing.get_type_hints(Summary).items()}
-
-
-def error_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
-# --------------------------------------------------------------------------- files
-
-
-def read_metrics(path: Path, required: bool = False) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl (see the module docstring for a damaged line)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        if required:
-            raise DlrunError(f"cannot read {path}: no such file") from None
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise DlrunError(f"cannot read {path}: {reason}") from None
-    lines = text.splitlines()
-    cut_short = bool(lines) and not text.endswith("\n")
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if _is_row(row):
-            rows.append(row)
-        elif not (cut_short and number == len(lines)):
-            raise DlrunError(
-                f"{path}: line {number} is not a metrics row (damaged); repair or delete that "
-                "line, or remove the file"
-            )
-    return rows
-
-
-def _is_row(row: Any) -> bool:
-    """What dlrun writes: an int epoch, a split name, numbers (null for NaN/inf)."""
-    if not isinstance(row, dict) or not isinstance(row.get("split"), str):
-        return False
-    epoch = row.get("epoch")
-    values = [v for k, v in row.items() if k != "split"]
-    return isinstance(epoch, int) and not isinstance(epoch, bool) and all(map(_is_number, values))
-
-
-def _is_number(value: Any) -> bool:
-    """A metric's value as JSON holds it: a number, or null for NaN/inf."""
-    return isinstance(value, int | float | None) and not isinstance(value, bool)
-
-
-def metrics_line(row: dict[str, Any]) -> str:
-    """One metrics.jsonl line (NaN/inf as null: JSON has neither)."""
-    return json.dumps(_clean(row)) + "\n"
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null rather than produce invalid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def json_text(obj: Any) -> str:
-    return json.dumps(_clean(obj), indent=2) + "\n"
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically (a reader never sees half a file)."""
-    with files.replace(path) as f:
-        f.write(json_text(obj))
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON record, or None when absent or damaged (the records that are rewritten whole)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

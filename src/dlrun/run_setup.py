@@ -1,0 +1,118 @@
+"""What a run builds before its loop (:meth:`dlrun.run.Run.setup`): the device, task, model,
+optimizer and recipe, seeded (:class:`Setup`), and its MLflow run. Kept beside run.py so that
+the stages read in one sitting; ``from dlrun.run import Setup, seed_everything`` still works.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from dlrun import compat, optim, schedule, schema, steps, stopping, tasks
+from dlrun import device as devices
+from dlrun.distributed import Strategy
+from dlrun.errors import ConfigError
+from dlrun.rundir import Summary
+from dlrun.tasks.base import Task
+
+if TYPE_CHECKING:
+    from dlrun.run import RunInfo
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Setup:
+    """What one run trains, built once by :meth:`dlrun.run.Run.setup` and handed to every later
+    stage."""
+
+    device: torch.device
+    task: Task
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None
+    generator: torch.Generator  # the loop's shuffling, checkpointed
+    trainer: schema.TrainerConfig  # as the strategy runs it
+    schedule: schedule.Schedule | None = None  # the scheduler group, checkpointed
+    stopper: stopping.EarlyStopping | None = None  # trainer.early_stopping, checkpointed
+
+    def recipe(self) -> dict[str, Any]:
+        """The training recipe's parts with a state, by their checkpoint key."""
+        return {"scheduler": self.schedule, "early_stopping": self.stopper}
+
+
+def build(config: schema.Config, strategy: Strategy, summary: Summary) -> Setup:
+    """The parts one run trains (:meth:`dlrun.run.Run.setup`); its device and objective go into
+    ``summary``."""
+    trainer = strategy.trainer_settings(config.trainer)
+    device = strategy.setup(devices.resolve(config.device))
+    steps.check(trainer, device)
+    seed_everything(config.seed)
+    with strategy.main_first():  # a data set is fetched once
+        task = tasks.create(config.task, config.data, device)
+    n = len(task.train_data[0]) if task.train_data else 0
+    if task.batched and trainer.batch_size > n > 0:
+        raise ConfigError(
+            f"trainer.batch_size={trainer.batch_size} is larger than the {n} training "
+            f"examples of task {task.name}; expected trainer.batch_size <= {n}"
+        )
+    model = task.build_model().to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    strategy.check_task(task.name, task.uses_optimizer and bool(params), task.hand_gradients)
+    if not trainer.compile:
+        compat.skip_compiler_import()
+    optimizer = (
+        optim.build(config.optimizer, params, fused=trainer.fast)
+        if task.uses_optimizer and params
+        else None
+    )
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)
+    summary.describe_task(devices.describe(device), task.objective, task.maximize)
+    per_epoch = -(-strategy.shard_size(n) // trainer.batch_size) if task.batched else 1
+    updates = -(-per_epoch // trainer.accumulate)
+    schedule_ = schedule.build(
+        config.scheduler, optimizer, trainer.epochs, updates, task.maximize, task.objective
+    )
+    stopper = stopping.build(trainer.early_stopping, task.objective, task.maximize)
+    return Setup(device, task, model, optimizer, generator, trainer, schedule_, stopper)
+
+
+def open_tracking(
+    config: schema.Config,
+    info: RunInfo,
+    run_dir: Path,
+    plain: dict[str, Any],
+    parts: Setup,
+    resume_epoch: int | None,
+    active: bool,
+) -> Any:
+    """The run's MLflow run (only the writing rank's logs: the others' do nothing)."""
+    from dlrun import tracking
+
+    tags = {
+        "task": parts.task.name,
+        "optimizer": info.choices.get("optimizer"),
+        "device": devices.describe(parts.device),  # the real one, not device=auto
+        "seed": config.seed,
+    }
+    return tracking.MlflowRun(
+        config.logger.mlflow,
+        run_dir,
+        plain,
+        tags,
+        experiment=parts.task.name,
+        sweep_dir=info.sweep_dir,
+        sweep_overrides=info.sweep_overrides,
+        reproduces=info.reproduces,
+        resume_epoch=resume_epoch,
+        active=active,
+    )

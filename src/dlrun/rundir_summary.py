@@ -1,0 +1,130 @@
+"""summary.json's :class:`Summary`: the run's outcome, and the JSON types each key may hold
+(read back strictly, written in a fixed order). Used through dlrun.rundir.
+
+Torch-free: the CLI, the report and sweeps use it before (or without) importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlrun.rundir_records import _is_number
+
+
+@dataclass
+class Summary:
+    """summary.json: the run's outcome, written at every change of status.
+
+    Fields are written in this order, with these keys; ``exit_code``, ``distributed``,
+    ``stopped_early`` and ``tracking_error`` only when set. A summary read back from an older or
+    partial record keeps None for what it lacks.
+    """
+
+    task: str | None = None
+    status: str | None = None
+    epochs_completed: int | None = None
+    epochs: int | None = None
+    final: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    objective: float | None = None
+    objective_name: str | None = None
+    maximize: bool | None = None
+    seed: int | None = None
+    device: str | None = None
+    optimizer: str | None = None
+    wall_s: float | None = None
+    error: str | None = None
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    overrides: list[str] | None = None
+    exit_code: int | None = None
+    distributed: dict[str, Any] | None = None
+    # trainer.early_stopping ended the run: {epoch, best_epoch, monitor, best}
+    stopped_early: dict[str, Any] | None = None
+    tracking_error: str | None = None  # logger=mlflow's first failure (the run went on)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Summary:
+        """Known keys only (an older or newer dlrun's extra keys are kept out); a value of the
+        wrong type is a ValueError naming the key."""
+        values = {k: v for k, v in data.items() if k in _SUMMARY_TYPES}
+        for name in ("final", "best", "resumes"):  # an older record's null: none recorded
+            if values.get(name, 0) is None:
+                del values[name]
+        for key, value in values.items():
+            kinds = _SUMMARY_TYPES[key]
+            wrong = isinstance(value, bool) and bool not in kinds
+            if wrong or not isinstance(value, kinds):
+                raise ValueError(f'"{key}" is {json.dumps(value)[:40]}')
+        if not all(isinstance(o, str) for o in values.get("overrides") or []):
+            raise ValueError('"overrides" is not a list of strings')
+        if not all(isinstance(r, dict) for r in values.get("resumes", [])):
+            raise ValueError('"resumes" is not a list of objects')
+        for name in ("final", "best"):
+            if not all(_is_number(v) for v in values.get(name, {}).values()):
+                raise ValueError(f'"{name}" holds a value that is not a number')
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for optional in ("exit_code", "distributed", "stopped_early", "tracking_error"):
+            if data[optional] is None:
+                del data[optional]
+        return data
+
+    @classmethod
+    def refused(cls, overrides: list[str], exc: BaseException) -> dict[str, Any]:
+        """The record of a sweep job refused before its run started (only these keys)."""
+        return {
+            "status": "failed",
+            "error": error_line(exc),
+            "exit_code": getattr(exc, "exit_code", 1),
+            "overrides": overrides,
+            "epochs_completed": 0,
+        }
+
+    def add_resume(self, source: Path, epoch: int, at: str) -> None:
+        self.resumes.append({"from": str(source), "epoch": epoch, "at": at})
+
+    def describe_task(self, device: str, objective_name: str, maximize: bool) -> None:
+        self.device, self.objective_name, self.maximize = device, objective_name, maximize
+
+    def record_metrics(self, final: dict[str, Any], best: dict[str, Any]) -> None:
+        """The last validation row's metrics and the best epoch's; the objective follows."""
+        self.final, self.best = final, best
+        self.objective = final.get(self.objective_name) if self.objective_name else None
+
+    def progress(self, status: str, epochs_completed: int, wall_s: float) -> None:
+        self.status, self.epochs_completed, self.wall_s = status, epochs_completed, wall_s
+
+    def record_ranks(self, ranks: dict[str, Any] | None) -> None:
+        """Data-parallel runs: world size, backend, every rank's weights digest."""
+        self.distributed = ranks
+
+    def record_stop(self, stopped: dict[str, Any] | None) -> None:
+        """Early stopping's account: the epoch it stopped at and the best epoch (None: not)."""
+        self.stopped_early = stopped
+
+    def fail(self, exc: BaseException) -> None:
+        self.status, self.error = "failed", error_line(exc)
+        self.exit_code = getattr(exc, "exit_code", 1)
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """``str | None`` -> (str, NoneType); ``dict[str, Any]`` -> (dict,); a float may be an int."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = tuple(typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,)))
+    return (*kinds, int) if float in kinds else kinds
+
+
+# the JSON types each summary.json key may hold, from Summary's own annotations
+_SUMMARY_TYPES = {k: _json_types(h) for k, h in typing.get_type_hints(Summary).items()}
+
+
+def error_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
