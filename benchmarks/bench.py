@@ -419,8 +419,8 @@ def _fizzbuzz_baselines(x, y, px, py, epochs, device):
 def case_kmeans(args, device: torch.device, work: Path) -> None:
     from sklearn.cluster import KMeans as SKKMeans
 
-    from dlrun import schema
     from dlrun.run import seed_everything
+    from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
     from dlrun.tasks.kmeans import task as kmeans
 
     n, d, k = (100_000, 16, 20) if args.quick else (args.kmeans_n, args.kmeans_d, args.kmeans_k)
@@ -445,8 +445,8 @@ def case_kmeans(args, device: torch.device, work: Path) -> None:
 
     # the centres that run started from: the same seed, the same task construction
     seed_everything(0)
-    cfg = schema.KMeansConfig(k=k, init="random", tol=0.0, max_iter=iters)
-    task = kmeans.KMeans(cfg, schema.KMeansDataConfig(path=str(path)), torch.device("cpu"))
+    cfg = KMeansConfig(k=k, init="random", tol=0.0, max_iter=iters)
+    task = kmeans.KMeans(cfg, KMeansDataConfig(path=str(path)), torch.device("cpu"))
     start = task.build_model().centers.numpy().astype(np.float64)
     sk = math.inf  # this machine's noise: scikit-learn's best of 3 fits (dlrun: the median)
     for _ in range(3):

@@ -15,15 +15,9 @@ from dlrun.errors import DlrunError, NonFiniteLoss
 from dlrun.snapshot import LastGood
 from dlrun.steps import fused, mlp_kernel
 from dlrun.tasks.base import classification_loss
+from tests.test_steps import QUICK
 
 FUSED = ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")
-QUICK = (
-    "trainer.epochs=12",
-    "trainer.log_every=1",
-    "trainer.validate_every=4",
-    "trainer.checkpoint_every=0",
-    "trainer.plots=false",
-)
 
 
 def _without_fused_kernels(monkeypatch: pytest.MonkeyPatch) -> None:

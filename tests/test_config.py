@@ -11,6 +11,8 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from dlrun import schema, tasks
 from dlrun.errors import ConfigError
+from dlrun.tasks.fizzbuzz import FizzBuzzConfig
+from dlrun.tasks.sine_bp import SineBPConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -23,7 +25,7 @@ def objects(*overrides: str) -> schema.Config:
 
 def test_default_task_is_fizzbuzz_with_the_seed_settings() -> None:
     cfg = objects()
-    assert isinstance(cfg.task, schema.FizzBuzzConfig)
+    assert isinstance(cfg.task, FizzBuzzConfig)
     assert (cfg.task.num_digits, cfg.task.hidden, cfg.task.train_from) == (10, 100, 101)
     assert type(cfg.optimizer) is schema.SGDConfig and cfg.optimizer.lr == 0.05
     assert cfg.optimizer.momentum == 0
@@ -33,7 +35,7 @@ def test_default_task_is_fizzbuzz_with_the_seed_settings() -> None:
 
 def test_sine_bp_has_the_seed_settings() -> None:
     cfg = objects("task=sine-bp")
-    assert isinstance(cfg.task, schema.SineBPConfig)
+    assert isinstance(cfg.task, SineBPConfig)
     assert (cfg.task.hidden, cfg.task.points, cfg.task.amplitude) == (25, 100, 20.0)
     assert cfg.task.init == "uniform"
     assert type(cfg.optimizer) is schema.SGDConfig and cfg.optimizer.lr == 0.3

@@ -12,6 +12,7 @@ import torch
 from dlrun import loop, schema, tasks
 from dlrun.run import seed_everything
 from dlrun.rundir import RunDir
+from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 from tests.test_scratch_tasks import Collect
 
 CPU = torch.device("cpu")
@@ -20,7 +21,7 @@ QUIET = ("trainer.progress=false", "device=cpu")
 
 def fizzbuzz(**trainer: object) -> tuple:
     seed_everything(0)
-    task = tasks.create(schema.FizzBuzzConfig(hidden=16), schema.DataConfig(), CPU)
+    task = tasks.create(FizzBuzzConfig(hidden=16), schema.DataConfig(), CPU)
     config = schema.TrainerConfig(**{"checkpoint_every": 0, "fast": False, **trainer})
     return task, task.build_model(), config
 

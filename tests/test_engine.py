@@ -15,6 +15,7 @@ from dlrun import distributed, rundir, schema
 from dlrun.errors import DlrunError
 from dlrun.run import Run, RunInfo
 from dlrun.rundir import Damaged, RunDir, Summary
+from dlrun.tasks.sine_bp import SineBPConfig
 
 
 def sine_config(epochs: int, resume: str | None = None) -> schema.Config:
@@ -29,7 +30,7 @@ def sine_config(epochs: int, resume: str | None = None) -> schema.Config:
         plots=False,
     )
     return schema.Config(
-        task=schema.SineBPConfig(),
+        task=SineBPConfig(),
         optimizer=schema.SGDConfig(lr=0.3),
         trainer=trainer,
         device="cpu",

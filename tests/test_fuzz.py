@@ -8,8 +8,7 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlrun import schema
-from dlrun.tasks import REGISTRY
+from dlrun import schema, tasks
 
 
 def fields(kind: type) -> list[str]:
@@ -21,14 +20,14 @@ KEYS = sorted(
     {
         *(f"trainer.{k}" for k in fields(schema.TrainerConfig)),
         *(f"optimizer.{k}" for s in schema.OPTIMIZER_SCHEMAS.values() for k in fields(s)),
-        *(f"task.{k}" for s in schema.TASK_SCHEMAS for k in fields(s)),
-        *(f"data.{k}" for s in schema.DATA_SCHEMAS.values() for k in fields(s)),
+        *(f"task.{k}" for t in tasks.found().values() for k in fields(t.config)),
+        *(f"data.{k}" for t in tasks.found().values() if t.data for k in fields(t.data)),
         *(k for k in fields(schema.Config) if k not in ("task", "optimizer", "trainer", "data")),
     }
     - NOT_FUZZED
 )
 GROUPS = {
-    "task": [*REGISTRY, "mnist", "nope", ""],
+    "task": [*tasks.found(), "mnist", "nope", ""],
     "optimizer": ["sgd", "momentum", "adam", "adamw", "rmsprop", "nope"],
 }
 VALUES = st.one_of(

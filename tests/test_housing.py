@@ -17,6 +17,7 @@ import torch
 from dlrun import schema
 from dlrun.errors import ConfigError, DlrunError
 from dlrun.run import seed_everything
+from dlrun.tasks.housing import HousingDataConfig, HousingRegressionConfig
 from dlrun.tasks.housing.task import FEATURES, TARGET, HousingRegression
 from tests.test_config import objects
 
@@ -43,9 +44,7 @@ def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
 def task_for(seed: int, **data: object) -> HousingRegression:
     """The task exactly as a run with this seed builds it (same split, same scaling)."""
     seed_everything(seed)
-    return HousingRegression(
-        schema.HousingRegressionConfig(), schema.HousingDataConfig(**data), CPU
-    )
+    return HousingRegression(HousingRegressionConfig(), HousingDataConfig(**data), CPU)
 
 
 def test_sgd_reaches_the_least_squares_optimum(dlrun, tmp_path: Path) -> None:
@@ -92,8 +91,8 @@ def test_the_split_is_seeded_and_scaled_with_training_statistics(tmp_path: Path)
     # standardize=false: the raw features
     seed_everything(5)
     raw = HousingRegression(
-        schema.HousingRegressionConfig(standardize=False),
-        schema.HousingDataConfig(path=str(csv)),
+        HousingRegressionConfig(standardize=False),
+        HousingDataConfig(path=str(csv)),
         CPU,
     )
     assert raw.x_train[:, 4].mean() > 1000  # Population, as in the file
@@ -196,8 +195,8 @@ def test_a_missing_csv_is_named(tmp_path: Path) -> None:
 
 def test_config_has_the_tutorials_settings() -> None:
     cfg = objects("task=housing-regression")
-    assert isinstance(cfg.task, schema.HousingRegressionConfig) and cfg.task.standardize
-    assert isinstance(cfg.data, schema.HousingDataConfig)
+    assert isinstance(cfg.task, HousingRegressionConfig) and cfg.task.standardize
+    assert isinstance(cfg.data, HousingDataConfig)
     assert (cfg.data.test_fraction, cfg.data.download, cfg.data.path) == (0.2, True, None)
     assert type(cfg.optimizer) is schema.SGDConfig and cfg.optimizer.lr == 0.001
     assert cfg.optimizer.momentum == 0

@@ -10,9 +10,9 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from dlrun import schema
 from dlrun.errors import ConfigError
 from dlrun.run import seed_everything
+from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
 from dlrun.tasks.kmeans import task as kmeans
 from tests.test_config import objects
 
@@ -31,8 +31,8 @@ def blobs(path: Path, n: int = 1500, d: int = 3, centers: int = 5) -> np.ndarray
 def initial_centers(seed: int, **task: object) -> torch.Tensor:
     """The centres a run with this seed starts from (the run seeds, then builds the task)."""
     data_keys = {"path", "kind", "n", "d"}
-    cfg = schema.KMeansConfig(**{k: v for k, v in task.items() if k not in data_keys})
-    data = schema.KMeansDataConfig(**{k: v for k, v in task.items() if k in data_keys})
+    cfg = KMeansConfig(**{k: v for k, v in task.items() if k not in data_keys})
+    data = KMeansDataConfig(**{k: v for k, v in task.items() if k in data_keys})
     seed_everything(seed)
     return kmeans.KMeans(cfg, data, CPU).build_model().centers.clone()
 
@@ -102,8 +102,8 @@ def test_an_empty_cluster_is_reseeded_from_the_farthest_point(tmp_path: Path) ->
     x = torch.cat([torch.randn(30, 2) * 0.1, torch.randn(30, 2) * 0.1 + 5])
     x[7] = torch.tensor([0.0, 2.0])  # the point farthest from its centre below
     np.save(tmp_path / "x.npy", x.numpy())
-    data = schema.KMeansDataConfig(path=str(tmp_path / "x.npy"))
-    task = kmeans.KMeans(schema.KMeansConfig(k=3, tol=0.0), data, CPU)
+    data = KMeansDataConfig(path=str(tmp_path / "x.npy"))
+    task = kmeans.KMeans(KMeansConfig(k=3, tol=0.0), data, CPU)
     start = torch.tensor([[0.0, 0.0], [5.0, 5.0], [100.0, -100.0]])  # the last one gets no point
     model = kmeans.KMeansModel(start, len(x))
     with torch.no_grad():
@@ -227,9 +227,7 @@ def test_bad_data_files_are_named(dlrun, tmp_path: Path, name: str, content, exp
 
 def test_config_defaults_and_schema() -> None:
     cfg = objects("task=kmeans")
-    assert isinstance(cfg.task, schema.KMeansConfig) and isinstance(
-        cfg.data, schema.KMeansDataConfig
-    )
+    assert isinstance(cfg.task, KMeansConfig) and isinstance(cfg.data, KMeansDataConfig)
     assert (cfg.task.k, cfg.task.init, cfg.task.max_iter) == (3, "k-means++", 100)
     assert (cfg.data.kind, cfg.data.n, cfg.data.d, cfg.data.path) == ("uniform", 100, 2, None)
     assert cfg.trainer.epochs == 100

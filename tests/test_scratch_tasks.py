@@ -13,6 +13,9 @@ import torch
 from dlrun import loop, schema, tasks
 from dlrun.run import seed_everything
 from dlrun.scratch import layers
+from dlrun.tasks.housing import HousingDataConfig
+from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
+from dlrun.tasks.mnist import MNISTDataConfig
 from tests.test_housing import linear_data, write_csv
 from tests.test_mnist import write_data_set
 
@@ -55,14 +58,14 @@ def make(name: str, impl: str, tmp_path: Path, seed: int = 0, **task_cfg: object
         path = tmp_path / "housing.csv"
         if not path.exists():
             write_csv(path, x, y)
-        data = schema.HousingDataConfig(path=str(path))
+        data = HousingDataConfig(path=str(path))
     elif name == "mnist-mlp":
         if not (tmp_path / "MNIST").exists():
             write_data_set(tmp_path, n_train=120, n_test=30)
-        data = schema.MNISTDataConfig(root=str(tmp_path), download=False)
+        data = MNISTDataConfig(root=str(tmp_path), download=False)
     elif name == "kmeans":
-        data = schema.KMeansDataConfig(kind="blobs", n=200, centers=4, cluster_std=1.5)
-    config_class = next(c for c in schema.TASK_SCHEMAS if c.name == name)
+        data = KMeansDataConfig(kind="blobs", n=200, centers=4, cluster_std=1.5)
+    config_class = tasks.found()[name].config
     seed_everything(seed)
     task = tasks.create(config_class(impl=impl, **task_cfg), data, CPU)
     return task, task.build_model()
@@ -195,4 +198,4 @@ def test_scratch_twin_rejects_unknown_layers() -> None:
 
 
 def test_config_dataclasses_keep_impl() -> None:
-    assert dataclasses.replace(schema.KMeansConfig(), impl="scratch").impl == "scratch"
+    assert dataclasses.replace(KMeansConfig(), impl="scratch").impl == "scratch"

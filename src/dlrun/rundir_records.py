@@ -33,16 +33,23 @@ REMEDY_SUMMARY = (
 REMEDY_YAML = "restore it from a copy or repair it by hand (Hydra wrote it as YAML)"
 
 
-def read_record(path: Path, remedy: str) -> dict[str, Any] | None:
-    """A JSON record that is written whole: None when absent, Damaged when not a JSON object."""
+def _read_text(path: Path, remedy: str) -> str | None:
+    """A record's text: None when absent, Damaged when not text, one line when unreadable."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
         raise Damaged(path, "not text", remedy) from None
     except OSError as exc:
         raise DlrunError(f"cannot read {files.describe(exc)}") from None
+
+
+def read_record(path: Path, remedy: str) -> dict[str, Any] | None:
+    """A JSON record that is written whole: None when absent, Damaged when not a JSON object."""
+    text = _read_text(path, remedy)
+    if text is None:
+        return None
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -57,14 +64,9 @@ def read_yaml(path: Path) -> Any:
     cannot be read as YAML."""
     import yaml
 
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    text = _read_text(path, REMEDY_YAML)
+    if text is None:
         return None
-    except UnicodeDecodeError:
-        raise Damaged(path, "not text", REMEDY_YAML) from None
-    except OSError as exc:
-        raise DlrunError(f"cannot read {files.describe(exc)}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

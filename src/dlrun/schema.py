@@ -206,25 +206,6 @@ def store_task(task: Found, with_yaml: bool = True) -> None:
     cs.store(group="task", name=task.name, node={"defaults": defaults, **node}, package="_global_")
 
 
-def __getattr__(attr: str) -> Any:
-    """The task configs' old home: `dlrun.schema.FizzBuzzConfig` still names the class, and
-    TASK_SCHEMAS / DATA_SCHEMAS are derived from the tasks found."""
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    from dlrun import tasks
-
-    found = tasks.found().values()
-    if attr == "TASK_SCHEMAS":
-        return tuple(t.config for t in found)
-    if attr == "DATA_SCHEMAS":
-        return {t.name: t.data for t in found if t.data is not None}
-    for t in found:
-        for cls in (t.config, t.data):
-            if cls is not None and cls.__name__ == attr:
-                return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
-
-
 def _refuse_unknown_keys(node: Any, prefix: str = "") -> None:
     """`+key=value` slips past Hydra's struct check; a typed config still has no such key."""
     if not isinstance(node, DictConfig):

@@ -31,7 +31,7 @@ from importlib.metadata import entry_points
 from inspect import isabstract
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dlrun.errors import ConfigError
 
@@ -343,9 +343,3 @@ def task_class(name: str) -> type[Task]:
 
 def create(cfg: TaskConfig, data: DataConfig, device: torch.device) -> Task:
     return task_class(cfg.name)(cfg, data, device)
-
-
-def __getattr__(attr: str) -> Any:
-    if attr == "REGISTRY":  # the old name of the registry: name -> task, derived
-        return found()
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
