@@ -63,3 +63,22 @@ def test_signal_stops_at_an_epoch_boundary_and_resume_finishes(
     b = torch.load(straight.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_workers_own_signal_after_the_stop_file_is_not_taken_for_a_second_one(
+    tmp_path: Path,
+) -> None:
+    """A sweep's worker can read the parent's stop file before the handler for its own copy of
+    the terminal's signal runs: that copy still only asks to stop; a second signal aborts."""
+    from dlrun.interrupt import Interrupted, StopRequest
+
+    flag = tmp_path / ".stop-requested"
+    flag.write_text(f"{signal.SIGTERM}\n")
+    with StopRequest(flag) as stop:
+        assert stop.signum == signal.SIGTERM  # read at an epoch boundary
+        os.kill(os.getpid(), signal.SIGTERM)  # the worker's own copy arrives
+        time.sleep(0.05)
+        assert stop.requested
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)  # asked again: abort now
+            time.sleep(0.05)

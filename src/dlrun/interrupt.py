@@ -38,7 +38,11 @@ class StopRequest:
     NOTICE = "stopping after this epoch"
 
     def __init__(self, flag: Path | None = None) -> None:
-        self._signum: int | None = None
+        self._signum: int | None = None  # the stop asked for: by a signal, the stop file or a pipe
+        # a signal reached this process: only a second *signal* aborts. A sweep's worker may read
+        # the stop file before its own copy of the terminal's signal runs its handler (the handler
+        # waits for the C call in progress); that copy is the first, not "again".
+        self._signalled = False
         self.flag = flag
         self._previous: dict[int, object] = {}
 
@@ -58,9 +62,11 @@ class StopRequest:
             self._signum = signum
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._signum is not None:  # asked twice: stop now
+        if self._signalled:  # asked twice: stop now
             raise Interrupted(signum)
-        self._signum = signum
+        self._signalled = True
+        if self._signum is None:
+            self._signum = signum
         name = signal.Signals(signum).name
         os.write(2, f"\n{name}: {self.NOTICE} (again to abort now)\n".encode())
 
@@ -119,7 +125,7 @@ class SweepStop(StopRequest):
         self._flag_dir, self._name = flag_dir, name
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        first = self._signum is None
+        first = not self._signalled
         super()._handle(signum, frame)
         where = self._flag_dir()
         if first and where is not None:
