@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -206,3 +207,98 @@ def test_a_task_needs_a_criterion_or_a_loss() -> None:
         type("NoLoss", (Task,), {"name": "x", "objective": "loss", "maximize": False})
     with pytest.raises(TypeError, match="not one of"):
         type("Odd", (Task,), {"criterion": "hinge"})
+
+
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("criterion", ["cross_entropy", "half_mse"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_a_whole_epoch_in_one_call_trains_as_autograd_steps_do(
+    net: str, criterion: str, opt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's whole-epoch call (plain SGD on [W | b] weights, other optimizers through the
+    kernel's own step) against autograd on the same batches: shuffled and in order, a partial
+    last batch, an epoch cut short, clipping, data gathered per epoch and per batch."""
+    shape = (2, 3) if net.startswith("flatten") else (6,)
+    cases = [  # order, batches of 8 trained (45 rows: 5 full and one of 5), clipping
+        (torch.randperm(45, generator=torch.Generator().manual_seed(2)), 6, None),
+        (None, 6, schema.GradClipConfig(max_norm=0.3)),
+        (torch.randperm(45, generator=torch.Generator().manual_seed(3)), 3, None),
+        (torch.randperm(45), 6, schema.GradClipConfig(value=0.05)),
+    ]
+    for gather in (True, False):  # small data is gathered once an epoch, big data per batch
+        monkeypatch.setattr(mlp_kernel, "EPOCH_GATHER_BYTES", 2**24 if gather else 0)
+        for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+            task = _Net(criterion, NETS[net], dtype)
+            task.train_data = _data(criterion, 45, shape, dtype)
+            for order, count, clipping in cases:
+                trained = []
+                for kernel in (True, False):
+                    torch.manual_seed(1)
+                    model = task.build_model()
+                    optimizer = optim.build(OPTIMIZERS[opt], model.parameters(), fused=True)
+                    trainer = schema.TrainerConfig(
+                        mlp_kernel=kernel, grad_clip=clipping or schema.GradClipConfig()
+                    )
+                    step = steps.build(task, model, optimizer, trainer)
+                    epoch = steps.whole_epoch(step)
+                    assert (epoch is not None) == kernel
+                    losses = []
+                    for _ in range(3):
+                        if kernel:
+                            losses.append(epoch(task.train_data, order, 8, count))
+                        else:
+                            feed = steps.batches(task.train_data, order, 8, True)
+                            batches = itertools.islice(feed, count)
+                            losses.append(torch.stack([step(b) for b in batches]))
+                    trained.append((torch.stack(losses), model.state_dict()))
+                (la, ma), (lb, mb) = trained
+                assert la.shape == lb.shape
+                torch.testing.assert_close(la, lb, rtol=tol, atol=tol)
+                for k in mb:
+                    torch.testing.assert_close(ma[k], mb[k], rtol=tol, atol=tol)
+
+
+def test_the_loop_trains_whole_epochs_in_one_call_but_steps_for_a_per_update_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plain SGD's epochs go through the one call; onecycle, which changes the rate between
+    steps, wraps the step, and the loop then feeds it batch by batch."""
+    from dlrun import loop
+    from dlrun.schedule import build as build_schedule
+
+    calls = {"epoch": 0}
+    real = steps.whole_epoch
+
+    def counted(step):
+        epoch = real(step)
+        if epoch is None:
+            return None
+
+        def call(*args):
+            calls["epoch"] += 1
+            return epoch(*args)
+
+        return call
+
+    monkeypatch.setattr(steps, "whole_epoch", counted)
+    task = _Net("cross_entropy", NETS["relu"], torch.float32)
+    task.train_data = _data("cross_entropy", 40, (6,), torch.float32)
+
+    class _Hooks:
+        def on_train(self, epoch, metrics): ...
+        def on_validate(self, epoch, metrics): ...
+        def on_epoch_end(self, epoch, checkpoint): ...
+        def stop_requested(self):
+            return None
+
+    for onecycle in (False, True):
+        calls["epoch"] = 0
+        model = task.build_model()
+        optimizer = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
+        trainer = schema.TrainerConfig(epochs=3, batch_size=8)
+        schedule = None
+        if onecycle:
+            cfg = schema.OneCycleSchedulerConfig(max_lr=0.2)
+            schedule = build_schedule(cfg, optimizer, 3, 5, False, "loss")
+        loop.fit(task, model, optimizer, trainer, torch.Generator(), _Hooks(), schedule=schedule)
+        assert calls["epoch"] == (0 if onecycle else 3)

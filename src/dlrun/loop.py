@@ -66,7 +66,7 @@ def validate(task: Task, model: nn.Module) -> dict[str, float]:
 
 def epoch_loss(
     epoch: int,
-    losses: list[torch.Tensor],
+    losses: list[torch.Tensor] | torch.Tensor,
     weights: list[float],
     params: list[torch.Tensor],
     strategy: Strategy | None = None,
@@ -81,30 +81,35 @@ def epoch_loss(
 
 def epoch_values(
     epoch: int,
-    losses: list[torch.Tensor],
+    losses: list[torch.Tensor] | torch.Tensor,
     weights: list[float],
     params: list[torch.Tensor],
     strategy: Strategy | None = None,
     clipped: bool = False,
 ) -> tuple[float, list[float]]:
     """:func:`epoch_loss`, and with ``clipped`` (each step returned [loss, gradient norm]) the
-    steps' gradient norms too, read in the same host sync."""
-    if not losses:
+    steps' gradient norms too, read in the same host sync. ``losses``: one per step, or a
+    whole epoch's in one tensor (:func:`steps.whole_epoch`)."""
+    count = losses.shape[0] if isinstance(losses, torch.Tensor) else len(losses)
+    if count == 0:
         return 0.0, []
     # the step losses and each weight's largest magnitude (NaN or inf where a weight is), in a
     # few ops: a small model's epoch is short, and every op here costs as much as a step's
-    weighed = [p.detach() for p in params if p.numel()]
+    weighed = [p.detach() for p in params if p.numel()]  # (the loop's are detached already)
     norms = compat.foreach_norm(weighed, math.inf) if weighed else []
     if clipped:  # [loss, norm] per step, then the weights' norms: split apart in Python
-        pairs = torch.stack(losses).reshape(-1)
+        pairs = (losses if isinstance(losses, torch.Tensor) else torch.stack(losses)).reshape(-1)
         numbers = (torch.cat([pairs, torch.stack(norms)]) if norms else pairs).tolist()
-        steps_end = 2 * len(losses)
+        steps_end = 2 * count
         grad_norms = numbers[1:steps_end:2]
         numbers = numbers[0:steps_end:2] + numbers[steps_end:]
+    elif isinstance(losses, torch.Tensor):  # a whole epoch's losses from one call
+        numbers = (torch.cat([losses, torch.stack(norms)]) if norms else losses).tolist()
+        grad_norms = []
     else:
         numbers = torch.stack([*losses, *norms]).tolist()
         grad_norms = []
-    per_step = numbers[: len(losses)]
+    per_step = numbers[:count]
     value = sum(w * x for w, x in zip(weights, per_step, strict=True))
     checked = value if all(map(math.isfinite, numbers)) else math.nan
     if strategy is not None and strategy.world_size > 1:  # over every process's shard: all agree
@@ -114,8 +119,8 @@ def epoch_values(
     if math.isfinite(checked):
         return value, grad_norms
     bad = [i for i, x in enumerate(per_step) if not math.isfinite(x)]
-    step = bad[0] if bad else len(losses) - 1
-    raise NonFiniteLoss(epoch, step + 1, len(losses), per_step[step])
+    step = bad[0] if bad else count - 1
+    raise NonFiniteLoss(epoch, step + 1, count, per_step[step])
 
 
 def train_row(
@@ -174,7 +179,9 @@ def fit(
     step = steps.build(task, model, optimizer, trainer, schedule)
     if profiler is not None:
         step = profiler.wrap(step)
-    params = [p for p in model.parameters() if p.is_floating_point()]
+    whole_epoch = steps.whole_epoch(step) if group == 1 else None
+    # the weights the epoch's check reads, detached once: views of the live parameters
+    params = [p.detach() for p in model.parameters() if p.is_floating_point() and p.numel()]
     clipped = trainer.grad_clip.on and optimizer is not None
     lr_group = optimizer.param_groups[0] if optimizer is not None else {}
 
@@ -188,8 +195,11 @@ def fit(
         if order is not None and len(sizes) * bs < len(order):  # gather only what is trained
             order = order[: len(sizes) * bs]
         lr = lr_group.get("lr")  # the rate of this epoch's first update
-        feed = itertools.islice(steps.batches(data, order, bs, trainer.fast), len(sizes))
-        losses = [step(batch) for batch in (steps.grouped(feed, group) if group > 1 else feed)]
+        if whole_epoch is not None:  # the MLP kernel: the same batches, in one call
+            losses = whole_epoch(data, order, bs, len(sizes))
+        else:
+            feed = itertools.islice(steps.batches(data, order, bs, trainer.fast), len(sizes))
+            losses = [step(batch) for batch in (steps.grouped(feed, group) if group > 1 else feed)]
 
         train_loss, grad_norms = epoch_values(  # the epoch's one host sync
             epoch, losses, weights, params, strategy, clipped

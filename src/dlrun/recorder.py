@@ -7,6 +7,7 @@ from every save; the run reads that account when it writes its summary or says h
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from dlrun.interrupt import StopRequest
     from dlrun.metrics import MetricsLog
     from dlrun.run import Setup
+
+
+# how often an epoch that writes nothing looks for its run directory (a checkpoint always does):
+# a short epoch would spend more on the two stats than on its steps
+CHECK_EVERY_S = 0.25
 
 
 class Recorder:
@@ -46,6 +52,7 @@ class Recorder:
         self.saved_epoch = resumed.epoch if resumed and resumed.continues(run_dir) else None
         self.best_state: dict[str, Any] | None = None  # best.pt's content, not yet written
         self.last_good = LastGood(setup.model, setup.optimizer, setup.generator)
+        self._next_check = 0.0  # time.monotonic() of the next look for the run directory
         if self.saved_epoch is None:
             self.last_good.keep(self.epoch)
 
@@ -70,8 +77,11 @@ class Recorder:
                 self.best_state = _copied(self.state(epoch))
 
     def on_epoch_end(self, epoch: int, save: bool) -> None:
-        if self.writes:  # one stat an epoch: a write into a removed directory would remake it
+        # a write into a removed directory would remake it; a removed one stops the run soon
+        now = time.monotonic()
+        if self.writes and (save or now >= self._next_check):
             self.run_dir.check_present()
+            self._next_check = now + CHECK_EVERY_S
         if self.writes and save:
             self.save_checkpoint(epoch)
         elif self.writes:

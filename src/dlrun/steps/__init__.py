@@ -28,7 +28,7 @@ import torch
 
 from dlrun.errors import DlrunError
 from dlrun.steps import clip, cuda_graph, eager, fused, mlp_kernel
-from dlrun.steps.batches import Batch, Step, batches, grouped
+from dlrun.steps.batches import Batch, Step, batches, grouped, whole_epoch
 from dlrun.steps.threads import cpu_threads
 
 if TYPE_CHECKING:
@@ -38,7 +38,16 @@ if TYPE_CHECKING:
     from dlrun.schema import TrainerConfig
     from dlrun.tasks.base import Task
 
-__all__ = ["Batch", "Step", "batches", "build", "check", "cpu_threads", "grouped"]
+__all__ = [
+    "Batch",
+    "Step",
+    "batches",
+    "build",
+    "check",
+    "cpu_threads",
+    "grouped",
+    "whole_epoch",
+]
 
 log = logging.getLogger("dlrun")
 

@@ -8,6 +8,9 @@ import torch
 
 Batch = tuple[torch.Tensor, ...]
 Step = Callable[[Batch], torch.Tensor]  # trains on one batch; returns its loss, on the device
+# trains an epoch's first `count` batches of `size` (data, order, size, count) as the loop would
+# feed them to the step, in one call; returns their losses in one tensor
+EpochCall = Callable[[Batch, "torch.Tensor | None", int, int], torch.Tensor]
 
 # Past this many bytes of data an epoch's gather no longer fits in cache: it writes the whole
 # shuffled copy out to memory and the steps read it back, where gathering each batch just
@@ -31,6 +34,12 @@ def batches(data: Batch, order: torch.Tensor | None, size: int, fast: bool) -> I
     else:
         for idx in order.split(size):
             yield tuple(t[idx] for t in data)
+
+
+def whole_epoch(step: Step) -> EpochCall | None:
+    """The step's whole-epoch call, where it has one (the MLP kernel's ``epoch``): a step of a
+    few microseconds costs less than the torch ops that slice its batch and hold its loss."""
+    return getattr(step, "epoch", None)
 
 
 def grouped(feed: Iterable[Batch], size: int) -> Iterator[tuple[Batch, ...]]:

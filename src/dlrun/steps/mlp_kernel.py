@@ -20,7 +20,6 @@ autograd step. ``tests/test_steps_mlp_kernel.py`` holds the kernel to autograd a
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,9 +27,9 @@ import torch
 from torch import nn
 
 from dlrun import compat
-from dlrun.steps.batches import Batch, Step
-from dlrun.steps.clip import EPS
+from dlrun.steps.batches import EPOCH_GATHER_BYTES, Batch, Step
 from dlrun.steps.fused import Update, fused_kind
+from dlrun.steps.mlp_maths import AugmentedSGD, clip, gradients
 
 if TYPE_CHECKING:
     from dlrun.schema import TrainerConfig
@@ -75,114 +74,6 @@ def layout(model: nn.Module) -> tuple[bool, list[str | None]] | None:
         elif type(m) is not nn.Identity or not acts:
             return None
     return (flatten, acts) if acts else None
-
-
-# --------------------------------------------------------------------------- the step's maths
-
-
-def gradients(
-    params: list[np.ndarray],
-    acts: list[str | None],
-    criterion: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    scale: float = 1.0,
-) -> tuple[float, list[np.ndarray]]:
-    """The batch's mean loss and the gradients of params (W0, b0, W1, b1, ...), times scale.
-
-    Written for few, small ops, since each NumPy call costs microseconds whatever its size:
-    activations are (features, batch), so that the softmax's sums over a few classes run along
-    the long axis; in place where it can be; ReLU keeps its mask for the backward pass; bias
-    gradients are products with a ones vector; and scale (plain SGD's -lr) multiplies the loss's
-    gradient once instead of every parameter's. Masks and factors stay in the activations' dtype
-    and shapes match where they can: NumPy's same-shape, same-dtype loops skip its casting and
-    broadcasting machinery, which costs more than the arithmetic at these sizes.
-    """
-    inputs: list[np.ndarray] = []  # each layer's input; then the last layer's output
-    masks: list[np.ndarray | None] = []
-    h = x.T
-    for i, act in enumerate(acts):
-        inputs.append(h)
-        h = params[2 * i] @ h
-        h += params[2 * i + 1][:, None]
-        mask = None
-        if act == "relu":  # a mask of h's own dtype: multiplying by a bool array casts, 3x slower
-            mask = np.greater(h, 0, out=np.empty_like(h))
-            h *= mask
-        elif act == "tanh":
-            np.tanh(h, out=h)
-        elif act == "sigmoid":  # 1 / (1 + exp(-h))
-            np.negative(h, out=h)
-            np.exp(h, out=h)
-            h += 1
-            np.reciprocal(h, out=h)
-        masks.append(mask)
-    inputs.append(h.copy() if acts[-1] in ("tanh", "sigmoid") else h)  # the loss works in place
-    n = h.shape[1]
-    rows, ones = _indices(n, h.dtype)
-    if criterion == "cross_entropy":  # softmax over the classes, then (p - onehot(y)) / n
-        # each sample's true class as a flat index into h: one take and one update, cheaper
-        # than indexing with (y, rows) twice
-        picked_at = y * n
-        picked_at += rows
-        flat = h.reshape(-1)  # a view: h is contiguous
-        h -= np.maximum.reduce(h, axis=0)
-        picked = flat.take(picked_at)
-        np.exp(h, out=h)
-        total = np.add.reduce(h, axis=0)
-        loss = float(np.add.reduce(np.log(total) - picked)) / n
-        h *= (scale / n) / total  # p * scale / n in one product
-        flat[picked_at] -= scale / n
-        g = h
-    else:  # 0.5 * mean((h - y) ** 2): its gradient is (h - y) / size
-        g = h - y.T
-        loss = 0.5 * float(np.vdot(g, g)) / g.size
-        g *= scale / g.size
-    grads: list[np.ndarray] = [g] * (2 * len(acts))
-    for i in range(len(acts) - 1, -1, -1):
-        act, mask = acts[i], masks[i]
-        if mask is not None:
-            g *= mask
-        elif act == "tanh":  # through the activation, from its output
-            g *= 1 - inputs[i + 1] * inputs[i + 1]
-        elif act == "sigmoid":
-            g *= inputs[i + 1] * (1 - inputs[i + 1])
-        grads[2 * i] = g @ inputs[i].T
-        grads[2 * i + 1] = g @ ones
-        if i > 0:
-            g = params[2 * i].T @ g
-    return loss, grads
-
-
-_cached: dict[tuple[int, np.dtype], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _indices(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """0..n-1 and n ones, made once per batch size."""
-    key = (n, dtype)
-    if key not in _cached:
-        _cached[key] = (np.arange(n), np.ones(n, dtype=dtype))
-    return _cached[key]
-
-
-def clip(
-    grads: list[np.ndarray], scale: float, max_norm: float | None, value: float | None
-) -> float:
-    """``trainer.grad_clip`` on the kernel's gradients (times ``scale``, e.g. SGD's -lr), in
-    NumPy as clip_grad_norm_ / clip_grad_value_ do it in torch: no torch op per step. Returns
-    the total 2-norm before clipping (of the gradients themselves, not times scale)."""
-    size = abs(scale)
-    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads)) / size
-    if max_norm is not None:
-        coef = min(max_norm / (norm + EPS), 1.0)
-        if coef < 1.0:
-            for g in grads:
-                g *= coef
-    if value is not None:
-        bound = value * size
-        for g in grads:
-            np.clip(g, -bound, bound, out=g)
-    return norm
 
 
 # --------------------------------------------------------------------------- building a step
@@ -273,28 +164,63 @@ def build(
         trainer.grad_clip.value,
     )
 
+    # plain SGD's whole epochs train on [W | b] copies of the weights (mlp_maths)
+    augmented = AugmentedSGD(arrays, acts, criterion) if sgd else None
+    limits = (max_norm, value) if clipping else None
+
+    def plain_sgd() -> bool:
+        return sgd and group["momentum"] == 0 and group["weight_decay"] == 0 and group["lr"] > 0
+
+    def train(xs: np.ndarray, ys: np.ndarray) -> float | tuple[float, float]:
+        """One step on NumPy arrays: its loss (with clipping, and the gradient norm)."""
+        lr = group["lr"]  # read at every step: a schedule changes it between steps
+        if plain_sgd():
+            loss, grads = gradients(arrays, acts, criterion, xs, ys, -lr)
+            norm = clip(grads, -lr, max_norm, value) if clipping else 0.0
+            for p, g in zip(arrays, grads, strict=True):
+                p += g  # p - lr * grad
+        else:
+            loss, grads = gradients(arrays, acts, criterion, xs, ys)
+            norm = clip(grads, 1.0, max_norm, value) if clipping else 0.0
+            with torch.no_grad():
+                update(params, [torch.from_numpy(g) for g in grads])
+        return (loss, norm) if clipping else loss
+
     def step(batch: Batch) -> torch.Tensor:
         x, y = batch
         xs = x.numpy()
         if flatten:
             xs = xs.reshape(len(xs), -1)
-        norm = 0.0
         with np.errstate(all="ignore"):  # a diverging run's NaN is the loop's to report
-            lr = group["lr"]  # read at every step: a schedule changes it between steps
-            if sgd and group["momentum"] == 0 and group["weight_decay"] == 0 and lr > 0:
-                loss, grads = gradients(arrays, acts, criterion, xs, y.numpy(), -lr)
-                if clipping:
-                    norm = clip(grads, -lr, max_norm, value)
-                for p, g in zip(arrays, grads, strict=True):
-                    p += g  # p - lr * grad
-            else:
-                loss, grads = gradients(arrays, acts, criterion, xs, y.numpy())
-                if clipping:
-                    norm = clip(grads, 1.0, max_norm, value)
-                with torch.no_grad():
-                    update(params, [torch.from_numpy(g) for g in grads])
+            out = train(xs, y.numpy())
         if clipping:  # from a NumPy pair: cheaper than a torch op on Python numbers
-            return torch.from_numpy(np.array((loss, norm), dtype=np_dtype))
-        return torch.scalar_tensor(loss, dtype=dtype)
+            return torch.from_numpy(np.array(out, dtype=np_dtype))
+        return torch.scalar_tensor(out, dtype=dtype)
 
+    def epoch(data: Batch, order: torch.Tensor | None, size: int, count: int) -> torch.Tensor:
+        """The epoch's first ``count`` batches of ``size`` (``order``'s, or the data's own
+        order), as the loop would feed them to ``step``, trained in one call: the same batches,
+        without the torch ops that a step's batch and loss cost. The learning rate holds for
+        the epoch: a schedule that changes it between steps wraps ``step`` instead."""
+        x, y = data[0].numpy(), data[1].numpy()
+        if flatten:
+            x = x.reshape(len(x), -1)
+        idx = order.numpy() if order is not None else None
+        if idx is not None and x.nbytes + y.nbytes <= EPOCH_GATHER_BYTES:
+            # as steps.batches: small data is gathered once, each batch is then a view
+            x, y, idx = x.take(idx, axis=0), y.take(idx, axis=0), None
+        out = np.empty((count, 2) if clipping else count, dtype=np_dtype)
+        with np.errstate(all="ignore"):
+            if augmented is not None and plain_sgd():
+                augmented.epoch(x, y, idx, size, out, group["lr"], limits)
+                return torch.from_numpy(out)
+            for i in range(count):
+                rows = slice(i * size, (i + 1) * size)
+                if idx is None:
+                    out[i] = train(x[rows], y[rows])
+                else:
+                    out[i] = train(x.take(idx[rows], axis=0), y.take(idx[rows], axis=0))
+        return torch.from_numpy(out)
+
+    step.epoch = epoch  # type: ignore[attr-defined]  # the loop's whole-epoch call
     return step
