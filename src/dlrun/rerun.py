@@ -167,7 +167,34 @@ def check(
         f"times aside): {problems[0]}"
         + (f"; {len(problems) - 1} more difference(s)" if len(problems) > 1 else "")
     )
+    changed = software_changes(source, new)
+    if changed and rtol == 0:
+        print(
+            f"note: the source ran other software ({'; '.join(changed)}): a changed train step "
+            "may round differently, and training can grow the difference; compare within a "
+            f"tolerance with --rtol (e.g. --rtol {ACCELERATOR_RTOL:g})"
+        )
     return 1
+
+
+def software_changes(source: Path, new: Path) -> list[str]:
+    """What differs between the software the two runs recorded (env.json): the code's git
+    commit and the versions of dlrun, torch and NumPy; "was -> is" each."""
+    was, now = RunDir(source).read_env() or {}, RunDir(new).read_env() or {}
+
+    def versions(env: dict[str, Any]) -> dict[str, Any]:
+        packages = env.get("packages") or {}
+        return {
+            "git commit": env.get("git_commit"),
+            **{name: packages.get(name) for name in ("dlrun", "torch", "numpy")},
+        }
+
+    before, after = versions(was), versions(now)
+    return [
+        f"{key} {before[key]} -> {after[key]}"
+        for key in before
+        if before[key] and after[key] and before[key] != after[key]
+    ]
 
 
 @ends_quietly_on_closed_pipe
