@@ -66,19 +66,23 @@ def test_signal_stops_at_an_epoch_boundary_and_resume_finishes(
 
 
 def test_a_workers_own_signal_after_the_stop_file_is_not_taken_for_a_second_one(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sweep's worker can read the parent's stop file before the handler for its own copy of
-    the terminal's signal runs: that copy still only asks to stop; a second signal aborts."""
+    the terminal's signal runs, and submitit's controller forwards another copy: copies that
+    arrive together only ask to stop; a signal REPEAT_S later aborts."""
     from dlrun.interrupt import Interrupted, StopRequest
 
+    monkeypatch.setattr(StopRequest, "REPEAT_S", 0.3)
     flag = tmp_path / ".stop-requested"
     flag.write_text(f"{signal.SIGTERM}\n")
     with StopRequest(flag) as stop:
         assert stop.signum == signal.SIGTERM  # read at an epoch boundary
         os.kill(os.getpid(), signal.SIGTERM)  # the worker's own copy arrives
+        os.kill(os.getpid(), signal.SIGTERM)  # and the one the controller forwards
         time.sleep(0.05)
         assert stop.requested
+        time.sleep(0.3)
         with pytest.raises(Interrupted):
             os.kill(os.getpid(), signal.SIGTERM)  # asked again: abort now
             time.sleep(0.05)

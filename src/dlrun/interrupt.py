@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM (a cluster's pre-emption) stop a run at the next epoch boundary.
 
 The first signal asks the loop to finish the epoch in progress, write last.pt and stop; a second
-one aborts at once. The run then exits 130 (SIGINT) or 143 (SIGTERM) with a resumable checkpoint.
+one, a second or more later, aborts at once. The run then exits 130 (SIGINT) or 143 (SIGTERM)
+with a resumable checkpoint.
 
 A sweep's jobs may run in worker processes that the signal never reaches (it was sent to the
 parent alone, or the launcher starts its jobs in their own session). The parent
@@ -16,6 +17,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -36,13 +38,16 @@ class StopRequest:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
     NOTICE = "stopping after this epoch"
+    REPEAT_S = 1.0  # a second signal this long after the first aborts at once
 
     def __init__(self, flag: Path | None = None) -> None:
         self._signum: int | None = None  # the stop asked for: by a signal, the stop file or a pipe
-        # a signal reached this process: only a second *signal* aborts. A sweep's worker may read
-        # the stop file before its own copy of the terminal's signal runs its handler (the handler
-        # waits for the C call in progress); that copy is the first, not "again".
-        self._signalled = False
+        # when a signal first reached this process: only a second *signal*, REPEAT_S or more
+        # later, aborts. A sweep's worker may read the stop file before its own copy of the
+        # terminal's signal runs its handler (the handler waits for the C call in progress), and
+        # submitit's local controller forwards the SIGTERM it got too: copies of one signal,
+        # arriving together, are not "again".
+        self._first: float | None = None
         self.flag = flag
         self._previous: dict[int, object] = {}
 
@@ -62,9 +67,12 @@ class StopRequest:
             self._signum = signum
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._signalled:  # asked twice: stop now
-            raise Interrupted(signum)
-        self._signalled = True
+        now = time.monotonic()
+        if self._first is not None:
+            if now - self._first >= self.REPEAT_S:  # asked again: stop now
+                raise Interrupted(signum)
+            return  # a copy of the first
+        self._first = now
         if self._signum is None:
             self._signum = signum
         name = signal.Signals(signum).name
@@ -125,7 +133,7 @@ class SweepStop(StopRequest):
         self._flag_dir, self._name = flag_dir, name
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        first = not self._signalled
+        first = self._first is None
         super()._handle(signum, frame)
         where = self._flag_dir()
         if first and where is not None:
