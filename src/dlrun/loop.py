@@ -76,7 +76,8 @@ def epoch_loss(
     Raises NonFiniteLoss naming the first step whose loss was NaN or infinite (or the last step,
     when its update left the weights non-finite), so a diverging run stops at once.
     """
-    return epoch_values(epoch, losses, weights, params, strategy)[0]
+    weighed = [p.detach() for p in params if p.numel()]
+    return epoch_values(epoch, losses, weights, weighed, strategy)[0]
 
 
 def epoch_values(
@@ -89,14 +90,14 @@ def epoch_values(
 ) -> tuple[float, list[float]]:
     """:func:`epoch_loss`, and with ``clipped`` (each step returned [loss, gradient norm]) the
     steps' gradient norms too, read in the same host sync. ``losses``: one per step, or a
-    whole epoch's in one tensor (:func:`steps.whole_epoch`)."""
+    whole epoch's in one tensor (:func:`steps.whole_epoch`); ``params``: the weights, detached
+    and non-empty (the loop makes the list once)."""
     count = losses.shape[0] if isinstance(losses, torch.Tensor) else len(losses)
     if count == 0:
         return 0.0, []
     # the step losses and each weight's largest magnitude (NaN or inf where a weight is), in a
     # few ops: a small model's epoch is short, and every op here costs as much as a step's
-    weighed = [p.detach() for p in params if p.numel()]  # (the loop's are detached already)
-    norms = compat.foreach_norm(weighed, math.inf) if weighed else []
+    norms = compat.foreach_norm(params, math.inf) if params else []
     if clipped:  # [loss, norm] per step, then the weights' norms: split apart in Python
         pairs = (losses if isinstance(losses, torch.Tensor) else torch.stack(losses)).reshape(-1)
         numbers = (torch.cat([pairs, torch.stack(norms)]) if norms else pairs).tolist()

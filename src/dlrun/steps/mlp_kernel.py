@@ -206,14 +206,15 @@ def build(
         if flatten:
             x = x.reshape(len(x), -1)
         idx = order.numpy() if order is not None else None
-        if idx is not None and x.nbytes + y.nbytes <= EPOCH_GATHER_BYTES:
-            # as steps.batches: small data is gathered once, each batch is then a view
-            x, y, idx = x.take(idx, axis=0), y.take(idx, axis=0), None
+        # as steps.batches: small data is gathered once an epoch, each batch is then a view
+        small = x.nbytes + y.nbytes <= EPOCH_GATHER_BYTES
         out = np.empty((count, 2) if clipping else count, dtype=np_dtype)
         with np.errstate(all="ignore"):
             if augmented is not None and plain_sgd():
-                augmented.epoch(x, y, idx, size, out, group["lr"], limits)
+                augmented.epoch(x, y, idx, size, out, group["lr"], limits, gather=small)
                 return torch.from_numpy(out)
+            if idx is not None and small:
+                x, y, idx = x.take(idx, axis=0), y.take(idx, axis=0), None
             for i in range(count):
                 rows = slice(i * size, (i + 1) * size)
                 if idx is None:

@@ -176,7 +176,8 @@ class AugmentedSGD:
         self.weights = [  # (outputs, inputs + 1)
             np.empty((w.shape[0], w.shape[1] + 1), dtype=self.dtype) for w in params[0::2]
         ]
-        self._layers: dict[int, tuple[np.ndarray, list[tuple]]] = {}
+        self._layers: dict[int, list[tuple]] = {}
+        self._held: dict[tuple[str, int], np.ndarray] = {}
 
     def epoch(
         self,
@@ -187,13 +188,21 @@ class AugmentedSGD:
         out: np.ndarray,
         lr: float,
         limits: tuple[float | None, float | None] | None,
+        gather: bool = True,
     ) -> None:
         """Train on the first ``len(out)`` batches of ``size`` rows of (x, y) (in the order
         ``idx``, else as they are); ``out[i]``: batch i's loss (with ``limits`` = (max_norm,
-        value) of trainer.grad_clip, [loss, gradient norm before clipping])."""
+        value) of trainer.grad_clip, [loss, gradient norm before clipping]).
+
+        ``gather``: the epoch's inputs are gathered and transposed once, each batch is then a
+        view; else batch by batch (big data: see steps.batches)."""
         count = len(out)
         rows = min(count * size, len(idx) if idx is not None else len(x))
         ys = y[:rows] if idx is None else y.take(idx[:rows], axis=0)
+        whole = None
+        if gather:
+            whole = self._inputs(("epoch", rows))
+            whole[:-1] = (x[:rows] if idx is None else x.take(idx[:rows], axis=0)).T
         cross_entropy = self.criterion == "cross_entropy"
         losses = out[:, 0] if limits is not None else out
         if cross_entropy:  # each row's flat index into its batch's outputs, for the whole epoch
@@ -207,9 +216,13 @@ class AugmentedSGD:
         try:
             for b in range(count):
                 at = slice(b * size, min((b + 1) * size, rows))
-                xb = x[at] if idx is None else x.take(idx[at], axis=0)
-                inputs, layers = self._work(len(xb))
-                inputs[:-1] = xb.T
+                n = at.stop - at.start
+                layers = self._work(n)
+                if whole is not None:
+                    inputs = whole[:, at]
+                else:
+                    inputs = self._inputs(("batch", n))
+                    inputs[:-1] = (x[at] if idx is None else x.take(idx[at], axis=0)).T
                 if cross_entropy:
                     parts = (picked_at[at], (picked[at], total[at]))
                     norm = self._step(inputs, layers, ys[at], lr, limits, parts)
@@ -227,21 +240,27 @@ class AugmentedSGD:
             starts, sizes = _batches(rows, size)
             np.divide(np.add.reduceat(terms, starts), sizes, out=losses)
 
-    def _work(self, n: int) -> tuple[np.ndarray, list[tuple]]:
-        """For batches of n rows: the inputs buffer (features + 1, n) whose last row is ones,
-        and per layer (weights, the weights that multiply the layer's inputs, its output, the
-        buffer holding that output (over a row of ones but for the last layer: the next
-        layer's inputs), ReLU's mask, activation), made once."""
+    def _inputs(self, key: tuple[str, int]) -> np.ndarray:
+        """A (features + 1, n) buffer whose last row is ones, made once per (use, n)."""
+        if key not in self._held:
+            self._held[key] = np.ones((self.weights[0].shape[1], key[1]), dtype=self.dtype)
+        return self._held[key]
+
+    def _work(self, n: int) -> list[tuple]:
+        """For batches of n rows, per layer: its weights, the weights that multiply its
+        output's gradient back to its inputs, its output, the buffer holding that output (over
+        a row of ones but for the last layer: the next layer's inputs), ReLU's mask, and the
+        activation, and the buffer of its inputs' gradient (but the first layer's); made
+        once."""
         if n not in self._layers:
-            inputs = np.ones((self.weights[0].shape[1], n), dtype=self.dtype)
-            layers, below = [], inputs
+            layers = []
             for i, (w, act) in enumerate(zip(self.weights, self.acts, strict=True)):
                 last = i == len(self.weights) - 1
                 held = np.ones((w.shape[0] + (0 if last else 1), n), dtype=self.dtype)
                 mask = np.empty((w.shape[0], n), dtype=self.dtype) if act == "relu" else None
-                layers.append((w, w[:, :-1].T, below, held[: w.shape[0]], held, mask, act))
-                below = held
-            self._layers[n] = (inputs, layers)
+                back = np.empty((w.shape[1] - 1, n), dtype=self.dtype) if i else None
+                layers.append((w, w[:, :-1].T, held[: w.shape[0]], held, mask, act, back))
+            self._layers[n] = layers
         return self._layers[n]
 
     def _step(
@@ -255,22 +274,25 @@ class AugmentedSGD:
     ):
         """One update; returns the gradient norm (with ``parts``, where the cross-entropy's
         pieces go), else (loss, norm)."""
-        for w, _, below, z, _, mask, act in layers:
+        below = inputs
+        for w, _, z, held, mask, act, _ in layers:
             np.matmul(w, below, out=z)
             activate(z, act, mask)
-        h = layers[-1][3]
-        end = h.copy() if layers[-1][6] in ACTIVATED else h  # the loss works in place
+            below = held
+        h = below
+        end = h.copy() if layers[-1][5] in ACTIVATED else h  # the loss works in place
         if parts is not None:
             loss, g = loss_gradient(h, self.criterion, y, -lr, *parts)
         else:
             loss, g = loss_gradient(h, self.criterion, y, -lr)
         grads = []
         for i in range(len(layers) - 1, -1, -1):
-            w, w_in, below, z, _, mask, act = layers[i]
+            w, w_in, z, _, mask, act, back = layers[i]
             through(g, act, end if i == len(layers) - 1 else z, mask)
+            below = layers[i - 1][3] if i > 0 else inputs  # over its row of ones
             grads.append(g @ below.T)  # the weights' and the bias's gradient in one product
             if i > 0:
-                g = w_in @ g
+                g = np.matmul(w_in, g, out=back)
         norm = clip(grads, -lr, *limits) if limits is not None else 0.0
         for (w, *_), grad in zip(reversed(layers), grads, strict=True):
             w += grad  # w - lr * gradient
