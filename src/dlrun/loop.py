@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -105,13 +106,13 @@ def epoch_values(
         grad_norms = numbers[1:steps_end:2]
         numbers = numbers[0:steps_end:2] + numbers[steps_end:]
     elif isinstance(losses, torch.Tensor):  # a whole epoch's losses from one call
-        numbers = (torch.cat([losses, torch.stack(norms)]) if norms else losses).tolist()
+        numbers = losses.tolist() + (torch.stack(norms).tolist() if norms else [])
         grad_norms = []
     else:
         numbers = torch.stack([*losses, *norms]).tolist()
         grad_norms = []
     per_step = numbers[:count]
-    value = sum(w * x for w, x in zip(weights, per_step, strict=True))
+    value = sum(map(operator.mul, weights, per_step))  # as many weights as steps
     checked = value if all(map(math.isfinite, numbers)) else math.nan
     if strategy is not None and strategy.world_size > 1:  # over every process's shard: all agree
         value, checked = strategy.mean(

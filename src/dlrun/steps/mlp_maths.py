@@ -250,8 +250,8 @@ class AugmentedSGD:
         """For batches of n rows, per layer: its weights, the weights that multiply its
         output's gradient back to its inputs, its output, the buffer holding that output (over
         a row of ones but for the last layer: the next layer's inputs), ReLU's mask, and the
-        activation, and the buffer of its inputs' gradient (but the first layer's); made
-        once."""
+        activation, the buffer of its inputs' gradient and those inputs (but the first
+        layer's), and its weights' gradient; made once."""
         if n not in self._layers:
             layers = []
             for i, (w, act) in enumerate(zip(self.weights, self.acts, strict=True)):
@@ -259,7 +259,11 @@ class AugmentedSGD:
                 held = np.ones((w.shape[0] + (0 if last else 1), n), dtype=self.dtype)
                 mask = np.empty((w.shape[0], n), dtype=self.dtype) if act == "relu" else None
                 back = np.empty((w.shape[1] - 1, n), dtype=self.dtype) if i else None
-                layers.append((w, w[:, :-1].T, held[: w.shape[0]], held, mask, act, back))
+                under = layers[-1][3] if i else None  # the layer's inputs (the first's vary)
+                grad = np.empty_like(w)
+                layers.append(
+                    (w, w[:, :-1].T, held[: w.shape[0]], held, mask, act, back, under, grad)
+                )
             self._layers[n] = layers
         return self._layers[n]
 
@@ -273,29 +277,44 @@ class AugmentedSGD:
         parts: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         """One update; returns the gradient norm (with ``parts``, where the cross-entropy's
-        pieces go), else (loss, norm)."""
+        pieces go), else (loss, norm). Written out for few Python operations per layer: at
+        FizzBuzz's sizes they cost as much as the arithmetic."""
         below = inputs
-        for w, _, z, held, mask, act, _ in layers:
+        for w, _, z, held, mask, act, *_ in layers:
             np.matmul(w, below, out=z)
-            activate(z, act, mask)
+            if mask is not None:  # ReLU, as activate() does it
+                np.greater(z, 0, out=mask)
+                z *= mask
+            elif act is not None:
+                activate(z, act)
             below = held
-        h = below
-        end = h.copy() if layers[-1][5] in ACTIVATED else h  # the loss works in place
+        last = len(layers) - 1
+        end = below.copy() if layers[last][5] in ACTIVATED else below  # the loss works in place
         if parts is not None:
-            loss, g = loss_gradient(h, self.criterion, y, -lr, *parts)
+            loss, g = loss_gradient(below, self.criterion, y, -lr, parts[0], parts[1])
         else:
-            loss, g = loss_gradient(h, self.criterion, y, -lr)
+            loss, g = loss_gradient(below, self.criterion, y, -lr)
         grads = []
-        for i in range(len(layers) - 1, -1, -1):
-            w, w_in, z, _, mask, act, back = layers[i]
-            through(g, act, end if i == len(layers) - 1 else z, mask)
-            below = layers[i - 1][3] if i > 0 else inputs  # over its row of ones
-            grads.append(g @ below.T)  # the weights' and the bias's gradient in one product
+        for i in range(last, -1, -1):
+            w, w_in, z, _, mask, act, back, under, grad = layers[i]
+            if mask is not None:
+                g *= mask
+            elif act is not None:
+                through(g, act, end if i == last else z, None)
+            # the weights' and the bias's gradient in one product, from the inputs over their
+            # row of ones
+            np.matmul(g, (inputs if under is None else under).T, out=grad)
             if i > 0:
                 g = np.matmul(w_in, g, out=back)
-        norm = clip(grads, -lr, *limits) if limits is not None else 0.0
+            if limits is None:
+                w += grad  # w - lr * gradient (w's part in g's way back is done)
+            else:
+                grads.append(grad)
+        if limits is None:
+            return 0.0 if parts is not None else (loss, 0.0)
+        norm = clip(grads, -lr, *limits)
         for (w, *_), grad in zip(reversed(layers), grads, strict=True):
-            w += grad  # w - lr * gradient
+            w += grad
         return norm if parts is not None else (loss, norm)
 
 
