@@ -6,7 +6,8 @@ One module per kind of step:
   gradients are by hand); every other kind is tested against it;
 - ``fused``: ``torch.autograd.grad``, then the optimizer's fused kernel on its own state (the
   default, ``trainer.fast=true``);
-- ``mlp_kernel``: a small MLP's whole step in NumPy, on the CPU (``trainer.mlp_kernel``);
+- ``mlp_kernel``: a small MLP's whole step in NumPy, on the CPU (``trainer.mlp_kernel``), which
+  the loop calls once an epoch for all its batches (``whole_epoch``);
 - ``cuda_graph``: the fused step replayed from CUDA graphs (``trainer.cuda_graph``, opt-in).
 
 ``trainer.grad_clip`` clips inside each of them (``clip.py``; the step then returns its loss and

@@ -14,7 +14,8 @@ criteria (cross-entropy, MSE/2); SGD, Adam or AdamW with fused kernels, whose up
 calls on the NumPy gradients; float32 or float64 on the CPU. Anything else trains through the
 autograd step. ``tests/test_steps_mlp_kernel.py`` holds the kernel to autograd and torch.optim
 (the sums run in NumPy's BLAS, so the two agree to rounding, not bit for bit).
-``trainer.mlp_kernel=false`` turns it off.
+``trainer.mlp_kernel=false`` turns it off. The arithmetic is in ``mlp_maths.py``; the loop
+calls the step's ``epoch`` once an epoch (plain SGD then trains on ``[W | b]`` weights).
 """
 
 from __future__ import annotations
