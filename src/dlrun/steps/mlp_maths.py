@@ -205,14 +205,15 @@ class AugmentedSGD:
             whole[:-1] = (x[:rows] if idx is None else x.take(idx[:rows], axis=0)).T
         cross_entropy = self.criterion == "cross_entropy"
         losses = out[:, 0] if limits is not None else out
+        starts, sizes, across, within = _batch_layout(rows, size)
         if cross_entropy:  # each row's flat index into its batch's outputs, for the whole epoch
-            across, within = _batch_rows(rows, size)
             picked_at = ys * across
             picked_at += within
             picked, total = np.empty(rows, dtype=self.dtype), np.empty(rows, dtype=self.dtype)
-        for w, i in zip(self.weights, range(0, len(self.params), 2), strict=True):
-            w[:, :-1] = self.params[i]
-            w[:, -1] = self.params[i + 1]
+        pairs = list(zip(self.weights, self.params[0::2], self.params[1::2], strict=True))
+        for w, weight, bias in pairs:
+            w[:, :-1] = weight
+            w[:, -1] = bias
         try:
             for b in range(count):
                 at = slice(b * size, min((b + 1) * size, rows))
@@ -231,13 +232,12 @@ class AugmentedSGD:
                 if limits is not None:
                     out[b, 1] = norm
         finally:  # the weights reached, also when a second Ctrl-C stops the epoch
-            for w, i in zip(self.weights, range(0, len(self.params), 2), strict=True):
-                self.params[i][...] = w[:, :-1]
-                self.params[i + 1][...] = w[:, -1]
+            for w, weight, bias in pairs:
+                weight[...] = w[:, :-1]
+                bias[...] = w[:, -1]
         if cross_entropy:  # the batches' mean losses at once: log(sum(exp)) - picked, per batch
             terms = np.log(total)
             terms -= picked
-            starts, sizes = _batches(rows, size)
             np.divide(np.add.reduceat(terms, starts), sizes, out=losses)
 
     def _inputs(self, key: tuple[str, int]) -> np.ndarray:
@@ -319,16 +319,14 @@ class AugmentedSGD:
 
 
 @functools.cache
-def _batch_rows(rows: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """For an epoch of ``rows`` rows in batches of ``size``: each row's batch size, and its
-    place in its batch (never written)."""
-    place = np.arange(rows)
-    sizes = np.minimum(size, rows - place // size * size)
-    return sizes, place % size
-
-
-@functools.cache
-def _batches(rows: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first row of each batch, and each batch's size (never written)."""
+def _batch_layout(rows: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An epoch of ``rows`` rows in batches of ``size``: each batch's first row and size, then
+    each row's batch size and place in its batch (never written)."""
     starts = np.arange(0, rows, size)
-    return starts, np.minimum(size, rows - starts)
+    place = np.arange(rows)
+    return (
+        starts,
+        np.minimum(size, rows - starts),
+        np.minimum(size, rows - place // size * size),
+        place % size,
+    )
