@@ -131,3 +131,32 @@ def test_two_processes_train_in_step_like_one_and_resume(dlrun, tmp_path: Path) 
         torch.testing.assert_close(model[key], value, rtol=1e-4, atol=1e-5, msg=key)
     for a, b in zip(rows, one.metrics(), strict=True):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(b["loss"]), (a, b)
+
+
+def test_more_processes_than_gpus_is_refused_before_the_group_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torchrun --nproc_per_node=2 on a machine with one visible GPU: one line naming both
+    counts and what to do, before NCCL is asked to put two ranks on one GPU."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    rank1 = distributed.DataParallel(rank=1, world_size=2, local_rank=1, per_node=2)
+    with pytest.raises(distributed.DlrunError) as refused:
+        rank1.setup(torch.device("cuda", 0))
+    assert refused.value.exit_code == 2
+    message = str(refused.value)
+    assert "started 2 processes on this machine but only 1 GPU(s) are visible" in message
+    assert "--nproc_per_node=1" in message and "device=cpu" in message
+    assert not torch.distributed.is_initialized()
+    # as many processes as GPUs passes the check (the group itself needs real GPUs)
+    distributed.DataParallel(rank=0, world_size=2, local_rank=0, per_node=2).check_gpu_count(2)
+
+
+def test_a_refusal_under_torchrun_is_one_line_from_rank_0(tmp_path: Path) -> None:
+    """Every rank refuses the same mistake; only rank 0 prints it (real torchrun, 2 ranks)."""
+    r = torchrun("device=cuda:7", "trainer.epochs=1", cwd=tmp_path, tmp=tmp_path)
+    assert r.returncode != 0
+    lines = (r.stdout + r.stderr).splitlines()
+    ours = [line for line in lines if line.startswith("dlrun: ")]  # torchrun adds its own report
+    assert len(ours) == 1 and ours[0].startswith("dlrun: error: device=cuda:7"), ours
+    assert "Traceback" not in r.stdout

@@ -31,7 +31,8 @@ def _rows(run_dir: Path) -> list[dict]:
 
 def test_old_run_resumes(dlrun, old_run: Path) -> None:
     before = _rows(old_run)
-    result = dlrun(f"resume={old_run}", "trainer.epochs=40")
+    # made on the CPU, and continued there: exact resume is the CPU's promise (docs/resume.md)
+    result = dlrun(f"resume={old_run}", "trainer.epochs=40", "device=cpu")
     assert result.code == 0, result.err
     assert result.run_dir.resolve() == old_run.resolve()
     rows = _rows(old_run)
@@ -58,11 +59,12 @@ def test_old_run_reruns_and_verifies(old_run: Path, capsys) -> None:
     """The old code trained sine-bp's SGD steps with the bias added after each product, the
     current one inside it: the rerun rounds differently (sine-bp's rate of 0.3 grows the
     difference to about 1e-4 by epoch 30), says why, and matches within a tolerance."""
-    code, out, err = call_main(rerun.main, capsys, old_run, "--verify", "hydra.run.dir=again")
+    again = ("--verify", "device=cpu", "hydra.run.dir=again")  # rerun where it ran: the CPU
+    code, out, err = call_main(rerun.main, capsys, old_run, *again)
     assert code == 1, out + err
     assert "NOT reproduced" in out
     assert "note: the source ran other software (git commit 8d4d6a6" in out and "--rtol" in out
-    args = ("--verify", "--rtol", "1e-3", "hydra.run.dir=again2")
+    args = ("--verify", "--rtol", "1e-3", "device=cpu", "hydra.run.dir=again2")
     code, out, err = call_main(rerun.main, capsys, old_run, *args)
     assert code == 0, out + err
     assert "reproduced: 6 rows of metrics.jsonl match within relative tolerance 0.001" in out

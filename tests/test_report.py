@@ -36,7 +36,8 @@ def _sweep(directory: Path, *args: str) -> int:
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real sweep: 2 learning rates x 3 seeds of a 20-epoch sine-bp run."""
     directory = tmp_path_factory.mktemp("sweep") / "sw"
-    assert _sweep(directory, *SINE, "optimizer.lr=0.1,0.3", "seed=0,1,2") == 0
+    # on the CPU: the order of the two learning rates checked below is the CPU's result
+    assert _sweep(directory, *SINE, "optimizer.lr=0.1,0.3", "seed=0,1,2", "device=cpu") == 0
     return directory
 
 

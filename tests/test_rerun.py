@@ -69,7 +69,7 @@ def test_an_extra_override_changes_the_rerun_and_verify_says_so(dlrun, tmp_path,
 
 
 def test_tampered_source_metrics_fail_verify(dlrun, tmp_path: Path, capsys) -> None:
-    source = dlrun(*SHORT).run_dir
+    source = dlrun(*SHORT, "device=cpu").run_dir  # exact reproduction: the CPU's promise
     rows = _rows(source / "metrics.jsonl")
     row = next(i for i, r in enumerate(rows) if r["split"] == "val" and r["epoch"] == 9)
     rows[row]["mse"] *= 1 + 1e-6  # a change far below what the console shows
@@ -125,8 +125,12 @@ def test_a_resumed_run_verifies_on_the_rows_both_runs_log(dlrun, tmp_path, monke
     """50 epochs, then resumed to 60: the source logs epoch 50 (where its first part ended),
     a run in one go does not; the rows both log match exactly. From another directory, with the
     source given relative to it, so the recorded `resume=` cannot be replayed."""
-    first = dlrun(
-        "task=sine-bp", "trainer.epochs=50", "trainer.plots=false", run_dir=tmp_path / "s"
+    first = dlrun(  # rows that match exactly: the CPU's promise (docs/resume.md)
+        "task=sine-bp",
+        "trainer.epochs=50",
+        "trainer.plots=false",
+        "device=cpu",
+        run_dir=tmp_path / "s",
     )
     assert first.code == 0, first.err
     resumed = dlrun("resume=s", "trainer.epochs=60")

@@ -8,6 +8,9 @@ import pytest
 import torch
 
 from dlrun import rundir
+from dlrun.device import describe, resolve
+
+AUTO = describe(resolve("auto"))  # device=auto, the default: the GPU on a machine with one
 
 SHORT = (
     "trainer.epochs=6",
@@ -55,7 +58,7 @@ def test_run_directory_contract(dlrun) -> None:
 
     s = r.summary()
     assert s["task"] == "fizzbuzz" and s["status"] == "completed"
-    assert s["epochs_completed"] == 4 and s["seed"] == 0 and s["device"] == "cpu"
+    assert s["epochs_completed"] == 4 and s["seed"] == 0 and s["device"] == AUTO
     assert s["final"]["epoch"] == 4 and s["final"]["accuracy"] == rows[-1]["accuracy"]
     assert s["objective"] == s["final"]["accuracy"]
     assert s["best"]["accuracy"] == max(m["accuracy"] for m in rows if m["split"] == "val")
@@ -63,7 +66,7 @@ def test_run_directory_contract(dlrun) -> None:
 
     env = json.loads((d / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["python"]
-    assert env["packages"]["hydra-core"] and env["device"] == "cpu"
+    assert env["packages"]["hydra-core"] and env["device"] == AUTO
     assert "trainer.epochs=4" in env["command"]
 
     ckpt = torch.load(d / "checkpoints/last.pt", weights_only=True)

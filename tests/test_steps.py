@@ -44,8 +44,8 @@ def test_fast_and_eager_paths_train_identically_with_sgd(dlrun) -> None:
 def test_the_mlp_kernel_trains_as_the_textbook_step(dlrun, args) -> None:
     """The real command, FizzBuzz: the NumPy kernel (the default here) against zero_grad /
     backward / step, epoch by epoch, and the weights it leaves."""
-    kernel = dlrun(*QUICK, *args)
-    eager = dlrun(*QUICK, *args, "trainer.fast=false")
+    kernel = dlrun(*QUICK, *args, "device=cpu")  # the kernel is the CPU's
+    eager = dlrun(*QUICK, *args, "trainer.fast=false", "device=cpu")
     assert kernel.code == eager.code == 0, kernel.err + eager.err
     assert (
         "train step: mlp_kernel (the NumPy MLP kernel" in (kernel.run_dir / "dlrun.log").read_text()
@@ -160,7 +160,7 @@ def test_bf16_without_cuda_is_refused(dlrun, tmp_path: Path) -> None:
 
 
 def test_cuda_graph_on_the_cpu_falls_back_to_the_same_eager_training(dlrun) -> None:
-    plain = dlrun(*QUICK, "optimizer=adam")
+    plain = dlrun(*QUICK, "optimizer=adam", "device=cpu")
     graph = dlrun(*QUICK, "optimizer=adam", "trainer.cuda_graph=true", "device=cpu")
     assert plain.code == graph.code == 0, graph.err
     assert _losses(plain) == _losses(graph)

@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     except DlrunError as exc:
         if full_error:
             raise
-        print(f"dlrun: error: {exc}", file=sys.stderr)
+        if distributed.is_main():  # under torchrun every rank refuses alike: rank 0 says it
+            print(f"dlrun: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         if full_error:

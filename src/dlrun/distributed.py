@@ -143,6 +143,7 @@ class DataParallel(Strategy):
         import torch.distributed as dist
 
         if device.type == "cuda":
+            self.check_gpu_count(torch.cuda.device_count())
             # modulo: a launcher may show each process only its own GPU (CUDA_VISIBLE_DEVICES)
             device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
             torch.cuda.set_device(device)
@@ -156,6 +157,17 @@ class DataParallel(Strategy):
         if not dist.is_initialized():
             dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
         return device
+
+    def check_gpu_count(self, visible: int) -> None:
+        """Refuse more processes on this node than GPUs they can see, before the process group
+        forms: NCCL cannot put two ranks on one GPU, and would fail later with its own error.
+        torchrun's local processes share one environment, so each sees the same GPUs."""
+        if os.environ.get("TORCHELASTIC_RUN_ID") is not None and self.per_node > visible:
+            raise DlrunError(
+                f"torchrun started {self.per_node} processes on this machine but only {visible} "
+                f"GPU(s) are visible: use --nproc_per_node={visible} or fewer, "
+                "or device=cpu to train the processes on the CPU (gloo)"
+            )
 
     def trainer_settings(self, trainer: TrainerConfig) -> TrainerConfig:
         """The eager train step: DDP averages the gradients in hooks that ``loss.backward()``
