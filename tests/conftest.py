@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -12,6 +13,13 @@ from typing import Any
 import pytest
 
 from dlrun import cli
+
+
+def needs(module: str) -> pytest.MarkDecorator:
+    """Skip, saying why, where an optional package is missing (the README's test command
+    installs every extra; a machine without a package index may lack some)."""
+    missing = importlib.util.find_spec(module) is None
+    return pytest.mark.skipif(missing, reason=f"needs {module}: python -m pip install -e '.[test]'")
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 from dlrun import checkpoint, cli, evaluation, rerun, rundir
 from dlrun.errors import ConfigError
 from dlrun.tasks.housing.task import FEATURES, TARGET
-from tests.conftest import call_main
+from tests.conftest import call_main, needs
 from tests.test_checkpoint import Payload
 from tests.test_mnist import write_data_set
 
@@ -428,11 +428,13 @@ ROWS = [
         ["logger=mlflow", "logger.mlflow.tracking_uri=http://127.0.0.1:9"],
         ["logger.mlflow.tracking_uri=http://127.0.0.1:9 cannot be used", "does not answer"],
         id="MLflow server that does not answer",
+        marks=needs("mlflow"),
     ),
     pytest.param(
         ["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:///{w}/missing/mlflow.db"],
         ["mlflow.db cannot be used", "missing is not a directory", "a writable directory"],
         id="MLflow database in a missing directory",
+        marks=needs("mlflow"),
     ),
 ]
 

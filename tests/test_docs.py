@@ -35,6 +35,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 import shlex
 from collections.abc import Callable, Iterator
@@ -269,6 +270,8 @@ def test_documented_command(
 
             if torch.cuda.is_available():
                 pytest.skip("documents a machine without CUDA")
+        if "logger=mlflow" in args and importlib.util.find_spec("mlflow") is None:
+            pytest.skip("needs mlflow: python -m pip install -e '.[test]'")
         code, out, err = call_main(main, capsys, *args, *QUIET, f"hydra.run.dir={tmp_path}/run")
         assert code == (command.code if command.code is not None else 2), (shown, err)
         assert err.strip().splitlines()[-1] == command.error, shown

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs
 from tests.test_housing import linear_data, write_csv
 from tests.test_mnist import write_data_set
 
@@ -33,6 +34,10 @@ def pip(*args: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", *args, "-q"], check=True, capture_output=True, timeout=300
     )
+
+
+# built without build isolation, so offline: with the setuptools installed here
+pytestmark = needs("setuptools")
 
 
 @pytest.fixture(scope="module")

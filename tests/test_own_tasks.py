@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dlrun import report, rerun
-from tests.conftest import call_main, run_cli
+from tests.conftest import call_main, needs, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ("trainer.plots=false", "trainer.progress=false")
@@ -182,6 +182,7 @@ def copy_of_digits(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@needs("setuptools")  # installed without build isolation: offline
 def test_the_digits_package_installs_and_learns(tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run(
