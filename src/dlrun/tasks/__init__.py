@@ -102,6 +102,11 @@ def found() -> dict[str, Found]:
     return _found
 
 
+def is_scanned() -> bool:
+    """Whether the installed tasks have been found (without finding them now)."""
+    return _scanned
+
+
 def _said(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
