@@ -25,6 +25,10 @@ class Task(ABC):
     # the loss, when it is one of the shared criteria of (inputs, targets) batches (CRITERIA):
     # loss() is then that criterion, and the fast path may run it as a fused MLP step
     criterion: ClassVar[str | None] = None
+    # the shapes loss() expects of the model's output for (inputs, targets, ...) batches, by a
+    # criterion's name: checked on the first batch before training (CONTRACTS). None: the
+    # criterion's; a task with its own loss() and no contract is not checked
+    contract: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task without a loss fails where it is written, not at its first training step."""
@@ -33,10 +37,12 @@ class Task(ABC):
             raise TypeError(
                 f"{cls.__name__}: set criterion (one of {', '.join(CRITERIA)}) or define loss()"
             )
-        if cls.criterion is not None and cls.criterion not in CRITERIA:
-            raise TypeError(
-                f"{cls.__name__}: criterion {cls.criterion!r} is not one of {', '.join(CRITERIA)}"
-            )
+        for kind in ("criterion", "contract"):
+            value = getattr(cls, kind)
+            if value is not None and value not in CRITERIA:
+                raise TypeError(
+                    f"{cls.__name__}: {kind} {value!r} is not one of {', '.join(CRITERIA)}"
+                )
 
     def __init__(self, cfg: TaskConfig, data: DataConfig, device: torch.device) -> None:
         self.cfg = cfg
@@ -129,3 +135,45 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
 
 # the shared losses, by the name a task gives as its `criterion`
 CRITERIA = {"cross_entropy": classification_loss, "half_mse": half_mse_loss}
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(tuple(t.shape))
+
+
+def half_mse_contract(output: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> str | None:
+    """An output of the targets' own shape: (N,) against (N, 1) would broadcast to (N, N)."""
+    target = batch[1]
+    if output.shape == target.shape:
+        return None
+    return f"half_mse expects the output to have the targets' shape {_shape(target)}"
+
+
+def cross_entropy_contract(output: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> str | None:
+    """(N, classes) scores for N integer labels in [0, classes) (or class probabilities of the
+    output's own shape)."""
+    target = batch[1]
+    if target.is_floating_point():
+        if output.shape == target.shape:
+            return None
+        return f"cross_entropy expects class probabilities of the output's shape {_shape(output)}"
+    if (
+        output.ndim < 2
+        or output.shape[0] != target.shape[0]
+        or output.shape[2:] != target.shape[1:]
+    ):
+        return (
+            f"cross_entropy expects an output of shape (N, classes) for {target.shape[0]} "
+            f"labels of shape {_shape(target)}"
+        )
+    low, high = (int(v) for v in (target.min(), target.max()))  # once, before training
+    if low < 0 or high >= output.shape[1]:
+        return (
+            f"cross_entropy expects labels from 0 to {output.shape[1] - 1} for the output's "
+            f"{output.shape[1]} classes; the first batch has labels from {low} to {high}"
+        )
+    return None
+
+
+# what each shared criterion expects of the model's output for a batch (a task's `contract`)
+CONTRACTS = {"cross_entropy": cross_entropy_contract, "half_mse": half_mse_contract}
