@@ -5,7 +5,6 @@ the stages read in one sitting; ``from dlrun.run import Setup, seed_everything``
 
 from __future__ import annotations
 
-import inspect
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dlrun import compat, optim, schedule, schema, steps, stopping, tasks
+from dlrun import compat, failures, optim, schedule, schema, steps, stopping, tasks
 from dlrun import device as devices
 from dlrun.distributed import Strategy
 from dlrun.errors import ConfigError
@@ -111,21 +110,12 @@ def check_first_batch(task: Task, model: torch.nn.Module, batch_size: int) -> No
         problem = CONTRACTS[name](output, batch)
         shape = str(tuple(output.shape))
     if problem:
+        where = failures.defined_at(type(task).build_model)
         raise ConfigError(
-            f"task {task.name}: the model ({_where(type(task).build_model)}) gives an output of "
+            f"task {task.name}: the model (build_model() at {where}) gives an output of "
             f"shape {shape} for targets of shape {tuple(batch[1].shape)} on the first batch; "
             f"{problem}"
         )
-
-
-def _where(function: Any) -> str:
-    """``build_model() at FILE:LINE``, where the task's code says what the model is."""
-    try:
-        return f"{function.__name__}() at {inspect.getsourcefile(function)}:" + str(
-            inspect.getsourcelines(function)[1]
-        )
-    except (OSError, TypeError):
-        return f"{function.__qualname__}()"
 
 
 def open_tracking(
