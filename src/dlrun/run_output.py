@@ -129,8 +129,9 @@ def closing(
         for k, v in summary.final.items()
         if k != "epoch"
     ]
+    done = summary.epochs_completed
     console.table(
-        f"{task.name}: {summary.epochs_completed} epochs in {summary.wall_s:.1f}s "
+        f"{task.name}: {done} epoch{'' if done == 1 else 's'} in {summary.wall_s:.1f}s "
         f"(best at epoch {best.get('epoch', '-')})",
         rows,
         ("metric", "final", "best"),

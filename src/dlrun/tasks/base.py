@@ -18,6 +18,35 @@ if TYPE_CHECKING:
 
 
 class Task(ABC):
+    """One learning problem: its data, its model and how to score it (docs/extending.md).
+
+    A subclass sets ``objective`` (a key of what ``evaluate()`` returns, which sweeps,
+    ``best.pt`` and dlrun-report rank by) and ``maximize``, and ``criterion`` (a shared loss:
+    ``"half_mse"`` or ``"cross_entropy"``) or its own ``loss()``. Its ``__init__(cfg, data,
+    device)`` puts ``train_data`` on the device, a tuple of tensors with the same first
+    dimension whose rows the loop batches as ``(inputs, targets, ...)``, and keeps held-out data
+    for ``evaluate()``: the loop trains on ``train_data`` only, and what ``evaluate()`` scores
+    is the task's choice. ``cfg`` is the task's config (``task.*``), ``data`` the run's
+    ``data.*`` settings (a ``DataConfig``: ``data.root`` and the task's own ``DATA`` fields).
+
+    The seed: the run seeds Python's, NumPy's and torch's global generators with ``seed=`` just
+    before ``__init__``; ``build_model()`` draws the weights from them next. A generator of the
+    task's own is seeded with ``torch.initial_seed()``.
+
+    Shapes are checked on the first batch before training: ``half_mse`` wants an output of the
+    targets' shape ((N, 1) for (N, 1) targets, not (N,)); ``cross_entropy`` (N, classes) for N
+    integer labels in 0 .. classes - 1. A task with its own ``loss()`` sets ``contract`` to the
+    criterion whose shapes its loss shares, and is checked the same way.
+
+    Optional, each with a default: ``converged(model)`` (True ends training after this epoch),
+    ``report(model)`` (text shown once at the end), ``figures(model, history)`` (matplotlib
+    figures by file stem, saved under plots/), ``uses_optimizer = False`` (``loss()`` updates
+    the model itself) and ``batched = False`` (one batch of all the data an epoch).
+
+    A task never logs, prints or writes files; an exception raised in its code ends the run
+    ``failed`` with a line naming its file and line, and the run log holds the traceback.
+    """
+
     objective: ClassVar[str]  # the key of evaluate()'s result that sweeps optimise
     maximize: ClassVar[bool]
     uses_optimizer: ClassVar[bool] = True  # False: loss() updates the model itself (no autograd)
