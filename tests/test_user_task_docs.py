@@ -79,3 +79,25 @@ def test_the_rerun_command_is_quoted_as_a_shell_would(
         [{k: v for k, v in m.items() if "time" not in k} for m in x.metrics()] for x in (r, again)
     ]
     assert untimed[0] == untimed[1]
+
+
+@pytest.mark.parametrize(
+    ("page", "case", "test"),
+    [
+        ("bad-input.md", "a syntax error in a task's YAML", "test_user_task_yaml.py"),
+        ("bad-input.md", "an unknown key in a task's YAML", "test_user_task_yaml.py"),
+        ("bad-input.md", "a wrong type in a task's YAML", "test_user_task_yaml.py"),
+        ("bad-input.md", "a model output that does not fit", "test_user_task_shapes.py"),
+        ("bad-input.md", "an objective that `evaluate()` does not", "test_user_task_objective.py"),
+        ("bad-input.md", "a task file and an installed package", "test_user_task_moved.py"),
+        ("bad-input.md", "an exception raised in the task's own", "test_user_task_errors.py"),
+        ("bad-input.md", "an unexpected failure in dlrun's own", "test_user_task_errors.py"),
+        ("errors.md", "An exception raised in your own task's", "test_user_task_errors.py"),
+    ],
+)
+def test_each_case_is_a_row_of_the_docs_that_a_test_runs(page: str, case: str, test: str) -> None:
+    """Each kind of mistake in a task's own code is documented where users look, and the test
+    file that runs it exists."""
+    text = (ROOT / "docs" / page).read_text()
+    assert f"| {case}" in text or f"- {case}" in text, case
+    assert (ROOT / "tests" / test).is_file()
