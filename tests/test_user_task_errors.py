@@ -165,3 +165,14 @@ def test_dlruns_own_bug_is_an_internal_error_naming_the_log_that_holds_it(
     log = Path(re.search(r"the traceback is in (\S+?);", r.err).group(1))
     assert log == r.run_dir / "dlrun.log" and "RuntimeError: a bug in dlrun" in log.read_text()
     assert "Traceback (most recent call last)" in log.read_text()
+
+
+def test_a_task_file_that_raises_as_it_is_imported_names_the_line(dlrun, tmp_path: Path) -> None:
+    source = TASK.replace(
+        "from dlrun.schema", "WIDTH = int('eight')  # IMPORT\n\nfrom dlrun.schema"
+    )
+    path = write_task(tmp_path / "project", source)
+    r = dlrun(f"task={path}", *QUIET)
+    assert r.code == 2, r.err
+    assert r.err.startswith(f"dlrun: error: task file {path}: cannot be imported: ValueError")
+    assert r.err.strip().endswith(f"(at {path}:{line_of(path, '# IMPORT')})")

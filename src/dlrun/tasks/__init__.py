@@ -25,6 +25,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -237,7 +238,11 @@ def load_file(path: str | Path, beside_configs: bool = False) -> Found:
         raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}") from exc
+        lines = [
+            n for f, n in traceback.walk_tb(exc.__traceback__) if f.f_code.co_filename == str(path)
+        ]
+        at = f" (at {path}:{lines[-1]})" if lines else ""  # the file's own line that raised
+        raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}{at}") from exc
     if beside_configs and one.yaml is not None:
         _check_config_dir_yaml(one)
     from dlrun import schema
