@@ -29,6 +29,7 @@ from dlrun import (
     compat,
     dirlock,
     distributed,
+    failures,
     files,
     interrupt,
     multirun,
@@ -48,7 +49,7 @@ from dlrun.cli_args import (
     one_line,
     resume_argv,
 )
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, UserCodeError
 from dlrun.interrupt import Interrupted
 from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir
@@ -123,6 +124,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except BrokenPipeError:  # the output's reader went away: no job failed
         raise
     except Exception as exc:
+        if not isinstance(exc, DlrunError):  # its traceback in the run log, whatever it is
+            failures.log_traceback(exc)
+            exc = failures.blamed(exc) or exc  # the user's own task code: their file and line
         if in_sweep:
             multirun.record_failure(run_dir, overrides, exc)
             print(f"job {hydra_cfg.job.num} failed: {one_line(exc)}", file=sys.stderr)
@@ -205,7 +209,8 @@ def invoke(argv: list[str]) -> list[Path]:
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
         if multirun.current_dir is not None and not isinstance(exc, DlrunError):
             multirun.discard_if_empty(multirun.current_dir)
-        if claim.before is not None and multirun.current_dir is None:  # a single run refused
+        refused = not isinstance(exc, UserCodeError)  # a failed run keeps its log
+        if claim.before is not None and multirun.current_dir is None and refused:
             claim.before.remove_created()
         if full_error:
             raise
@@ -253,9 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if full_error:
             raise
+        log = getattr(exc, "dlrun_log", None)  # only a log that holds the traceback is named
+        where = f"the traceback is in {log}; " if log else ""
         print(
             f"dlrun: internal error: {type(exc).__name__}: {one_line(exc)} "
-            "(the run log has the traceback; HYDRA_FULL_ERROR=1 prints it)",
+            f"({where}HYDRA_FULL_ERROR=1 prints it)",
             file=sys.stderr,
         )
         sys.exit(1)

@@ -108,6 +108,9 @@ def one_line(exc: BaseException) -> str:
         if options:
             return f"{unknown.group(0)} (available: {', '.join(options)})"
     message = lines[0].rstrip(".")
+    own = _own_task_yaml(text, exc)
+    if own:
+        return own
     group = re.match(r"Could not override '([\w/-]+)'\. No match in the defaults list", text)
     if group:  # a config group with no default (experiment) is added, not overridden
         name = group.group(1)
@@ -119,6 +122,27 @@ def one_line(exc: BaseException) -> str:
     if key and key.group(1) not in message:
         message += f" (key: {key.group(1)})"
     return message
+
+
+def _own_task_yaml(text: str, exc: BaseException) -> str | None:
+    """A key of a task's own YAML (beside its module) that Hydra refused while composing, e.g.
+    ``optimizer.lrr`` for the optimizer chosen: the line names that file and line."""
+    from dlrun import schema, tasks
+
+    composing = re.match(r"In 'task/([\w.-]+)': (\w+) raised while composing", text)
+    key = re.search(r"full_key: (\S+)", text + "\n" + str(exc.__cause__ or ""))
+    one = tasks.found().get(composing.group(1)) if composing and tasks.is_scanned() else None
+    if one is None or one.tutorial or one.yaml is None or key is None:
+        return None
+    where = schema.yaml_line(one.yaml, one.yaml.read_text(), key.group(1).split("."))
+    said = [ln.strip() for ln in text.splitlines()[1:] + str(exc.__cause__ or "").splitlines()]
+    detail = [ln for ln in said if ln and not re.match(r"\w+(_key|_type)[:=]", ln)]
+    what = (
+        "no such key"
+        if composing.group(2) == "ConfigKeyError"
+        else (detail[0] if detail else composing.group(2))
+    )
+    return f"{where}: {key.group(1)}: {what} (the keys in effect: dlrun --cfg job)"
 
 
 def _options(group: str) -> list[str]:

@@ -34,3 +34,10 @@ class NonFiniteLoss(Diverged):
         )
         super().__init__(f"{what} at epoch {epoch}, step {step} of {steps}")
         self.epoch, self.step, self.steps, self.loss = epoch, step, steps, loss
+
+
+class UserCodeError(DlrunError):
+    """An exception raised in the user's own task code: the run is `failed` (exit code 1), and
+    the line names their file and line, not dlrun, and the log that holds the traceback."""
+
+    exit_code = 1

@@ -6,13 +6,14 @@ The loop raises what it finds (a NaN loss, torch's out-of-memory error); these t
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dlrun import files, rundir
-from dlrun.errors import Diverged, DlrunError, NonFiniteLoss
+from dlrun.errors import Diverged, DlrunError, NonFiniteLoss, UserCodeError
 
 if TYPE_CHECKING:
     from dlrun.schema import TrainerConfig
@@ -102,3 +103,95 @@ def write_failed(
             f"with: {command} resume={shlex.quote(str(run_dir))}"
         )
     return DlrunError(f"{what} ({files.describe(exc)}); {files.remedy(exc, run_dir)}; {then}")
+
+
+def log_traceback(exc: BaseException, what: str = "run failed") -> Path | None:
+    """Write ``exc``'s traceback to the run log once; returns the log file that now holds it
+    (None when no file does, e.g. before Hydra set up the run's logging), kept on ``exc`` too, so
+    that a message points at a log only when that log holds the traceback."""
+    if hasattr(exc, "dlrun_log"):
+        return exc.dlrun_log
+    log = logging.getLogger("dlrun")
+    log.error(what, exc_info=exc)
+    path = log_file(log)
+    try:
+        exc.dlrun_log = path  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__
+        pass
+    return path
+
+
+def log_file(log: logging.Logger) -> Path | None:
+    """The file a logger's records go to (Hydra's run log, dlrun.log), flushed; None if none."""
+    current: logging.Logger | None = log
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.flush()
+                path = Path(handler.baseFilename)
+                return path if path.is_file() and path.stat().st_size else None
+        current = current.parent if current.propagate else None
+    return None
+
+
+def user_code(exc: BaseException) -> str | None:
+    """``FILE:LINE in FUNCTION`` of the innermost frame of ``exc``'s traceback that is in a
+    user's own task: beside a task file (its helpers too), or in an installed task's package
+    (not the libraries of a virtual environment kept in the same directory); None when no
+    frame is."""
+    from dlrun import tasks
+
+    roots = []
+    for one in tasks.found().values() if tasks.is_scanned() else ():
+        file = getattr(one.module, "__file__", None)
+        if one.tutorial or not file:
+            continue
+        roots.append(Path(file).resolve().parent)  # its package, or the task file's directory
+    if not roots:
+        return None
+    ours = Path(__file__).resolve().parent  # dlrun's own code, wherever it is installed
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        path = Path(code.co_filename).resolve()
+        if ours not in path.parents and any(
+            root in path.parents and not _INSTALLED & set(path.relative_to(root).parts)
+            for root in roots
+        ):
+            where = f"{path}:{tb.tb_lineno} in {code.co_name}"
+        tb = tb.tb_next
+    return where
+
+
+_INSTALLED = {"site-packages", "dist-packages"}  # torch and the rest, in a venv inside a project
+
+
+def said(exc: BaseException) -> str:
+    """``Type: first line of its message``."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def blamed(exc: BaseException) -> UserCodeError | None:
+    """An exception raised in the user's own task code, as the one line that names their file
+    and line, the exception and the log that holds the traceback (logged here if not yet)."""
+    where = user_code(exc)
+    if where is None:
+        return None
+    log = log_traceback(exc)
+    then = f"the traceback is in {log}" if log else "HYDRA_FULL_ERROR=1 prints the traceback"
+    error = UserCodeError(f"{where}: {said(exc)} (in your task's code; {then})")
+    error.dlrun_log = log  # type: ignore[attr-defined]
+    return error
+
+
+def defined_at(obj: object) -> str:
+    """``FILE:LINE`` where a class or function of the user's task is written (its name when
+    the source cannot be found)."""
+    import inspect
+
+    try:
+        return f"{inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]}"
+    except (OSError, TypeError):
+        return getattr(obj, "__qualname__", repr(obj))

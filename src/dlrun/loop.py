@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from dlrun import compat, steps
+from dlrun import compat, failures, steps
 from dlrun.distributed import Strategy
-from dlrun.errors import NonFiniteLoss
+from dlrun.errors import ConfigError, NonFiniteLoss
 from dlrun.interrupt import Interrupted
 
 if TYPE_CHECKING:
@@ -61,6 +61,13 @@ def validate(task: Task, model: nn.Module) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         metrics = to_floats(task.evaluate(model))
+    if task.objective not in metrics:  # else the run would end `completed` with no objective
+        raise ConfigError(
+            f"task {task.name}: its objective {task.objective!r} "
+            f"({failures.defined_at(type(task))}) "
+            f"is not a key of what evaluate() returns ({', '.join(metrics) or 'nothing'}); "
+            "set objective to one of them, or return it from evaluate()"
+        )
     metrics["time_s"] = time.perf_counter() - start
     return metrics
 

@@ -21,7 +21,7 @@ from typing import Any
 from dlrun import rundir
 from dlrun.errors import DlrunError
 from dlrun.pipes import ends_quietly_on_closed_pipe
-from dlrun.rundir import RunDir, Summary, quote
+from dlrun.rundir import RunDir, Summary, quote, unquote
 
 PROG = "dlrun-rerun"
 ACCELERATOR_RTOL = 1e-4  # relative tolerance on CUDA/MPS (and between different devices)
@@ -96,6 +96,21 @@ def _new_dir(extra: list[str]) -> Path:
     return Path("outputs") / time.strftime("%Y-%m-%d", time.localtime(now)) / stamp
 
 
+def shown(argv: list[str]) -> str:
+    """A command as a shell would quote it: a path recorded in Hydra's quotes
+    (``task_file='/my dir/t.py'``) is shown as typed, ``'task_file=/my dir/t.py'``, which
+    dlrun quotes for Hydra again itself."""
+    from dlrun.cli_args import PATH_KEYS
+
+    paths = (*PATH_KEYS, "task_file")
+
+    def plain(arg: str) -> str:
+        key, eq, value = arg.partition("=")
+        return f"{key}={unquote(value)}" if eq and key.lstrip("+~") in paths else arg
+
+    return shlex.join([plain(a) for a in argv])
+
+
 def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> int:
     if str(source) == rundir.LATEST and not source.exists():
         source = rundir.latest(f"{PROG} latest").path
@@ -119,7 +134,7 @@ def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> i
     kept = run.kept_overrides(extra, in_place_resume=False)
     args = [a for a in extra if not a.startswith("hydra.run.dir=")]
     argv = [*args, *kept, f"hydra.run.dir={quote(str(new))}"]
-    print(f"rerun of {source} into {new}: {shlex.join(['dlrun', *args, *kept])}", flush=True)
+    print(f"rerun of {source} into {new}: {shown(['dlrun', *args, *kept])}", flush=True)
     if summary.resumes:
         print(
             f"note: {source} was resumed {len(summary.resumes)} time(s); the rerun trains "

@@ -195,7 +195,7 @@ class Run:
             if isinstance(exc, DlrunError):
                 log.error("stopped: %s", exc, exc_info=isinstance(exc.__cause__, OSError))
             else:
-                log.exception("run failed")
+                failures.log_traceback(exc)
             raise
 
     def setup(self) -> Setup:

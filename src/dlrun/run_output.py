@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from dlrun import device as devices
+from dlrun import failures
 from dlrun import plots as figures
 from dlrun.console import Console, metrics_text
 from dlrun.profiling import WAIT, WARMUP, Profiler
@@ -128,8 +129,9 @@ def closing(
         for k, v in summary.final.items()
         if k != "epoch"
     ]
+    done = summary.epochs_completed
     console.table(
-        f"{task.name}: {summary.epochs_completed} epochs in {summary.wall_s:.1f}s "
+        f"{task.name}: {done} epoch{'' if done == 1 else 's'} in {summary.wall_s:.1f}s "
         f"(best at epoch {best.get('epoch', '-')})",
         rows,
         ("metric", "final", "best"),
@@ -154,4 +156,6 @@ def plots(
         raise
     except Exception as exc:
         log.exception("plotting failed")
-        console.print(f"warning: plots not written ({exc})", style="yellow")
+        mine = failures.user_code(exc)  # the task's own figures(): its file and line
+        said = f"{mine}: {failures.said(exc)}; the traceback is in the run log" if mine else exc
+        console.print(f"warning: plots not written ({said})", style="yellow")

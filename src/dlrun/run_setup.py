@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dlrun import compat, optim, schedule, schema, steps, stopping, tasks
+from dlrun import compat, failures, optim, schedule, schema, steps, stopping, tasks
 from dlrun import device as devices
 from dlrun.distributed import Strategy
 from dlrun.errors import ConfigError
 from dlrun.rundir import Summary
-from dlrun.tasks.base import Task
+from dlrun.tasks.base import CONTRACTS, Task
 
 if TYPE_CHECKING:
     from dlrun.run import RunInfo
@@ -65,6 +65,7 @@ def build(config: schema.Config, strategy: Strategy, summary: Summary) -> Setup:
             f"examples of task {task.name}; expected trainer.batch_size <= {n}"
         )
     model = task.build_model().to(device)
+    check_first_batch(task, model, trainer.batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
     strategy.check_task(task.name, task.uses_optimizer and bool(params), task.hand_gradients)
     if not trainer.compile:
@@ -84,6 +85,37 @@ def build(config: schema.Config, strategy: Strategy, summary: Summary) -> Setup:
     )
     stopper = stopping.build(trainer.early_stopping, task.objective, task.maximize)
     return Setup(device, task, model, optimizer, generator, trainer, schedule_, stopper)
+
+
+def check_first_batch(task: Task, model: torch.nn.Module, batch_size: int) -> None:
+    """The model's output on the first batch against what the task's loss expects (its
+    ``contract``, else its ``criterion``), before any training: a shape that broadcasts, an
+    (N,) output for (N, 1) targets, would otherwise train without a word and never learn."""
+    name = task.contract or task.criterion
+    data = task.train_data
+    if name is None or len(data) < 2 or not len(data[0]):
+        return
+    batch = tuple(t[:batch_size] for t in data) if task.batched else data
+    was = model.training
+    model.eval()  # no dropout's random draws, no batch norm's running statistics changed
+    try:
+        with torch.no_grad():
+            output = model(batch[0])
+    finally:
+        model.train(was)
+    if not isinstance(output, torch.Tensor):
+        problem = f"{name} expects a tensor, the model returns {type(output).__name__}"
+        shape = type(output).__name__
+    else:
+        problem = CONTRACTS[name](output, batch)
+        shape = str(tuple(output.shape))
+    if problem:
+        where = failures.defined_at(type(task).build_model)
+        raise ConfigError(
+            f"task {task.name}: the model (build_model() at {where}) gives an output of "
+            f"shape {shape} for targets of shape {tuple(batch[1].shape)} on the first batch; "
+            f"{problem}"
+        )
 
 
 def open_tracking(

@@ -25,6 +25,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -102,6 +103,11 @@ def found() -> dict[str, Found]:
     return _found
 
 
+def is_scanned() -> bool:
+    """Whether the installed tasks have been found (without finding them now)."""
+    return _scanned
+
+
 def _said(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -141,6 +147,8 @@ def _add(module: ModuleType, origin: str, dist: str | None = None) -> Found:
         )
     if not isinstance(task, (type, str)):
         raise ConfigError(f"{origin}: TASK = {task!r} is not a class or a 'module:Class' path")
+    if name in _found and dist is None and _found[name].dist not in (None, OWN):
+        raise _Installed(name, config, data)  # a task file moved into a package (load_file)
     if name in _found:
         raise ConfigError(
             f"{origin}: task name {name} is taken by {_found[name].origin}; choose another name"
@@ -222,18 +230,79 @@ def load_file(path: str | Path, beside_configs: bool = False) -> Found:
     try:
         spec.loader.exec_module(module)
         one = _add(module, origin)
+    except _Installed as twin:
+        sys.modules.pop(module_name, None)
+        return _moved(origin, path, twin)
     except ConfigError:
         sys.modules.pop(module_name, None)
         raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}") from exc
+        lines = [
+            n for f, n in traceback.walk_tb(exc.__traceback__) if f.f_code.co_filename == str(path)
+        ]
+        at = f" (at {path}:{lines[-1]})" if lines else ""  # the file's own line that raised
+        raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}{at}") from exc
     if beside_configs and one.yaml is not None:
         _check_config_dir_yaml(one)
     from dlrun import schema
 
     schema.store_task(one, with_yaml=not beside_configs)  # Hydra finds DIR/task/NAME.yaml
     return one
+
+
+class _Installed(ConfigError):
+    """A task file whose name an installed package's task has (see :func:`_moved`)."""
+
+    def __init__(self, name: str, config: type, data: type | None) -> None:
+        super().__init__(name)
+        self.name, self.config, self.data = name, config, data
+
+
+def _moved(origin: str, path: Path, twin: _Installed) -> Found:
+    """A task file and an installed package with a task of the same name: the same task moved
+    into a package (the way docs/extending.md recommends) when their settings, data settings
+    and YAML are the same; then the package runs it, so that runs made from the file resume,
+    rerun and evaluate. Otherwise the line says how to choose."""
+    installed = _found[twin.name]
+    differ = [
+        what
+        for what, mine, theirs in (
+            ("task.*", twin.config, installed.config),
+            ("data.*", twin.data, installed.data),
+        )
+        if _fields(mine) != _fields(theirs)
+    ]
+    beside = path.parent / f"{twin.name}.yaml"
+    yamls = [_yaml(beside if beside.is_file() else None), _yaml(installed.yaml)]
+    if yamls[0] != yamls[1]:
+        differ.append(f"{twin.name}.yaml")
+    if not differ:
+        return installed
+    raise ConfigError(
+        f"{origin} and {installed.origin} are two tasks named {twin.name}, and their "
+        f"{', '.join(differ)} differ: to run the package, use task={twin.name} (and add "
+        f"task_file=null to resume, rerun or evaluate a run made from the file); to run the "
+        f"file, uninstall {installed.dist} or rename one of them"
+    )
+
+
+def _fields(kind: type | None) -> list[tuple[str, str, str]]:
+    if kind is None:
+        return []
+    return [
+        (f.name, str(f.type), repr(f.default) if f.default is not dataclasses.MISSING else "")
+        for f in dataclasses.fields(kind)
+    ]
+
+
+def _yaml(path: Path | None) -> object:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) if path is not None else None
+    except (OSError, yaml.YAMLError):
+        return path.read_bytes() if path is not None else None
 
 
 def _check_config_dir_yaml(one: Found) -> None:
@@ -273,14 +342,19 @@ def prepare(argv: list[str]) -> list[str]:
     for arg in argv:
         key = arg.split("=", 1)[0] if "=" in arg and not arg.startswith("-") else None
         if key == "task" and _value(arg).endswith(".py"):
-            files.append(one := load_file(_value(arg)))
-            out += [f"task={one.name}", f"task_file={quote(str(one.module.__file__))}"]
+            one = load_file(_value(arg))
+            out.append(f"task={one.name}")
+            if one.dist is None:  # not a file whose task an installed package has
+                files.append(one)
+                out.append(f"task_file={quote(str(one.module.__file__))}")
         elif key == "task" and (one := next((f for f in beside if f.name == _value(arg)), None)):
             files.append(one)  # DIR/task/NAME.py beside DIR/task/NAME.yaml (--config-dir DIR)
             out += [arg, f"task_file={quote(str(one.module.__file__))}"]
         elif key in ("task_file", "+task_file") and _value(arg) not in ("", "null"):
-            files.append(one := load_file(_value(arg)))
-            out.append(f"task_file={quote(str(one.module.__file__))}")
+            one = _recorded_file(_value(arg), argv)
+            if one is not None and one.dist is None:
+                files.append(one)
+                out.append(f"task_file={quote(str(one.module.__file__))}")
         else:
             out.append(arg)
     launcher = [_value(a) for a in argv if a.startswith("hydra/launcher=")]
@@ -293,6 +367,16 @@ def prepare(argv: list[str]) -> list[str]:
             "entry point for other launchers (docs/extending.md)"
         )
     return out
+
+
+def _recorded_file(path: str, argv: list[str]) -> Found | None:
+    """``task_file=PATH`` (as a run records it): the file's task, or, when the file is gone
+    and an installed package has the run's ``task=NAME``, that package's (the task moved)."""
+    named = [_value(a) for a in argv if a.split("=", 1)[0] == "task"]
+    installed = found().get(named[-1]) if named else None
+    if not Path(path).expanduser().is_file() and installed and installed.dist not in (None, OWN):
+        return installed
+    return load_file(path)
 
 
 def _config_dirs(argv: list[str]) -> list[Path]:

@@ -18,6 +18,35 @@ if TYPE_CHECKING:
 
 
 class Task(ABC):
+    """One learning problem: its data, its model and how to score it (docs/extending.md).
+
+    A subclass sets ``objective`` (a key of what ``evaluate()`` returns, which sweeps,
+    ``best.pt`` and dlrun-report rank by) and ``maximize``, and ``criterion`` (a shared loss:
+    ``"half_mse"`` or ``"cross_entropy"``) or its own ``loss()``. Its ``__init__(cfg, data,
+    device)`` puts ``train_data`` on the device, a tuple of tensors with the same first
+    dimension whose rows the loop batches as ``(inputs, targets, ...)``, and keeps held-out data
+    for ``evaluate()``: the loop trains on ``train_data`` only, and what ``evaluate()`` scores
+    is the task's choice. ``cfg`` is the task's config (``task.*``), ``data`` the run's
+    ``data.*`` settings (a ``DataConfig``: ``data.root`` and the task's own ``DATA`` fields).
+
+    The seed: the run seeds Python's, NumPy's and torch's global generators with ``seed=`` just
+    before ``__init__``; ``build_model()`` draws the weights from them next. A generator of the
+    task's own is seeded with ``torch.initial_seed()``.
+
+    Shapes are checked on the first batch before training: ``half_mse`` wants an output of the
+    targets' shape ((N, 1) for (N, 1) targets, not (N,)); ``cross_entropy`` (N, classes) for N
+    integer labels in 0 .. classes - 1. A task with its own ``loss()`` sets ``contract`` to the
+    criterion whose shapes its loss shares, and is checked the same way.
+
+    Optional, each with a default: ``converged(model)`` (True ends training after this epoch),
+    ``report(model)`` (text shown once at the end), ``figures(model, history)`` (matplotlib
+    figures by file stem, saved under plots/), ``uses_optimizer = False`` (``loss()`` updates
+    the model itself) and ``batched = False`` (one batch of all the data an epoch).
+
+    A task never logs, prints or writes files; an exception raised in its code ends the run
+    ``failed`` with a line naming its file and line, and the run log holds the traceback.
+    """
+
     objective: ClassVar[str]  # the key of evaluate()'s result that sweeps optimise
     maximize: ClassVar[bool]
     uses_optimizer: ClassVar[bool] = True  # False: loss() updates the model itself (no autograd)
@@ -25,6 +54,10 @@ class Task(ABC):
     # the loss, when it is one of the shared criteria of (inputs, targets) batches (CRITERIA):
     # loss() is then that criterion, and the fast path may run it as a fused MLP step
     criterion: ClassVar[str | None] = None
+    # the shapes loss() expects of the model's output for (inputs, targets, ...) batches, by a
+    # criterion's name: checked on the first batch before training (CONTRACTS). None: the
+    # criterion's; a task with its own loss() and no contract is not checked
+    contract: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task without a loss fails where it is written, not at its first training step."""
@@ -33,10 +66,12 @@ class Task(ABC):
             raise TypeError(
                 f"{cls.__name__}: set criterion (one of {', '.join(CRITERIA)}) or define loss()"
             )
-        if cls.criterion is not None and cls.criterion not in CRITERIA:
-            raise TypeError(
-                f"{cls.__name__}: criterion {cls.criterion!r} is not one of {', '.join(CRITERIA)}"
-            )
+        for kind in ("criterion", "contract"):
+            value = getattr(cls, kind)
+            if value is not None and value not in CRITERIA:
+                raise TypeError(
+                    f"{cls.__name__}: {kind} {value!r} is not one of {', '.join(CRITERIA)}"
+                )
 
     def __init__(self, cfg: TaskConfig, data: DataConfig, device: torch.device) -> None:
         self.cfg = cfg
@@ -129,3 +164,45 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
 
 # the shared losses, by the name a task gives as its `criterion`
 CRITERIA = {"cross_entropy": classification_loss, "half_mse": half_mse_loss}
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(tuple(t.shape))
+
+
+def half_mse_contract(output: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> str | None:
+    """An output of the targets' own shape: (N,) against (N, 1) would broadcast to (N, N)."""
+    target = batch[1]
+    if output.shape == target.shape:
+        return None
+    return f"half_mse expects the output to have the targets' shape {_shape(target)}"
+
+
+def cross_entropy_contract(output: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> str | None:
+    """(N, classes) scores for N integer labels in [0, classes) (or class probabilities of the
+    output's own shape)."""
+    target = batch[1]
+    if target.is_floating_point():
+        if output.shape == target.shape:
+            return None
+        return f"cross_entropy expects class probabilities of the output's shape {_shape(output)}"
+    if (
+        output.ndim < 2
+        or output.shape[0] != target.shape[0]
+        or output.shape[2:] != target.shape[1:]
+    ):
+        return (
+            f"cross_entropy expects an output of shape (N, classes) for {target.shape[0]} "
+            f"labels of shape {_shape(target)}"
+        )
+    low, high = (int(v) for v in (target.min(), target.max()))  # once, before training
+    if low < 0 or high >= output.shape[1]:
+        return (
+            f"cross_entropy expects labels from 0 to {output.shape[1] - 1} for the output's "
+            f"{output.shape[1]} classes; the first batch has labels from {low} to {high}"
+        )
+    return None
+
+
+# what each shared criterion expects of the model's output for a batch (a task's `contract`)
+CONTRACTS = {"cross_entropy": cross_entropy_contract, "half_mse": half_mse_contract}
