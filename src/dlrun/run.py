@@ -132,6 +132,10 @@ class Run:
             resumes=previous.resumes if previous else [],
             overrides=list(info.overrides),
         )
+        # a resumed run keeps its name: one run directory, one name (MLflow's, TensorBoard's)
+        self.summary.name = (previous.name if previous else None) or rundir.run_name(
+            config.task.name, info.overrides, info.sweep_overrides if info.in_sweep else None
+        )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)
         self.stop = StopRequest(info.stop_file)
         self.console.on_closed = lambda: self.stop.request(signal.SIGPIPE)
@@ -237,7 +241,14 @@ class Run:
         """The header and env.json, then the loop until trainer.epochs (or a stop)."""
         seed, choices = self.config.seed, self.info.choices
         run_output.header(
-            self.console, choices, self.plain, seed, parts.device, self.dir.path, parts.model
+            self.console,
+            choices,
+            self.plain,
+            seed,
+            parts.device,
+            self.dir.path,
+            parts.model,
+            self.summary.name,
         )
         if self.writes:
             self.dir.write_env(
@@ -247,7 +258,12 @@ class Run:
         history = metrics.MetricsLog(self.dir.metrics if self.writes else None, kept)
         if self.writes:
             history.loggers = loggers.open_loggers(
-                self.config.logger, self.dir, history.rows, resume_epoch
+                self.config.logger,
+                self.dir,
+                history.rows,
+                resume_epoch,
+                self.summary.name,
+                self.plain,
             )
         if self.config.logger.mlflow.enabled:
             self.tracking = run_setup.open_tracking(

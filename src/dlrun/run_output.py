@@ -29,8 +29,12 @@ def header(
     device: torch.device,
     run_dir: Path,
     model: torch.nn.Module,
+    name: str | None = None,
 ) -> None:
-    """The command as composed, the model, each config group's values, and where it writes."""
+    """The run's name, the command as composed, the model, each config group's values, and
+    where it writes."""
+    if name:
+        console.print(f"run: {name}", style="bold")
     console.print(
         f"dlrun task={choices.get('task')} optimizer={choices.get('optimizer')} "
         f"device={devices.describe(device)} seed={seed}"
