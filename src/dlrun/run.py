@@ -267,7 +267,14 @@ class Run:
             )
         if self.config.logger.mlflow.enabled:
             self.tracking = run_setup.open_tracking(
-                self.config, self.info, self.dir.path, self.plain, parts, resume_epoch, self.writes
+                self.config,
+                self.info,
+                self.dir.path,
+                self.plain,
+                parts,
+                resume_epoch,
+                self.writes,
+                self.summary.name,
             )
             history.loggers.append(self.tracking)
         self.recorder = Recorder(
@@ -352,6 +359,9 @@ class Run:
         if self.tracking is None:
             return
         self.tracking.finish(status)
+        where = self.tracking.where()
+        if where is not None and not self.info.in_sweep:  # a sweep's end says it once
+            self.console.print(where)
         if self.tracking.error is not None and self.writes:
             self.summary.tracking_error = self.tracking.error
             self.dir.write_summary(self.summary)
