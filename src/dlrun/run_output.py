@@ -140,6 +140,24 @@ def closing(
     )
 
 
+def job_line(
+    console: Console, num: int | None, summary: Summary, best: dict[str, Any], where: Path
+) -> None:
+    """A sweep's job in one line: its name, epochs, time, objective (final and best), where."""
+    objective = summary.objective_name
+    final = summary.final.get(objective) if objective else None
+    scored = ""
+    if final is not None:
+        scored = f", {objective} {metrics_text({'': final}).strip()}"
+        if best.get(objective) is not None:
+            best_text = metrics_text({"": best[objective]}).strip()
+            scored += f" (best {best_text} at epoch {best.get('epoch')})"
+    console.print(
+        f"job {'-' if num is None else num}: {summary.name}: {summary.status}, "
+        f"{summary.epochs_completed} epochs in {summary.wall_s:.1f}s{scored}  {where}"
+    )
+
+
 def plots(
     console: Console,
     task: Task,

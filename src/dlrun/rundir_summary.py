@@ -153,7 +153,8 @@ def shortest(value: Any) -> Any:
 
 
 # overrides that say where or how a run shows, not what it trains: left out of its name
-_UNNAMED = ("task", "hydra", "logger", "resume", "device", "trainer.progress", "trainer.plots")
+_UNNAMED = ("task", "task_file", "resume", "device", "trainer.progress", "trainer.plots")
+_UNNAMED_GROUPS = ("hydra", "logger")  # and every key under them
 NAME_MAX = 100  # characters
 
 
@@ -172,7 +173,7 @@ def run_name(task: str | None, overrides: list[str], sweep: list[str] | None = N
         key = _key(override)
         if "=" not in override or override in shared:
             continue
-        if any(key == k or key.startswith(f"{k}.") or key.startswith(f"{k}/") for k in _UNNAMED):
+        if key in _UNNAMED or key.split(".")[0].split("/")[0] in _UNNAMED_GROUPS:
             continue
         chosen.append((key, override.split("=", 1)[1]))
     lasts = [k.rsplit(".", 1)[-1] for k, _ in chosen]
