@@ -20,9 +20,11 @@ def figure(ncols: int = 1, width: float = 6.0, height: float = 4.0) -> tuple[Fig
     return fig, axes
 
 
-def curves(history: list[dict[str, Any]], objective: str) -> Figure:
+def curves(history: list[dict[str, Any]], objective: str, title: str | None = None) -> Figure:
     """Train/val loss by epoch and, beside it, the validation objective (and the learning rate,
-    when a schedule moved it)."""
+    when a schedule moved it); ``title``: the run's name, above them all."""
+    from matplotlib.ticker import MaxNLocator
+
     metrics = [objective] if objective != "loss" else []
     rates = [(r["epoch"], r["lr"]) for r in history if r["split"] == "train" and "lr" in r]
     scheduled = len({lr for _, lr in rates}) > 1
@@ -49,6 +51,10 @@ def curves(history: list[dict[str, Any]], objective: str) -> Figure:
     if scheduled:
         axes[-1].plot([e for e, _ in rates], [lr for _, lr in rates], "-")
         axes[-1].set(xlabel="epoch", ylabel="lr", title="learning rate")
+    for ax in axes:  # epochs are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -344,7 +344,12 @@ class Run:
         try:
             if self.config.trainer.plots and self.writes:
                 run_output.plots(
-                    self.console, parts.task, parts.model, history.rows, self.dir.plots
+                    self.console,
+                    parts.task,
+                    parts.model,
+                    history.rows,
+                    self.dir.plots,
+                    self.summary.name,
                 )
         except BaseException:
             self._end_tracking("failed")

@@ -164,11 +164,12 @@ def plots(
     model: torch.nn.Module,
     rows: list[dict[str, Any]],
     where: Path,
+    title: str | None = None,
 ) -> None:
     """The learning curves and the task's figures; a plot that cannot be drawn never costs the
     run its result (a warning), a disk that cannot hold it does (resume= then finishes it)."""
     try:
-        drawn = {"curves": figures.curves(rows, task.objective)}
+        drawn = {"curves": figures.curves(rows, task.objective, title)}
         with torch.no_grad():
             drawn.update(task.figures(model, rows))
         figures.save(drawn, where)
