@@ -26,6 +26,8 @@ def test_a_name_is_the_task_and_the_overrides_that_set_it_apart() -> None:
     both = ["trainer.grad_clip.value=1", "task.value=2", "+debug=fast"]
     assert run_name("t", both) == "t trainer.grad_clip.value=1 task.value=2 debug=fast"
     assert run_name("fizzbuzz", []) == "fizzbuzz"
+    # a sampled float reads short; what was typed short stays as typed
+    assert run_name("t", ["optimizer.lr=0.021880611398582378", "wd=1e-3"]) == "t lr=0.02188 wd=1e-3"
 
 
 def test_progress_false_shows_only_the_header_and_the_closing_table(dlrun) -> None:

@@ -38,7 +38,7 @@ def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> Non
 
     names = {r.objective_name for r in rows}
     one = next(iter(names)) if len(names) == 1 else None
-    table = Table(title=title, title_justify="left")
+    table = Table()  # the title is a line of its own: a table's title wraps at its width
     table.add_column("")
     for key in keys:
         table.add_column(key)
@@ -70,6 +70,7 @@ def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> Non
         table.add_row(*cells, style=style)
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 0)) or 200
     console = Console(width=width, highlight=False)
+    console.print(title, soft_wrap=True)
     console.print(table)
 
 

@@ -162,6 +162,16 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _short(value: str) -> str:
+    """A value as a name shows it: a sampled float (0.021880611398582378) to 4 digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    short = f"{number:.4g}"
+    return short if len(short) < len(value) and "e" not in short else value
+
+
 def run_name(task: str | None, overrides: list[str], sweep: list[str] | None = None) -> str:
     """A run's name for a person: the task and the overrides that set it apart, keys shortened to
     their last part where that is unambiguous (``sine-bp lr=0.1 seed=1``). A sweep's job
@@ -175,7 +185,7 @@ def run_name(task: str | None, overrides: list[str], sweep: list[str] | None = N
             continue
         if key in _UNNAMED or key.split(".")[0].split("/")[0] in _UNNAMED_GROUPS:
             continue
-        chosen.append((key, override.split("=", 1)[1]))
+        chosen.append((key, _short(override.split("=", 1)[1])))
     lasts = [k.rsplit(".", 1)[-1] for k, _ in chosen]
     words = [
         f"{last if lasts.count(last) == 1 else key}={value}"
