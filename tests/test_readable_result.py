@@ -68,3 +68,14 @@ def test_curves_have_whole_epoch_ticks() -> None:
     ticks = fig.axes[0].get_xticks()
     assert all(float(t).is_integer() for t in ticks)
     assert fig._suptitle.get_text() == "sine-bp lr=0.1"
+
+
+def test_losses_summed_over_different_points_are_labelled_on_scales_of_their_own() -> None:
+    rows = [{"epoch": e, "split": s, "loss": 10 / e} for e in (1, 2) for s in ("train", "val")]
+    fig = plots.curves(rows, "loss", sums=("50 training points", "50 grid points"))
+    train_axis, val_axis = fig.axes  # val's loss on a twin axis
+    assert "a sum" in train_axis.get_ylabel() and "a sum" in val_axis.get_ylabel()
+    labels = [t.get_text() for t in train_axis.get_legend().get_texts()]
+    assert labels == ["train (sum over 50 training points)", "val (sum over 50 grid points)"]
+    fig = plots.curves(rows, "loss")  # a mean loss: one scale, one axis
+    assert len(fig.axes) == 1 and fig.axes[0].get_ylabel() == "loss"

@@ -169,7 +169,7 @@ def plots(
     """The learning curves and the task's figures; a plot that cannot be drawn never costs the
     run its result (a warning), a disk that cannot hold it does (resume= then finishes it)."""
     try:
-        drawn = {"curves": figures.curves(rows, task.objective, title)}
+        drawn = {"curves": figures.curves(rows, task.objective, title, task.loss_sums)}
         with torch.no_grad():
             drawn.update(task.figures(model, rows))
         figures.save(drawn, where)

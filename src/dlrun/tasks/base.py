@@ -25,6 +25,9 @@ class Task(ABC):
     # the loss, when it is one of the shared criteria of (inputs, targets) batches (CRITERIA):
     # loss() is then that criterion, and the fast path may run it as a fused MLP step
     criterion: ClassVar[str | None] = None
+    # a loss summed over its points (not a mean): what the train and the val loss sum over, for
+    # the curves' labels, e.g. ("50 training points", "50 grid points"); None: a mean, one scale
+    loss_sums: tuple[str, str] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task without a loss fails where it is written, not at its first training step."""
