@@ -38,6 +38,8 @@ def test_the_command_names_the_run_and_says_where_it_is(dlrun, tmp_path: Path) -
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     got = client.get_run(run_id)
     assert got.info.run_name == name
+    experiment = client.get_experiment(got.info.experiment_id)  # opens on its runs table
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     tags = got.data.tags
     # MLflow's own context tags: the UI's "Created by" and "Source"
     assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"

@@ -51,17 +51,16 @@ class Console:
         self, progress: bool, total_epochs: int, quiet: bool = False, sweep_job: bool = False
     ) -> None:
         """``quiet``: show nothing and log nothing (the other processes of a data-parallel run).
-        ``progress`` False or ``sweep_job`` (a sweep says one line per job): no epoch shown,
-        each still logged."""
+        ``progress`` False: no epoch shown, each still logged; ``sweep_job`` (a sweep says one
+        line per job): no epoch line, and on a terminal a bar that goes when the job ends."""
         self.out = Terminal(highlight=False, soft_wrap=True, quiet=quiet)
         # called once when the output pipe closes (`dlrun ... | head`): the run stops at the end
         # of the epoch as if interrupted; what it shows from then on goes only to the log
         self.on_closed: Callable[[], None] | None = None
         self.quiet = quiet
         self.epochs_shown = progress and not sweep_job
-        self.live = (
-            self.epochs_shown and sys.stdout.isatty() and not os.environ.get("CI") and not quiet
-        )
+        self.live = progress and sys.stdout.isatty() and not os.environ.get("CI") and not quiet
+        self.transient = sweep_job  # a sweep job's bar goes when it ends: its line stays
         self.total = total_epochs
         self.width = len(str(total_epochs))
         self._every = max(1, -(-total_epochs // PLAIN_EPOCHS))  # plain lines: one epoch in so many
@@ -97,7 +96,7 @@ class Console:
             TimeElapsedColumn(),
             TextColumn("{task.fields[metrics]}"),
             console=self.out,
-            transient=False,
+            transient=self.transient,
         )
         self._task = self._progress.add_task("train", total=self.total, completed=done, metrics="")
         self._progress.start()

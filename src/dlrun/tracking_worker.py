@@ -34,6 +34,7 @@ STATUS = {
     "interrupted": "KILLED",
 }
 KEYS = ("epoch", "split")  # every metrics row's coordinates; the rest are metrics
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 CHUNK = 100  # MLflow takes at most 100 params or tags in one log_batch
 METRICS_CHUNK = 1000  # and at most 1000 metrics
 
@@ -87,8 +88,8 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
     # a SQLite store keeps its artifacts beside the database; a server picks its own place
     db = sqlite_path(uri)
     location = (db.parent / "mlruns").as_uri() if db is not None else None
-    try:
-        return mlflow.create_experiment(name, artifact_location=location)
+    try:  # MLflow's UI opens it on its runs table (model training), not its GenAI pages
+        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except MlflowException:  # another job of the sweep created it first
         return mlflow.get_experiment_by_name(name).experiment_id
 
