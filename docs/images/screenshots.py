@@ -91,7 +91,6 @@ def main() -> None:
         command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
         command += ["--host", "127.0.0.1", "--port", str(MLFLOW_PORT)]
         with server(command, f"{mlflow_ui}/health", work):
-            shoot(f"{mlflow_ui}/#/experiments/{experiment}", "mlflow-runs")
             shoot(f"{mlflow_ui}/#/experiments/{experiment}/runs/{child.info.run_id}", "mlflow-run")
         board = f"http://127.0.0.1:{TENSORBOARD_PORT}"
         command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(work)]
