@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shutil
 import sys
@@ -50,7 +51,9 @@ def _csv(path: Path) -> list[dict]:
 
 
 def _check_same(run_dir: Path, rows: list[dict]) -> None:
-    tb = _tensorboard(run_dir / "tensorboard")
+    (folder,) = (run_dir / "tensorboard").iterdir()  # one run, named after the run's name
+    assert folder.name == json.loads((run_dir / "summary.json").read_text())["name"]
+    tb = _tensorboard(folder)
     want = _expected(rows)
     assert sorted(tb) == sorted(want)
     for tag, points in want.items():
@@ -66,7 +69,7 @@ def test_tensorboard_and_csv_hold_the_metrics_rows(dlrun) -> None:
     assert r.code == 0, r.err
     rows = r.metrics()
     assert [(m["epoch"], m["split"]) for m in rows][:3] == [(1, "train"), (2, "train"), (2, "val")]
-    assert list((r.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((r.run_dir / "tensorboard").glob("*/events.out.tfevents.*"))
     _check_same(r.run_dir, rows)
     assert r.metrics()[-1]["mse"] > 0
 

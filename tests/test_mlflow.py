@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from dlrun import rerun, tracking  # noqa: E402
 from dlrun.errors import DlrunError  # noqa: E402
+from dlrun.rundir import shortest  # noqa: E402
 from dlrun.schema import MLflowConfig  # noqa: E402
 from tests.conftest import call_main, run_cli  # noqa: E402
 
@@ -44,7 +45,8 @@ def history(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
     for row in rows:
         for key, value in row.items():
             if key not in ("epoch", "split"):
-                want.setdefault(f"{row['split']}/{key}", []).append((row["epoch"], float(value)))
+                value = float(shortest(value))  # float32 values at their shortest form
+                want.setdefault(f"{row['split']}/{key}", []).append((row["epoch"], value))
     return want
 
 
@@ -109,6 +111,8 @@ def test_a_run_holds_params_tags_metrics_artifacts_and_status(tmp_path: Path) ->
         "task.hidden": "25",
         "optimizer.lr": "0.3",
         "trainer.batch_size": "64",
+        "logger.mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",  # the values in use
+        "logger.mlflow.experiment": "sine-bp",
     }
     tags = got.data.tags
     assert {k: tags[k] for k in ("task", "optimizer", "device", "seed", "status")} == {
@@ -281,7 +285,7 @@ def test_the_command_logs_its_run_resumes_it_and_reruns_it(dlrun, tmp_path: Path
     assert got.info.status == "FINISHED" and got.data.params["trainer.epochs"] == "20"
     assert got.data.params["device"] == "auto"  # the setting, as composed
     assert got.data.tags["device"] == r.summary()["device"] == "cpu"  # the device it ran on
-    assert got.data.tags["task"] == "sine-bp" and got.info.run_name == r.run_dir.name
+    assert got.data.tags["task"] == "sine-bp" and got.info.run_name == r.summary()["name"]
     plots = {Path(a.path).name for a in client.list_artifacts(run_id, "plots")}
     assert plots and plots == {p.name for p in (r.run_dir / "plots").iterdir()}
     uploaded = artifact_json(client, run_id, "summary.json", tmp_path / "a1")
@@ -373,7 +377,15 @@ def test_a_joblib_sweep_is_one_parent_with_its_jobs_and_a_rerun_adds_none(tmp_pa
     objectives = [json.loads((sweep / n / "summary.json").read_text()) for n in ("0", "1")]
     name = objectives[0]["objective_name"]
     pick = max if objectives[0]["maximize"] else min
-    assert parent.data.metrics[f"best/{name}"] == pick(o["objective"] for o in objectives)
+    best = pick(objectives, key=lambda o: o["objective"])
+    assert parent.data.metrics[f"best/{name}"] == best["objective"]
+    # the parent names the child that won; each job is named by the override it varies
+    assert parent.data.tags["best_run_id"] == tracking.run_id(sweep / str(objectives.index(best)))
+    assert parent.info.run_name == "sine-bp sweep lr=0.05,0.2"
+    assert sorted(client.get_run(c).info.run_name for c in children) == [
+        "sine-bp lr=0.05",
+        "sine-bp lr=0.2",
+    ]
     for child in children:
         got = client.get_run(child)
         assert got.data.tags["mlflow.parentRunId"] == parent_id

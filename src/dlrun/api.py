@@ -9,6 +9,7 @@ run's dlrun.log). Torch-free at import.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir, Summary, quote, read_json
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from torch import nn
 
 
@@ -36,6 +38,41 @@ class Result:
         """metrics.jsonl's rows, one per logged phase ("train" or "val") of an epoch."""
         return RunDir(self.run_dir).read_metrics()
 
+    def __repr__(self) -> str:
+        """What a notebook shows for a result: status, name, objective (final and best),
+        epochs and the directory."""
+        s = self.summary
+        if s is None:
+            return f"Result(no summary.json yet, run_dir={str(self.run_dir)!r})"
+        parts = [s.status or "unknown", repr(s.name) if s.name else None]
+        name = s.objective_name
+        if name and s.objective is not None:
+            parts.append(f"{name}={_number(s.objective)}")
+        if name and s.best.get(name) is not None:
+            parts.append(f"best {name}={_number(s.best[name])} at epoch {s.best.get('epoch')}")
+        parts.append(f"epochs={s.epochs_completed}/{s.epochs}")
+        parts.append(f"run_dir={str(self.run_dir)!r}")
+        return f"Result({', '.join(p for p in parts if p)})"
+
+    def table(self, split: str | None = None) -> Any:
+        """metrics.jsonl as a table, one row per logged phase of an epoch (``split``: only
+        "train" or "val" rows): a pandas DataFrame when pandas is installed, else the rows."""
+        rows = [r for r in self.metrics if split is None or r["split"] == split]
+        try:
+            import pandas
+        except ImportError:
+            return rows
+        return pandas.DataFrame(rows)
+
+    def plot(self) -> Curves:
+        """The run's learning curves (plots/curves.png's figure), titled with the run's name;
+        a notebook shows it as an image, ``.figure`` is matplotlib's Figure."""
+        from dlrun import plots
+
+        s = self.summary
+        objective = (s.objective_name if s else None) or "loss"
+        return Curves(plots.curves(self.metrics, objective, title=s.name if s else None))
+
     def load_model(self, which: str = "best", *overrides: str) -> nn.Module:
         """The trained model from checkpoints/best.pt (``which="last"``: last.pt), in eval mode,
         built from the run's recorded config (``overrides`` change it, e.g. ``device=cpu``)."""
@@ -45,6 +82,26 @@ class Result:
             raise DlrunError(f"which={which!r}: expected one of {', '.join(evaluation.WHICH)}")
         path, run = evaluation.target(str(self.run_dir), which)
         return evaluation.load(path, run, list(overrides)).model
+
+
+@dataclass(frozen=True)
+class Curves:
+    """A run's curves: shown as an image in a notebook (``_repr_png_``), saved with ``save``."""
+
+    figure: Figure
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        self.figure.savefig(path, dpi=110)
+        return Path(path)
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
 
 
 def run(*overrides: str, run_dir: str | Path | None = None) -> Result:

@@ -41,17 +41,31 @@ class Terminal(RichConsole):
         raise BrokenPipeError(errno.EPIPE, "the output pipe closed")
 
 
+# the most epochs shown as plain lines (a notebook, a file, a pipe), whatever trainer.log_every:
+# a long run's lines are thinned to about this many; dlrun.log has every one
+PLAIN_EPOCHS = 20
+
+
 class Console:
-    def __init__(self, progress: bool, total_epochs: int, quiet: bool = False) -> None:
-        """``quiet``: show nothing and log nothing (the other processes of a data-parallel run)."""
+    def __init__(
+        self, progress: bool, total_epochs: int, quiet: bool = False, sweep_job: bool = False
+    ) -> None:
+        """``quiet``: show nothing and log nothing (the other processes of a data-parallel run).
+        ``progress`` False: no epoch shown, each still logged; ``sweep_job`` (a sweep says one
+        line per job): no epoch line, and on a terminal a bar that goes when the job ends."""
         self.out = Terminal(highlight=False, soft_wrap=True, quiet=quiet)
         # called once when the output pipe closes (`dlrun ... | head`): the run stops at the end
         # of the epoch as if interrupted; what it shows from then on goes only to the log
         self.on_closed: Callable[[], None] | None = None
         self.quiet = quiet
+        self.epochs_shown = progress and not sweep_job
         self.live = progress and sys.stdout.isatty() and not os.environ.get("CI") and not quiet
+        self.transient = sweep_job  # a sweep job's bar goes when it ends: its line stays
         self.total = total_epochs
         self.width = len(str(total_epochs))
+        self._every = max(1, -(-total_epochs // PLAIN_EPOCHS))  # plain lines: one epoch in so many
+        self._plain_epoch: int | None = None  # the epoch whose lines are being shown
+        self._next_plain = 0  # the next epoch shown from
         self._progress: Progress | None = None
         self._task = None
         self._shown: dict[str, str] = {}
@@ -82,7 +96,7 @@ class Console:
             TimeElapsedColumn(),
             TextColumn("{task.fields[metrics]}"),
             console=self.out,
-            transient=False,
+            transient=self.transient,
         )
         self._task = self._progress.add_task("train", total=self.total, completed=done, metrics="")
         self._progress.start()
@@ -96,8 +110,21 @@ class Console:
             self._shown[phase] = f"{phase} {metrics_text(metrics)}"
             text = " | ".join(self._shown[p] for p in ("train", "val") if p in self._shown)
             self._progress.update(self._task, completed=epoch, metrics=text)
-        else:
+        elif self._plain_shown(epoch):
             self._show(line, markup=False, highlight=False)
+
+    def _plain_shown(self, epoch: int) -> bool:
+        """Whether an epoch's plain line is shown: about PLAIN_EPOCHS epochs a run, the last one
+        always, each shown epoch with all its phases."""
+        if not self.epochs_shown:
+            return False
+        if epoch == self._plain_epoch:
+            return True
+        if epoch == self.total or self._plain_epoch is None or epoch >= self._next_plain:
+            self._plain_epoch = epoch
+            self._next_plain = (epoch // self._every + 1) * self._every
+            return True
+        return False
 
     def advance(self, epoch: int) -> None:
         if self._progress is not None:

@@ -194,6 +194,7 @@ def fit(
     clipped = trainer.grad_clip.on and optimizer is not None
     lr_group = optimizer.param_groups[0] if optimizer is not None else {}
 
+    validate_every, log_every = trainer.every("validate_every"), trainer.every("log_every")
     epoch = start_epoch
     for epoch in range(start_epoch + 1, trainer.epochs + 1):
         begin = time.perf_counter()
@@ -218,13 +219,13 @@ def fit(
         stop = task.converged(model)
         signum = hooks.stop_requested()
         val = None
-        if last or stop or epoch % trainer.validate_every == 0:
+        if last or stop or epoch % validate_every == 0:
             val = validate(task, model)
             if stopper is not None and stopper.update(epoch, val):
                 stop = True
         if schedule is not None:  # the next epoch's rate, before any checkpoint (best.pt too)
             schedule.epoch_end(val)
-        if last or stop or epoch % trainer.log_every == 0:
+        if last or stop or epoch % log_every == 0:
             hooks.on_train(epoch, train_row(train_loss, train_s, optimizer, lr, grad_norms))
         if val is not None:
             hooks.on_validate(epoch, val)

@@ -109,11 +109,11 @@ def end_tracking(sweep_dir: Path, manifest: dict[str, Any], status: str | None =
     for entry in manifest["jobs"]:
         summary = RunDir(sweep_dir / entry["dir"]).read_summary()
         if summary is not None and summary.status == "completed" and summary.objective is not None:
-            scored.append(summary)
-    best = None
+            scored.append((summary, sweep_dir / entry["dir"]))
+    best, best_dir = None, None
     if scored:
-        pick = max if scored[0].maximize else min
-        best = pick(scored, key=lambda s: s.objective)
+        pick = max if scored[0][0].maximize else min
+        best, best_dir = pick(scored, key=lambda s: s[0].objective)
     if status is None:
         status = "failed" if manifest["counts"].get("failed") else "completed"
     from dlrun import tracking
@@ -124,6 +124,8 @@ def end_tracking(sweep_dir: Path, manifest: dict[str, Any], status: str | None =
             best.objective if best else None,
             best.objective_name if best else None,
             status,
+            best_dir,
+            best.maximize if best else None,
         )
     except Exception as exc:  # the store went away during the sweep
         log.warning("mlflow: the sweep's parent run was not ended: %s", exc)

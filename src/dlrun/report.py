@@ -38,7 +38,7 @@ def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> Non
 
     names = {r.objective_name for r in rows}
     one = next(iter(names)) if len(names) == 1 else None
-    table = Table(title=title, title_justify="left")
+    table = Table()  # the title is a line of its own: a table's title wraps at its width
     table.add_column("")
     for key in keys:
         table.add_column(key)
@@ -65,12 +65,18 @@ def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> Non
         if group:
             cells.append(str(n))
         cells += [row.status, row.epochs, final, best_value, fmt(row.wall_s)]
-        cells.append(", ".join(j.name for j in row.jobs))
+        cells.append(", ".join(_job_text(j) for j in row.jobs))
         style = "bold green" if i in best else ("red" if "failed" in row.status else None)
         table.add_row(*cells, style=style)
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 0)) or 200
     console = Console(width=width, highlight=False)
+    console.print(title, soft_wrap=True)
     console.print(table)
+
+
+def _job_text(job: Job) -> str:
+    """A job's directory name and the run's own name (``0: sine-bp lr=0.1``)."""
+    return f"{job.name}: {job.summary.name}" if job.summary.name else job.name
 
 
 def _direction(row: Row) -> str:
@@ -79,7 +85,7 @@ def _direction(row: Row) -> str:
 
 def write_csv(path: Path, keys: list[str], rows: list[Row]) -> None:
     header = [*keys, "seeds", "status", "epochs", "objective", "maximize", "final", "final_std"]
-    header += ["best", "best_std", "wall_s", "best_row", "jobs"]
+    header += ["best", "best_std", "wall_s", "best_row", "jobs", "names"]
     best = best_rows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -102,6 +108,7 @@ def write_csv(path: Path, keys: list[str], rows: list[Row]) -> None:
                     _cell(row.wall_s),
                     i in best,
                     " ".join(j.name for j in row.jobs),
+                    "; ".join(j.summary.name or "" for j in row.jobs),
                 ]
             )
 

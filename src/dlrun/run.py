@@ -65,6 +65,7 @@ class RunInfo:
     sweep_overrides: list[str] = field(default_factory=list)  # the whole sweep's, as typed
     reproduces: Path | None = None  # dlrun-rerun: the run directory this one runs again
     stop_file: Path | None = None  # a sweep's: its parent asks the job to stop (interrupt.py)
+    job_num: int | None = None  # a sweep's job: its number (the first one shows the header)
 
 
 def execute(cfg: DictConfig, config: schema.Config) -> float | None:
@@ -92,6 +93,9 @@ def execute(cfg: DictConfig, config: schema.Config) -> float | None:
         ),
         reproduces=Path(reproduces) if reproduces else None,
         stop_file=sweep_dir / multirun.STOP if sweep_dir is not None else None,
+        job_num=int(hydra_cfg.job.num)
+        if in_sweep and hydra_cfg.job.get("num") is not None
+        else None,
     )
     strategy = distributed.strategy()
     try:
@@ -117,7 +121,10 @@ class Run:
         self.dir = RunDir(info.run_dir)
         self.writes = self.strategy.is_main  # only one process writes the run directory
         self.console = Console(
-            config.trainer.progress, config.trainer.epochs, quiet=not self.writes
+            config.trainer.progress,
+            config.trainer.epochs,
+            quiet=not self.writes,
+            sweep_job=info.in_sweep,
         )
         self.started = time.time()
         previous = self.dir.read_summary() if config.resume else None
@@ -131,6 +138,10 @@ class Run:
             wall_s=0.0,
             resumes=previous.resumes if previous else [],
             overrides=list(info.overrides),
+        )
+        # a resumed run keeps its name: one run directory, one name (MLflow's, TensorBoard's)
+        self.summary.name = (previous.name if previous else None) or rundir.run_name(
+            config.task.name, info.overrides, info.sweep_overrides if info.in_sweep else None
         )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)
         self.stop = StopRequest(info.stop_file)
@@ -236,9 +247,18 @@ class Run:
     def fit(self, parts: Setup, kept: list[dict[str, Any]] | None) -> metrics.MetricsLog:
         """The header and env.json, then the loop until trainer.epochs (or a stop)."""
         seed, choices = self.config.seed, self.info.choices
-        run_output.header(
-            self.console, choices, self.plain, seed, parts.device, self.dir.path, parts.model
-        )
+        # a sweep shows its header once, with its first job; each job then says one line
+        if not self.info.in_sweep or not self.info.job_num:
+            run_output.header(
+                self.console,
+                choices,
+                self.plain,
+                seed,
+                parts.device,
+                self.dir.path,
+                parts.model,
+                self.summary.name,
+            )
         if self.writes:
             self.dir.write_env(
                 metrics.environment(devices.describe(parts.device)), kept is not None
@@ -247,11 +267,23 @@ class Run:
         history = metrics.MetricsLog(self.dir.metrics if self.writes else None, kept)
         if self.writes:
             history.loggers = loggers.open_loggers(
-                self.config.logger, self.dir, history.rows, resume_epoch
+                self.config.logger,
+                self.dir,
+                history.rows,
+                resume_epoch,
+                self.summary.name,
+                self.plain,
             )
         if self.config.logger.mlflow.enabled:
             self.tracking = run_setup.open_tracking(
-                self.config, self.info, self.dir.path, self.plain, parts, resume_epoch, self.writes
+                self.config,
+                self.info,
+                self.dir.path,
+                self.plain,
+                parts,
+                resume_epoch,
+                self.writes,
+                self.summary.name,
             )
             history.loggers.append(self.tracking)
         self.recorder = Recorder(
@@ -305,17 +337,26 @@ class Run:
             self.dir.check_present()
         self._write_summary("completed")
         best = (self.recorder.best if self.recorder else None) or {}
-        run_output.closing(self.console, parts.task, parts.model, self.summary, best)
+        if self.info.in_sweep:
+            run_output.job_line(self.console, self.info.job_num, self.summary, best, self.dir.path)
+        else:
+            run_output.closing(self.console, parts.task, parts.model, self.summary, best)
         try:
             if self.config.trainer.plots and self.writes:
                 run_output.plots(
-                    self.console, parts.task, parts.model, history.rows, self.dir.plots
+                    self.console,
+                    parts.task,
+                    parts.model,
+                    history.rows,
+                    self.dir.plots,
+                    self.summary.name,
                 )
         except BaseException:
             self._end_tracking("failed")
             raise
         self._end_tracking("completed")  # after summary.json and plots/: they are uploaded
-        self.console.print(f"run directory: {self.dir.path}")
+        if not self.info.in_sweep:
+            self.console.print(f"run directory: {self.dir.path}")
         return self.summary.objective
 
     # ------------------------------------------------------------------ the record
@@ -336,6 +377,9 @@ class Run:
         if self.tracking is None:
             return
         self.tracking.finish(status)
+        where = self.tracking.where()
+        if where is not None and not self.info.in_sweep:  # a sweep's end says it once
+            self.console.print(where)
         if self.tracking.error is not None and self.writes:
             self.summary.tracking_error = self.tracking.error
             self.dir.write_summary(self.summary)

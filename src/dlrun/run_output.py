@@ -30,8 +30,12 @@ def header(
     device: torch.device,
     run_dir: Path,
     model: torch.nn.Module,
+    name: str | None = None,
 ) -> None:
-    """The command as composed, the model, each config group's values, and where it writes."""
+    """The run's name, the command as composed, the model, each config group's values, and
+    where it writes."""
+    if name:
+        console.print(f"run: {name}", style="bold")
     console.print(
         f"dlrun task={choices.get('task')} optimizer={choices.get('optimizer')} "
         f"device={devices.describe(device)} seed={seed}"
@@ -138,17 +142,36 @@ def closing(
     )
 
 
+def job_line(
+    console: Console, num: int | None, summary: Summary, best: dict[str, Any], where: Path
+) -> None:
+    """A sweep's job in one line: its name, epochs, time, objective (final and best), where."""
+    objective = summary.objective_name
+    final = summary.final.get(objective) if objective else None
+    scored = ""
+    if final is not None:
+        scored = f", {objective} {metrics_text({'': final}).strip()}"
+        if best.get(objective) is not None:
+            best_text = metrics_text({"": best[objective]}).strip()
+            scored += f" (best {best_text} at epoch {best.get('epoch')})"
+    console.print(
+        f"job {'-' if num is None else num}: {summary.name}: {summary.status}, "
+        f"{summary.epochs_completed} epochs in {summary.wall_s:.1f}s{scored}  {where}"
+    )
+
+
 def plots(
     console: Console,
     task: Task,
     model: torch.nn.Module,
     rows: list[dict[str, Any]],
     where: Path,
+    title: str | None = None,
 ) -> None:
     """The learning curves and the task's figures; a plot that cannot be drawn never costs the
     run its result (a warning), a disk that cannot hold it does (resume= then finishes it)."""
     try:
-        drawn = {"curves": figures.curves(rows, task.objective)}
+        drawn = {"curves": figures.curves(rows, task.objective, title, task.loss_sums)}
         with torch.no_grad():
             drawn.update(task.figures(model, rows))
         figures.save(drawn, where)

@@ -126,9 +126,14 @@ def open_tracking(
     parts: Setup,
     resume_epoch: int | None,
     active: bool,
+    name: str | None = None,
 ) -> Any:
-    """The run's MLflow run (only the writing rank's logs: the others' do nothing)."""
-    from dlrun import tracking
+    """The run's MLflow run (only the writing rank's logs: the others' do nothing), named
+    ``name``; a sweep's parent is named by what the sweep varies (``sine-bp sweep lr=0.1,0.3``)."""
+    from dlrun import rundir, tracking
+
+    varied = [o for o in info.sweep_overrides if o not in info.overrides]
+    parent_name = rundir.run_name(f"{parts.task.name} sweep", varied) if info.sweep_dir else None
 
     tags = {
         "task": parts.task.name,
@@ -147,4 +152,6 @@ def open_tracking(
         reproduces=info.reproduces,
         resume_epoch=resume_epoch,
         active=active,
+        name=name,
+        parent_name=parent_name,
     )

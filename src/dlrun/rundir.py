@@ -53,7 +53,7 @@ from dlrun.rundir_records import (
     unquote,
     write_json,
 )
-from dlrun.rundir_summary import Summary, error_line
+from dlrun.rundir_summary import Summary, error_line, run_name, shortest
 
 __all__ = [
     "REMEDY_SUMMARY",
@@ -71,6 +71,8 @@ __all__ = [
     "read_metrics",
     "read_record",
     "read_yaml",
+    "run_name",
+    "shortest",
     "token",
     "unquote",
     "write_json",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class Summary:
     """
 
     task: str | None = None
+    name: str | None = None  # the run's readable name (run_name): task and the overrides
     status: str | None = None
     epochs_completed: int | None = None
     epochs: int | None = None
@@ -96,7 +98,9 @@ class Summary:
 
     def record_metrics(self, final: dict[str, Any], best: dict[str, Any]) -> None:
         """The last validation row's metrics and the best epoch's; the objective follows."""
-        self.final, self.best = final, best
+        self.final = {k: shortest(v) for k, v in final.items()}
+        self.best = {k: shortest(v) for k, v in best.items()}
+        final = self.final
         self.objective = final.get(self.objective_name) if self.objective_name else None
 
     def progress(self, status: str, epochs_completed: int, wall_s: float) -> None:
@@ -128,3 +132,64 @@ _SUMMARY_TYPES = {k: _json_types(h) for k, h in typing.get_type_hints(Summary).i
 
 def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def shortest(value: Any) -> Any:
+    """A float32 value (a tensor's ``.item()``) at its shortest round-trip form: 0.9, not
+    0.8999999761581421. Other values, float64 ones included, are returned unchanged."""
+    if not isinstance(value, float) or isinstance(value, bool) or value != value:
+        return value
+    try:
+        single = struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # beyond float32's range: a float64 value
+        return value
+    if single != value:
+        return value
+    for digits in range(1, 10):  # 9 significant digits always round-trip a float32
+        text = f"{value:.{digits}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == value:
+            return float(text)
+    return value
+
+
+# overrides that say where or how a run shows, not what it trains: left out of its name
+_UNNAMED = ("task", "task_file", "resume", "device", "trainer.progress", "trainer.plots")
+_UNNAMED_GROUPS = ("hydra", "logger")  # and every key under them
+NAME_MAX = 100  # characters
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _short(value: str) -> str:
+    """A value as a name shows it: a sampled float (0.021880611398582378) to 4 digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    short = f"{number:.4g}"
+    return short if len(short) < len(value) and "e" not in short else value
+
+
+def run_name(task: str | None, overrides: list[str], sweep: list[str] | None = None) -> str:
+    """A run's name for a person: the task and the overrides that set it apart, keys shortened to
+    their last part where that is unambiguous (``sine-bp lr=0.1 seed=1``). A sweep's job
+    (``sweep``: the whole sweep's overrides as typed) is named by the overrides the sweep varies:
+    those that are not the same for every job."""
+    shared = set(sweep or [])
+    chosen = []
+    for override in overrides:
+        key = _key(override)
+        if "=" not in override or override in shared:
+            continue
+        if key in _UNNAMED or key.split(".")[0].split("/")[0] in _UNNAMED_GROUPS:
+            continue
+        chosen.append((key, _short(override.split("=", 1)[1])))
+    lasts = [k.rsplit(".", 1)[-1] for k, _ in chosen]
+    words = [
+        f"{last if lasts.count(last) == 1 else key}={value}"
+        for (key, value), last in zip(chosen, lasts, strict=True)
+    ]
+    name = " ".join([task or "run", *words])
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 3] + "..."

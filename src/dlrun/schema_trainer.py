@@ -171,7 +171,7 @@ class PlateauSchedulerConfig(SchedulerConfig):
         _check(self.min_lr >= 0, "scheduler.min_lr", "a number >= 0", self.min_lr)
 
     def check(self, trainer: TrainerConfig) -> None:
-        if trainer.validate_every >= trainer.epochs:
+        if trainer.every("validate_every") >= trainer.epochs:
             raise ConfigError(
                 f"scheduler=plateau reduces the rate on the validation objective, but this run "
                 f"validates only at its end (trainer.validate_every={trainer.validate_every}, "
@@ -201,14 +201,19 @@ SCHEDULER_SCHEMAS: tuple[type[SchedulerConfig], ...] = (
 PRECISIONS = ("fp32", "bf16")
 
 
+CURVE_POINTS = 100  # validations and logged epochs a run, at the least, when set to null
+
+
 @dataclass
 class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64
     shuffle: bool = True
-    validate_every: int = 1
+    # validate / log the training loss every N epochs (and after the last); null: about
+    # CURVE_POINTS times a run, whatever its length (trainer.epochs // CURVE_POINTS)
+    validate_every: int | None = 1
     checkpoint_every: int = 1  # 0: only at the end
-    log_every: int = 1
+    log_every: int | None = 1
     progress: bool = True
     plots: bool = True
     detect_anomaly: bool = False  # torch's autograd anomaly mode: slow, names the NaN's origin
@@ -235,6 +240,12 @@ class TrainerConfig:
     # torch.profiler over this many train steps after two of warm-up (0: off)
     profile_steps: int = 0
 
+    def every(self, key: str) -> int:
+        """``validate_every`` or ``log_every`` as the loop uses it: null gives a run of any
+        length about CURVE_POINTS points a curve (each epoch a loss costs no extra sync)."""
+        value = getattr(self, key)
+        return value if value is not None else max(1, self.epochs // CURVE_POINTS)
+
     def __post_init__(self) -> None:
         _check(
             self.precision in PRECISIONS,
@@ -247,7 +258,12 @@ class TrainerConfig:
         _check(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         for key in ("validate_every", "log_every"):
             value = getattr(self, key)
-            _check(value >= 1, f"trainer.{key}", "an integer >= 1", value)
+            _check(
+                value is None or value >= 1,
+                f"trainer.{key}",
+                f"an integer >= 1, or null: about {CURVE_POINTS} a run",
+                value,
+            )
         _check(
             self.checkpoint_every >= 0,
             "trainer.checkpoint_every",

@@ -54,15 +54,22 @@ def parent_run_id(sweep_dir: Path) -> str | None:
 
 
 def finish_sweep(
-    sweep_dir: Path, best: float | None, objective_name: str | None, status: str = "completed"
+    sweep_dir: Path,
+    best: float | None,
+    objective_name: str | None,
+    status: str = "completed",
+    best_dir: Path | None = None,
+    maximize: bool | None = None,
 ) -> str | None:
-    """End a sweep's parent run (if it has one): its best objective, FINISHED/FAILED/KILLED.
+    """End a sweep's parent run (if it has one): its best objective and the child that reached
+    it (``best_dir``: that job's directory), FINISHED/FAILED/KILLED.
 
     It imports mlflow in this process: it runs once, after the sweep's last job."""
     parent = sweep_dir / multirun.MLFLOW_PARENT
     if not parent.is_file():
         return None
-    return tracking_worker.finish_sweep(parent, best, objective_name, status)
+    best_file = RunDir(best_dir).mlflow if best_dir is not None else None
+    return tracking_worker.finish_sweep(parent, best, objective_name, status, best_file, maximize)
 
 
 def tracking_uri(settings: MLflowConfig, cwd: Path | None = None) -> str:
@@ -110,16 +117,22 @@ def check_store(uri: str, timeout_s: float = 5.0) -> None:
         raise _refuse(uri, f"{db if db is not None and db.exists() else where} is not writable")
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """A nested config as MLflow params: ``{"trainer.batch_size": "64", ...}``."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = str(value)
-    return out
+def flatten(config: dict[str, Any], in_use: dict[str, str] | None = None) -> dict[str, str]:
+    """A nested config as MLflow params: ``{"trainer.batch_size": "64", ...}``, without the
+    unset (None) values and the loggers not chosen; ``in_use`` replaces settings by the values
+    the run used (the store, the experiment)."""
+    from dlrun.loggers import flat_settings
+
+    return {k: str(v) for k, v in {**flat_settings(config), **(in_use or {})}.items()}
+
+
+def ui_hint(uri: str, experiment_id: str | None, run_id: str) -> str:
+    """Where a person sees the run: the server's page for it, or the `mlflow ui` command."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}" if experiment_id else ""
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    store = f"sqlite:///{db}" if (db := sqlite_path(uri)) is not None else uri
+    return f"mlflow ui --backend-store-uri {store}, then http://127.0.0.1:5000/{page}"
 
 
 class MlflowRun:
@@ -144,10 +157,13 @@ class MlflowRun:
         reproduces: Path | None = None,
         resume_epoch: int | None = None,
         active: bool = True,
+        name: str | None = None,
+        parent_name: str | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.error: str | None = None
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.status: str | None = None
         self.end_wait_s = 0.0  # how long finish() waited for the store (its start-up included)
         self._pending: list[list[Any]] = []
@@ -156,13 +172,21 @@ class MlflowRun:
         if not active:
             return
         self.uri = tracking_uri(settings)  # checked by the command before any work (check_store)
+        self.experiment = settings.experiment or experiment
+        in_use = {
+            "logger.mlflow.tracking_uri": self.uri,
+            "logger.mlflow.experiment": self.experiment,
+        }
         start = {
             "uri": self.uri,
             "run_dir": str(run_dir),
             "run_file": str(RunDir(run_dir).mlflow),
-            "params": flatten(params),
+            "params": flatten(params, in_use),
             "tags": {k: str(v) for k, v in tags.items()},
-            "experiment": settings.experiment or experiment,
+            "experiment": self.experiment,
+            "name": name,
+            "parent_name": parent_name,
+            "argv0": sys.argv[0],
             "parent_file": str(sweep_dir / multirun.MLFLOW_PARENT) if sweep_dir else None,
             "sweep_overrides": sweep_overrides or [],
             "reproduces": str(reproduces) if reproduces else None,
@@ -238,6 +262,7 @@ class MlflowRun:
             with contextlib.suppress(ValueError):
                 answer = json.loads(line)
                 self.run_id = answer.get("run_id", self.run_id)
+                self.experiment_id = answer.get("experiment_id", self.experiment_id)
                 if "error" in answer:
                     self._note(answer["error"].splitlines()[0])
         if self._proc.returncode and self.error is None:
@@ -248,6 +273,13 @@ class MlflowRun:
             STATUS.get(status, "FAILED"),
             self.end_wait_s,
         )
+
+    def where(self) -> str | None:
+        """The closing line that says where the run is in MLflow (None: no run)."""
+        if self.run_id is None:
+            return None
+        hint = ui_hint(self.uri, self.experiment_id, self.run_id)
+        return f"mlflow: run {self.run_id} in experiment {self.experiment!r}; see it: {hint}"
 
     def close(self) -> None:
         """As a metrics logger, when the loop ends: the last epoch's rows go now; the run ends

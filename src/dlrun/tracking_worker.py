@@ -18,6 +18,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +34,7 @@ STATUS = {
     "interrupted": "KILLED",
 }
 KEYS = ("epoch", "split")  # every metrics row's coordinates; the rest are metrics
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 CHUNK = 100  # MLflow takes at most 100 params or tags in one log_batch
 METRICS_CHUNK = 1000  # and at most 1000 metrics
 
@@ -86,8 +88,8 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
     # a SQLite store keeps its artifacts beside the database; a server picks its own place
     db = sqlite_path(uri)
     location = (db.parent / "mlruns").as_uri() if db is not None else None
-    try:
-        return mlflow.create_experiment(name, artifact_location=location)
+    try:  # MLflow's UI opens it on its runs table (model training), not its GenAI pages
+        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except MlflowException:  # another job of the sweep created it first
         return mlflow.get_experiment_by_name(name).experiment_id
 
@@ -115,7 +117,12 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def sweep_parent(
-    mlflow: Any, uri: str, parent_file: Path, experiment_id: str, overrides: list[str]
+    mlflow: Any,
+    uri: str,
+    parent_file: Path,
+    experiment_id: str,
+    overrides: list[str],
+    name: str | None = None,
 ) -> str:
     """The sweep's parent run id: made by the first job to ask, found by every other one."""
     sweep_dir = parent_file.parent
@@ -124,11 +131,69 @@ def sweep_parent(
         if found is not None:
             return found
         run = mlflow.create_run(
-            experiment_id, run_name=sweep_dir.name, tags={"sweep_dir": str(sweep_dir)}
+            experiment_id, run_name=name or sweep_dir.name, tags={"sweep_dir": str(sweep_dir)}
         )
         _log(mlflow, run.info.run_id, {"sweep.overrides": " ".join(overrides)})
         _keep(parent_file, uri, run.info.run_id)
         return run.info.run_id
+
+
+def context_tags(argv0: str | None, commit: str | None) -> dict[str, str]:
+    """MLflow's standard context tags (user, source name and type, git commit), from MLflow's
+    own tag resolvers as if they ran in the run's process (``argv0``: its command); the commit
+    of dlrun's checkout when the resolvers find none."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    saved = sys.argv[0]
+    sys.argv[0] = argv0 or saved
+    try:
+        tags = dict(resolve_tags())
+    finally:
+        sys.argv[0] = saved
+    if commit and "mlflow.source.git.commit" not in tags:
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    return tags
+
+
+def backfill(mlflow: Any, run_id: str, run_dir: Path, upto: int) -> int:
+    """A resumed run: send what metrics.jsonl holds up to ``upto`` (the checkpoint's epoch) and
+    the store lacks (a process killed before its last epochs reached the store). Returns how many
+    values were sent."""
+    rows = []
+    with contextlib.suppress(OSError):
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                row = json.loads(line)
+                if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                    rows.append(row)
+    rows = [r for r in rows if r["epoch"] <= upto]
+    stored: dict[str, set[int]] = {}
+    missing = []
+    for row in rows:
+        for key, value in _values(row):
+            if key not in stored:
+                stored[key] = {m.step for m in mlflow.get_metric_history(run_id, key)}
+            if row["epoch"] not in stored[key]:
+                missing.append((row, key, value))
+    if missing:
+        from mlflow.entities import Metric
+
+        from dlrun.rundir_summary import shortest
+
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(k, float(shortest(v)), stamp, r["epoch"]) for r, k, v in missing]
+        for i in range(0, len(metrics), METRICS_CHUNK):
+            mlflow.log_batch(run_id, metrics=metrics[i : i + METRICS_CHUNK])
+        log.info("sent %d values metrics.jsonl held and the store lacked", len(metrics))
+    return len(missing)
+
+
+def _values(row: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [
+        (f"{row['split']}/{key}", value)
+        for key, value in row.items()
+        if key not in KEYS and not isinstance(value, bool) and isinstance(value, int | float)
+    ]
 
 
 def open_run(mlflow: Any, start: dict[str, Any]) -> str:
@@ -137,10 +202,12 @@ def open_run(mlflow: Any, start: dict[str, Any]) -> str:
 
     uri, run_dir = start["uri"], Path(start["run_dir"])
     params: dict[str, str] = start["params"]
+    commit = git_commit()
     tags = {
         **start["tags"],
+        **context_tags(start.get("argv0"), commit),
         "dlrun_version": metadata.version("dlrun"),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "run_dir": str(run_dir),
         "status": "running",
     }
@@ -157,18 +224,25 @@ def open_run(mlflow: Any, start: dict[str, Any]) -> str:
                 filter(None, [before, str(start["resume_epoch"])])
             )
         _log(mlflow, run_id, {k: v for k, v in params.items() if k not in old}, tags)
+        if start.get("resume_epoch") is not None:
+            backfill(mlflow, run_id, run_dir, start["resume_epoch"])
         return run_id
     experiment_id = _experiment_id(mlflow, start["experiment"], uri)
     if start.get("parent_file"):
         tags["mlflow.parentRunId"] = sweep_parent(
-            mlflow, uri, Path(start["parent_file"]), experiment_id, start["sweep_overrides"]
+            mlflow,
+            uri,
+            Path(start["parent_file"]),
+            experiment_id,
+            start["sweep_overrides"],
+            start.get("parent_name"),
         )
     if start.get("reproduces"):
         tags["reproduces"] = start["reproduces"]
         source = stored_run_id(Path(start["reproduces_file"]))
         if source is not None:
             tags["reproduces_run_id"] = source
-    run = mlflow.create_run(experiment_id, run_name=run_dir.name, tags=tags)
+    run = mlflow.create_run(experiment_id, run_name=start.get("name") or run_dir.name, tags=tags)
     _keep(run_file, uri, run.info.run_id)
     _log(mlflow, run.info.run_id, params)
     return run.info.run_id
@@ -179,11 +253,12 @@ def log_rows(mlflow: Any, run_id: str, rows: list[list[Any]]) -> None:
     metrics: one per epoch while the store keeps up, fewer, larger ones when epochs wait."""
     from mlflow.entities import Metric
 
+    from dlrun.rundir_summary import shortest
+
     metrics = [
-        Metric(f"{row['split']}/{key}", float(value), stamp, row["epoch"])
+        Metric(key, float(shortest(value)), stamp, row["epoch"])
         for row, stamp in rows
-        for key, value in row.items()
-        if key not in KEYS and not isinstance(value, bool) and isinstance(value, int | float)
+        for key, value in _values(row)
     ]
     for i in range(0, len(metrics), METRICS_CHUNK):
         mlflow.log_batch(run_id, metrics=metrics[i : i + METRICS_CHUNK])
@@ -208,16 +283,33 @@ def end_run(mlflow: Any, run_id: str, run_dir: Path, status: str, checkpoints: b
 
 
 def finish_sweep(
-    parent_file: Path, best: float | None, objective_name: str | None, status: str = "completed"
+    parent_file: Path,
+    best: float | None,
+    objective_name: str | None,
+    status: str = "completed",
+    best_file: Path | None = None,
+    maximize: bool | None = None,
 ) -> str | None:
-    """End a sweep's parent run with its best objective (the sweep's end calls this)."""
+    """End a sweep's parent run with its best objective and the child that reached it
+    (``best_file``: that job's run-id file) (the sweep's end calls this)."""
+    from dlrun.rundir_summary import shortest
+
     run_id = stored_run_id(parent_file)
     if run_id is None:
         return None
     mlflow = client(json.loads(parent_file.read_text())["tracking_uri"])
+    tags = {"status": status}
     if best is not None and objective_name:
-        mlflow.log_metric(run_id, f"best/{objective_name}", float(best))
-    _log(mlflow, run_id, tags={"status": status})
+        mlflow.log_metric(run_id, f"best/{objective_name}", float(shortest(best)))
+        direction = "" if maximize is None else f" ({'higher' if maximize else 'lower'} is better)"
+        tags["objective"] = f"{objective_name}{direction}"
+        tags["best_objective"] = repr(shortest(best))
+    child = stored_run_id(best_file) if best_file is not None else None
+    if child is not None:
+        tags["best_run_id"] = child
+        with contextlib.suppress(Exception):  # the name is a courtesy; the id is what counts
+            tags["best_run"] = mlflow.get_run(child).info.run_name
+    _log(mlflow, run_id, tags=tags)
     mlflow.set_terminated(run_id, STATUS.get(status, "FAILED"))
     return run_id
 
@@ -255,7 +347,7 @@ def main() -> None:
     try:
         mlflow = client(start["uri"])
         run_id = open_run(mlflow, start)
-        _say(run_id=run_id)
+        _say(run_id=run_id, experiment_id=mlflow.get_run(run_id).info.experiment_id)
     except Exception as exc:
         log.exception("could not start the run in %s", start["uri"])
         _say(error=f"could not start the run in {start['uri']}: {type(exc).__name__}: {exc}")

@@ -58,6 +58,9 @@ class Task(ABC):
     # criterion's name: checked on the first batch before training (CONTRACTS). None: the
     # criterion's; a task with its own loss() and no contract is not checked
     contract: ClassVar[str | None] = None
+    # a loss summed over its points (not a mean): what the train and the val loss sum over, for
+    # the curves' labels, e.g. ("50 training points", "50 grid points"); None: a mean, one scale
+    loss_sums: tuple[str, str] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A task without a loss fails where it is written, not at its first training step."""

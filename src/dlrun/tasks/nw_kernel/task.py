@@ -80,6 +80,11 @@ class NWKernelRegression(Task):
         # a batch is (index, x, y) of some training points; their keys are all the others
         self.train_data = (self.keys, self.x_train, self.y_train)
 
+    @property
+    def loss_sums(self) -> tuple[str, str]:  # type: ignore[override]
+        """The train and val losses are sums over different numbers of points."""
+        return f"{self.cfg.n_train} training points", f"{len(self.x_test)} grid points"
+
     def build_model(self) -> nn.Module:
         return NWKernel(parametric=self.cfg.variant == "parametric")
 
