@@ -131,6 +131,7 @@ def test_two_agents_train_and_resume_like_one_agent_with_two_processes(tmp_path:
     assert nodes.keys() == weights.keys()
     for key, value in weights.items():
         assert torch.equal(nodes[key], value), key
+
     def losses(run_dir: Path) -> list[tuple[int, str, float]]:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         return [(m["epoch"], m["split"], m["loss"]) for m in map(json.loads, lines)]

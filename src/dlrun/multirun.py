@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import re
 import shlex
 import shutil
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,12 @@ def end_interrupted(sweep_dir: Path) -> None:
     worker processes a parallel launcher keeps for its next jobs."""
     (sweep_dir / STOP).unlink(missing_ok=True)
     compat.stop_idle_workers()
+
+
+def slurm_requeues(exc: BaseException) -> bool:
+    """A job of a SLURM sweep (submitit) stopped by SIGTERM: SLURM requeues or pre-empts it, or
+    cancels it; its result is the next attempt's, not this one's (submitit waits for it)."""
+    return bool(os.environ.get("SLURM_JOB_ID")) and getattr(exc, "signum", None) == signal.SIGTERM
 
 
 def record_failure(job_dir: Path, overrides: list[str], exc: BaseException) -> None:
