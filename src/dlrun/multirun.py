@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,13 @@ class ManifestCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global current_dir
+        if str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.dlrun_study."):
+            from hydra_plugins.dlrun_study import shared_optuna
+
+            shared_optuna.register()  # before Hydra instantiates the sweeper
+            problem = shared_optuna.storage_problem(config.hydra.sweeper.get("storage"))
+            if problem:
+                raise Refused(DlrunError(problem))
         sweep_dir = Path(config.hydra.sweep.dir)
         planned = planned_jobs(config)
         for num, overrides in enumerate(planned):  # before Hydra writes into any job directory
@@ -202,9 +210,20 @@ def end_interrupted(sweep_dir: Path) -> None:
 
 
 def slurm_requeues(exc: BaseException) -> bool:
-    """A job of a SLURM sweep (submitit) stopped by SIGTERM: SLURM requeues or pre-empts it, or
-    cancels it; its result is the next attempt's, not this one's (submitit waits for it)."""
-    return bool(os.environ.get("SLURM_JOB_ID")) and getattr(exc, "signum", None) == signal.SIGTERM
+    """A job of a SLURM sweep (submitit) stopped by SIGTERM because SLURM requeues it (a
+    pre-emption, ``scontrol requeue``): its result is the next attempt's, which submitit waits
+    for. SLURM counts the restart before the signal; a cancelled job's count stays."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or getattr(exc, "signum", None) != signal.SIGTERM:
+        return False
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", job, "-o"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    restarts = re.search(r"\bRestarts=(\d+)", shown)
+    return bool(restarts) and int(restarts[1]) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
 def record_failure(job_dir: Path, overrides: list[str], exc: BaseException) -> None:
