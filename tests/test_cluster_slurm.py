@@ -245,3 +245,56 @@ def test_job_at_its_time_limit_is_requeued_and_ends_with_uninterrupted_weights(
     assert "SIGUSR2" in logs and "timed-out" in logs
     mine, theirs = weights(sweep / "0"), weights(tmp_path / "reference")
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_srun_starts_torchrun_on_two_tasks_like_one_standalone_agent(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """`srun` starts one torchrun agent per SLURM task (here two tasks of the one node): they
+    meet at a c10d rendezvous and train exactly as `torchrun --standalone` with 2 processes."""
+    from tests.test_cluster_torchrun import EPOCHS, RUN, _port, standalone
+    from tests.test_cluster_torchrun import TASK as SMALL
+
+    work, single, tmp = (tmp_path / n for n in ("work", "single", "tmp"))
+    for d in (work, single, tmp):
+        d.mkdir()
+    endpoint = f"127.0.0.1:{_port()}"
+    agents = subprocess.run(
+        [
+            "srun",
+            "--nodes=1",
+            "--ntasks=2",
+            "--cpus-per-task=1",
+            "--kill-on-bad-exit=1",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={endpoint}",
+            f"--rdzv_id=srun-{endpoint}",
+            "-m",
+            "dlrun",
+            *SMALL,
+            *EPOCHS,
+            RUN,
+            "trainer.epochs=3",
+        ],
+        cwd=work,
+        env={**cluster, "TMPDIR": str(tmp)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert agents.returncode == 0, agents.stdout[-3000:] + agents.stderr[-3000:]
+    assert agents.stdout.count("run directory:") == 1
+    (run,) = list(work.glob("outputs/*/*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["distributed"]["world_size"] == 2
+
+    one = standalone(*SMALL, *EPOCHS, RUN, "trainer.epochs=3", cwd=single, tmp=tmp)
+    assert one.returncode == 0, one.stderr[-3000:]
+    (ref,) = list(single.glob("outputs/*/*"))
+    mine, theirs = weights(run), weights(ref)
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from dlrun import dirlock
+from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir
 
 log = logging.getLogger("dlrun")
@@ -47,6 +48,11 @@ class SharedStudy(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
         directions = self._get_directions()
+        if not isinstance(self.sampler, optuna.samplers.BaseSampler):
+            raise DlrunError(
+                "hydra.sweeper.storage: a shared study needs a sampler that proposes trials one "
+                "at a time (tpe, random, cmaes), not the grid sampler: use a grid sweep instead"
+            )
         if hasattr(self.sampler, "reseed_rng"):
             # a seeded sampler would propose, in every process and every run of the command,
             # the trials the first one did: each process draws its own
