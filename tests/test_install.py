@@ -61,10 +61,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_holds_every_module_and_config(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    sources = [
-        f"dlrun/{p.relative_to(ROOT / 'src' / 'dlrun').as_posix()}"
-        for p in (ROOT / "src" / "dlrun").rglob("*.py")
-    ]
+    src = ROOT / "src"
+    sources = [p.relative_to(src).as_posix() for p in src.rglob("*.py")]
     configs = [
         f"dlrun/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*")
     ]

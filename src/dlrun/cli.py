@@ -115,8 +115,14 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         objective = execute(cfg, config)
         _ran.append(run_dir)
         return objective
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if in_sweep and os.getpid() != _MAIN_PID[0]:
+            interrupt.hand_on(getattr(exc, "signum", None))  # SIGUSR2: submitit requeues
+            if multirun.slurm_requeues(exc):
+                # requeued by SLURM: the job has saved last.pt and recorded `interrupted`;
+                # leaving without a result lets the requeued attempt, which resumes here, give
+                # the submitter its result
+                raise SystemExit(128 + signal.SIGTERM) from None
             # a launcher's worker process: the job has recorded `interrupted`; raising would
             # reach the launcher as a broken worker, not a result
             return None

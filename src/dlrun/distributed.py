@@ -133,7 +133,10 @@ class DataParallel(Strategy):
         self.local_rank, self.per_node = local_rank, per_node or world_size
 
     def command(self) -> str:
-        return f"torchrun --nproc_per_node={self.per_node} -m dlrun"
+        """Several machines: the same on each, with their rendezvous (--rdzv_endpoint=...)."""
+        nodes = self.world_size // self.per_node
+        several = f"--nnodes={nodes} " if nodes > 1 else ""
+        return f"torchrun {several}--nproc_per_node={self.per_node} -m dlrun"
 
     def setup(self, device: torch.device) -> torch.device:
         """Join torchrun's process group (nccl on CUDA, gloo on the CPU); returns this rank's

@@ -80,7 +80,7 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
+            for sig in (*self.SIGNALS, *requeue_signals()):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -92,6 +92,22 @@ class StopRequest:
     ) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def requeue_signals() -> tuple[int, ...]:
+    """SIGUSR2 in a SLURM job whose launcher handles it (submitit: a time limit or pre-emption
+    is near; its handler requeues the job and exits). The run first finishes its epoch and
+    saves last.pt; then :func:`hand_on` gives the signal to that handler."""
+    usr2 = getattr(signal, "SIGUSR2", None)
+    if usr2 is None or not os.environ.get("SLURM_JOB_ID"):
+        return ()
+    return (usr2,) if callable(signal.getsignal(usr2)) else ()
+
+
+def hand_on(signum: int | None) -> None:
+    """After the run stopped on a requeue signal: its launcher's handler (requeue, exit)."""
+    if signum is not None and signum in requeue_signals():
+        signal.getsignal(signum)(signum, None)
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:

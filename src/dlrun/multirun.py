@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import re
 import shlex
 import shutil
+import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,13 @@ class ManifestCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global current_dir
+        if str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.dlrun_study."):
+            from hydra_plugins.dlrun_study import shared_optuna
+
+            shared_optuna.register()  # before Hydra instantiates the sweeper
+            problem = shared_optuna.storage_problem(config.hydra.sweeper.get("storage"))
+            if problem:
+                raise Refused(DlrunError(problem))
         sweep_dir = Path(config.hydra.sweep.dir)
         planned = planned_jobs(config)
         for num, overrides in enumerate(planned):  # before Hydra writes into any job directory
@@ -199,6 +209,23 @@ def end_interrupted(sweep_dir: Path) -> None:
     worker processes a parallel launcher keeps for its next jobs."""
     (sweep_dir / STOP).unlink(missing_ok=True)
     compat.stop_idle_workers()
+
+
+def slurm_requeues(exc: BaseException) -> bool:
+    """A job of a SLURM sweep (submitit) stopped by SIGTERM because SLURM requeues it (a
+    pre-emption, ``scontrol requeue``): its result is the next attempt's, which submitit waits
+    for. SLURM counts the restart before the signal; a cancelled job's count stays."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or getattr(exc, "signum", None) != signal.SIGTERM:
+        return False
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", job, "-o"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    restarts = re.search(r"\bRestarts=(\d+)", shown)
+    return bool(restarts) and int(restarts[1]) > int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
 def record_failure(job_dir: Path, overrides: list[str], exc: BaseException) -> None:
