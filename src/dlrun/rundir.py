@@ -255,7 +255,14 @@ class RunDir:
         return read_metrics(self.metrics, required)
 
     def read_env(self) -> dict[str, Any] | None:
-        return read_record(self.env, "delete it: the next resume writes a new one")
+        """env.json; Damaged when not an object, or its "resumes" not a list of objects (a
+        resume appends to it: read before the run's record changes)."""
+        remedy = "delete it: the next resume writes a new one"
+        data = read_record(self.env, remedy)
+        resumes = (data or {}).get("resumes", [])
+        if not isinstance(resumes, list) or not all(isinstance(r, dict) for r in resumes):
+            raise Damaged(self.env, '"resumes" is not a list of objects', remedy)
+        return data
 
     def check_records(self) -> None:
         """Read every record strictly (a Damaged error names the first damaged one): what
