@@ -11,6 +11,7 @@ split from the seeded RNGs) and scored by the loop's own validate(), with the ru
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -116,7 +117,13 @@ def load(
     from dlrun import device as devices
     from dlrun.run import seed_everything
 
-    state = checkpoint.load(path)
+    try:
+        state = checkpoint.load(path)
+    except checkpoint.Damaged as exc:
+        if path.parent.name != rundir.CHECKPOINTS:
+            raise
+        command = f"{PROG} {shlex.quote(str(path.parent.parent))} --checkpoint {{}}"
+        raise checkpoint.offering_other(path, exc, command) from None
     config = compose(run, str(state["task"]), overrides, config_dir)
     if config.task.name != state["task"]:
         raise DlrunError(
