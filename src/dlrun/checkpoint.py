@@ -16,6 +16,7 @@ import io
 import pickle
 import random
 import shlex
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,8 @@ def load(path: Path) -> dict[str, Any]:
     import torch
 
     try:
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():  # a FIFO would block
+            raise DlrunError(f"checkpoint {path}: not a regular file, expected a .pt file")
         with open(path, "rb") as f:  # unreadable is not "truncated": the file may be fine
             archive = zipfile.is_zipfile(f)  # torch.save writes a zip archive
         state = None if not archive else torch.load(path, map_location="cpu", weights_only=True)
