@@ -32,6 +32,7 @@ from dlrun import (
     files,
     interrupt,
     multirun,
+    rundir,
     schema,
     tasks,
 )
@@ -156,10 +157,13 @@ def invoke(argv: list[str]) -> list[Path]:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     claim.before = None
     try:
-        check_arguments(argv)
+        check_arguments([a for a in argv if a != rundir.TRUST_TASK_FILE])
         argv = hydra_quoted(argv)
         # the tasks are registered here, so that a broken one is a one-line error like any other
-        overrides = tasks.prepare(resume_argv(argv))
+        # (a run directory's recorded task_file only when named, or with --trust-task-file)
+        overrides = [a for a in resume_argv(argv) if a != rundir.TRUST_TASK_FILE]
+        argv = [a for a in argv if a != rundir.TRUST_TASK_FILE]
+        overrides = tasks.prepare(overrides)
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         _ran.clear()

@@ -60,7 +60,11 @@ def target(spec: str, which: str = "best") -> tuple[Path, RunDir | None]:
 
 
 def compose(
-    run: RunDir | None, task: str, overrides: list[str], config_dir: str | None = None
+    run: RunDir | None,
+    task: str,
+    overrides: list[str],
+    config_dir: str | None = None,
+    trust: list[str] | None = None,
 ) -> Config:
     """The run's recorded overrides (all but resume=: evaluating never resumes), then the new
     ones; a checkpoint outside any run gets its own task and the new overrides. ``config_dir``:
@@ -77,9 +81,10 @@ def compose(
         return override.split("=", 1)[0].lstrip("+~")
 
     if run is not None:
-        base = [o for o in run.kept_overrides(overrides) if key(o) != "resume"]
+        base = [o for o in run.kept_overrides([*overrides, *(trust or [])]) if key(o) != "resume"]
     else:
         base = [] if any(key(o) == "task" for o in overrides) else [f"task={task}"]
+    overrides = [o for o in overrides if o != rundir.TRUST_TASK_FILE]  # the Python API's way
     flags = ["--config-dir", config_dir] if config_dir else []
     # the tasks found, a run's task file, and those beside the user's configs
     prepared = tasks.prepare([*flags, *base, *overrides])[len(flags) :]
@@ -109,7 +114,11 @@ class Loaded:
 
 
 def load(
-    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None = None
+    path: Path,
+    run: RunDir | None,
+    overrides: list[str],
+    config_dir: str | None = None,
+    trust: list[str] | None = None,
 ) -> Loaded:
     """Build the task and model under the (recomposed) config and load the checkpoint's
     weights; another task's checkpoint or another model shape is one line."""
@@ -124,7 +133,7 @@ def load(
             raise
         command = f"{PROG} {shlex.quote(str(path.parent.parent))} --checkpoint {{}}"
         raise checkpoint.offering_other(path, exc, command) from None
-    config = compose(run, str(state["task"]), overrides, config_dir)
+    config = compose(run, str(state["task"]), overrides, config_dir, trust)
     if config.task.name != state["task"]:
         raise DlrunError(
             f"checkpoint {path}: is from task {state['task']}, this evaluation is task "
@@ -150,25 +159,30 @@ def score(loaded: Loaded) -> dict[str, float]:
 
 
 def evaluate(
-    spec: str, which: str, overrides: list[str], config_dir: str | None = None
+    spec: str,
+    which: str,
+    overrides: list[str],
+    config_dir: str | None = None,
+    trust: list[str] | None = None,
 ) -> tuple[dict[str, float], Path | None]:
-    """Score, print the table, write the record: (the metrics, the record's path or None)."""
+    """Score, print the table, write the record: (the metrics, the record's path or None).
+    ``trust``: ``[--trust-task-file]`` to import the task file the run's records name."""
     path, run = target(spec, which)
     # a writer of its run directory (its eval/ record): one at a time, refused before any work
     lock = dirlock.acquire(run.path) if run is not None and dirlock.held(run.path) is None else None
     try:
-        return _evaluate(path, run, overrides, config_dir)
+        return _evaluate(path, run, overrides, config_dir, trust or [])
     finally:
         if lock is not None:
             lock.release()
 
 
 def _evaluate(
-    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None
+    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None, trust: list[str]
 ) -> tuple[dict[str, float], Path | None]:
     from dlrun.console import Console, metrics_text
 
-    loaded = load(path, run, overrides, config_dir)
+    loaded = load(path, run, overrides, config_dir, trust)
     metrics = score(loaded)
     epoch = loaded.state.get("epoch")
     console = Console(progress=False, total_epochs=0)
@@ -206,6 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("target", help="a run directory, a .pt file, or latest")
     parser.add_argument("--checkpoint", choices=WHICH, default="best", help="of a run directory")
     parser.add_argument("--config-dir", "-cd", help="your own configs, as the run had them")
+    parser.add_argument(
+        rundir.TRUST_TASK_FILE,
+        action="store_true",
+        help="import the task file the run's records name (else name it: task_file=PATH)",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value, as for dlrun")
 
     def error(message: str) -> NoReturn:
@@ -214,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.error = error  # type: ignore[method-assign]
     try:
         args = parser.parse_intermixed_args(argv)  # overrides before or after --checkpoint
-        evaluate(args.target, args.checkpoint, list(args.overrides), args.config_dir)
+        trust = [rundir.TRUST_TASK_FILE] if args.trust_task_file else []
+        evaluate(args.target, args.checkpoint, list(args.overrides), args.config_dir, trust)
     except DlrunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
         usage=f"{PROG} RUN_DIR|latest [--verify] [--rtol RTOL] [overrides ...]",
         description="Run a finished run again from its recorded config and overrides into a "
         f"new run directory (the source is only read); --verify compares the two {rundir.METRICS} "
-        "files. Extra key=value overrides (and dlrun's flags, e.g. --config-dir) are passed on.",
+        "files. Extra key=value overrides (and dlrun's flags, e.g. --config-dir) are passed on; "
+        "the task file a run's records name is imported only when named again (task_file=PATH) "
+        "or with --trust-task-file.",
     )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--verify", action="store_true", help=f"compare the two {rundir.METRICS}")
