@@ -47,6 +47,13 @@ def locate(resume: str) -> tuple[Path, Path | None]:
         pass  # said below
     except OSError as exc:  # e.g. a directory on the way this user may not enter
         raise DlrunError(f"resume={resume}: cannot be read ({files.describe(exc)})") from None
+    try:
+        return _locate(resume, path)
+    except OSError as exc:  # e.g. checkpoints/ that this user may not enter
+        raise DlrunError(f"resume={resume}: cannot be read ({files.describe(exc)})") from None
+
+
+def _locate(resume: str, path: Path) -> tuple[Path, Path | None]:
     if path.is_dir():
         run = RunDir(path)
         if not run.last.exists():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from dlrun import dirlock, rundir
+from dlrun import dirlock, files, rundir
 from dlrun.errors import DlrunError
 from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, quote
@@ -169,7 +169,14 @@ def evaluate(
     ``trust``: ``[--trust-task-file]`` to import the task file the run's records name."""
     path, run = target(spec, which)
     # a writer of its run directory (its eval/ record): one at a time, refused before any work
-    lock = dirlock.acquire(run.path) if run is not None and dirlock.held(run.path) is None else None
+    try:
+        lock = dirlock.acquire(run.path) if run is not None and not dirlock.held(run.path) else None
+    except OSError as exc:
+        raise DlrunError(
+            f"cannot write the run directory {run.path} ({files.describe(exc)}), where "
+            f"{PROG} records its evaluation; {files.remedy(exc, run.path)}, or evaluate a copy "
+            "of the run directory"
+        ) from None
     try:
         return _evaluate(path, run, overrides, config_dir, trust or [])
     finally:
@@ -200,7 +207,13 @@ def _evaluate(
         "metrics": metrics,
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    written = run.write_eval(record)
+    try:
+        written = run.write_eval(record)
+    except OSError as exc:
+        raise DlrunError(
+            f"the metrics above were not recorded: {files.describe(exc)}; "
+            f"{files.remedy(exc, run.path)}, then evaluate again"
+        ) from None
     console.print(f"record: {written}")
     return metrics, written
 
@@ -237,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         evaluate(args.target, args.checkpoint, list(args.overrides), args.config_dir, trust)
     except DlrunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a run directory or record this user may not read
+        print(f"{PROG}: error: cannot read {files.describe(exc)}", file=sys.stderr)
         sys.exit(2)
 
 

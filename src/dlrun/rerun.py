@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlrun import rundir
+from dlrun import files, rundir
 from dlrun.errors import DlrunError
 from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, Summary, quote
@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         code = rerun(args.run_dir, extra, args.verify, args.rtol)
     except DlrunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a source's record this user may not read
+        print(f"{PROG}: error: cannot read {files.describe(exc)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)
 
