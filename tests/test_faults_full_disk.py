@@ -4,10 +4,14 @@ there is space again (docs/faults.md). Mounting needs root: the tests skip witho
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from dlrun import report
-from tests.conftest import call_main
+import pytest
+
+from dlrun import cli, report
+from dlrun.errors import DlrunError
+from tests.conftest import call_main, run_cli
 from tests.test_disk_faults import QUIET, fill, one_line, small_disk, status
 
 
@@ -32,3 +36,33 @@ def test_a_resume_refused_on_a_full_disk_leaves_the_run_whole(
         again = dlrun(f"resume={first.run_dir}", "trainer.epochs=30")
         assert again.code == 0, again.err
         assert status(first.run_dir) == "completed"
+
+
+def test_a_run_or_sweep_refused_on_a_full_disk_names_it_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        fill(disk, 0)
+        for args, where in (
+            (["task=sine-bp", f"hydra.run.dir={disk}/run"], disk / "run"),
+            (["-m", "task=sine-bp", "seed=1,2", f"hydra.sweep.dir={disk}/sw"], disk / "sw"),
+        ):
+            r = run_cli(*args, cwd=tmp_path)
+            assert r.returncode == 2
+            line = one_line(r.stderr)  # no warnings of Hydra's around it
+            assert "No space left on device" in line
+            assert f"free some space on the disk of {where}" in line
+            assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no lock, no record
+
+
+def test_a_log_that_cannot_be_flushed_never_hides_the_error(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        fill(disk, 0)
+        root = logging.getLogger()
+        with pytest.raises(DlrunError, match="the error that stopped the run"):
+            with cli.logging_restored():
+                handler = logging.FileHandler(disk / "dlrun.log")
+                root.addHandler(handler)
+                handler.stream.write("x" * 3000)  # buffered: its flush on close fails
+                raise DlrunError("the error that stopped the run")
+        assert handler not in root.handlers

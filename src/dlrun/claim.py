@@ -98,7 +98,8 @@ class RunDirCallback(Callback):
         except DlrunError as exc:
             raise multirun.Refused(exc) from None
         except OSError as exc:
-            raise multirun.Refused(unwritable(exc, config.get("resume") is not None)) from None
+            resuming = config.get("resume") is not None
+            raise multirun.Refused(unwritable(exc, resuming, run_dir)) from None
 
 
 def elsewhere(resuming: bool) -> str:
@@ -108,8 +109,9 @@ def elsewhere(resuming: bool) -> str:
     return "choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
 
 
-def unwritable(exc: OSError, resuming: bool = False) -> DlrunError:
-    where = Path(exc.filename).parent if exc.filename else Path.cwd()
+def unwritable(exc: OSError, resuming: bool = False, run_dir: Path | None = None) -> DlrunError:
+    """``exc`` writing ``run_dir`` as one line, naming the disk that failed (not the cwd's)."""
+    where = Path(exc.filename).parent if exc.filename else (run_dir or Path.cwd())
     return DlrunError(
         f"cannot write the run directory: {files.describe(exc)}; {files.remedy(exc, where)}, "
         f"or {elsewhere(resuming)}"

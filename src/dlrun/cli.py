@@ -167,7 +167,7 @@ def invoke(argv: list[str]) -> list[Path]:
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         _ran.clear()
-        multirun.current_dir = None
+        multirun.current_dir, multirun.created = None, False
         _MAIN_PID[0] = os.getpid()
         is_multirun = bool({"-m", "--multirun"} & set(argv))
         stop = interrupt.SweepStop(lambda: multirun.current_dir, multirun.STOP)
@@ -207,7 +207,8 @@ def invoke(argv: list[str]) -> list[Path]:
             raise _failures[0]
         return list(_ran)
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
-        if multirun.current_dir is not None and not isinstance(exc, DlrunError):
+        made = multirun.created or not isinstance(exc, DlrunError)
+        if multirun.current_dir is not None and made:  # never a sweep directory found there
             multirun.discard_if_empty(multirun.current_dir)
         if claim.before is not None and multirun.current_dir is None:  # a single run refused
             claim.before.remove_created()
@@ -274,14 +275,17 @@ def logging_restored() -> Iterator[None]:
         yield
     finally:
         for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
+            if handler not in handlers:  # on a full disk its last flush fails: the error
+                with contextlib.suppress(OSError):  # that stopped the run is the one to show
+                    handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
 
 
 def _unwritable(cause: OSError, argv: list[str]) -> DlrunError:
-    where = Path(cause.filename).parent if cause.filename else Path.cwd()
+    # the disk that failed: the file's, else the run's (or sweep's) directory, not the cwd
+    target = claim.before.run_dir if claim.before is not None else multirun.current_dir
+    where = Path(cause.filename).parent if cause.filename else (target or Path.cwd())
     resuming = any(a.startswith("resume=") for a in argv)
     return DlrunError(
         f"cannot write the run directory: {files.describe(cause)}; "

@@ -122,10 +122,10 @@ def acquire(
         "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "token": secrets.token_hex(16),
     }
-    os.ftruncate(fd, 0)
+    _held[_key(directory)] = lock  # held before its record is written: on a full disk the
+    os.ftruncate(fd, 0)  # write fails, and the refusal still removes what this process made
     os.pwrite(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode(), 0)
     lock.token = record["token"]
-    _held[_key(directory)] = lock
     return lock
 
 

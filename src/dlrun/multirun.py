@@ -67,6 +67,9 @@ class SweepFailed(DlrunError):
     """Some jobs failed; the others ran and are recorded."""
 
 
+created = False  # this invocation made current_dir (its sweep directory)
+
+
 class ManifestCallback(Callback):
     """Hydra calls this in the process that runs the sweeper: the manifest exists from the start
     (with every planned job when the sweep's jobs are known up front) and is final at the end."""
@@ -80,10 +83,15 @@ class ManifestCallback(Callback):
                 job_records(sweep_dir / str(num), overrides)
             except DlrunError as exc:
                 raise Refused(exc) from exc
+        global created
+        created = not sweep_dir.exists()  # a refusal may then remove what it made there
         current_dir = sweep_dir
         current_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / STOP).unlink(missing_ok=True)  # an earlier, interrupted attempt's
-        update_manifest(current_dir, planned=planned)
+        # a full disk: Hydra would print a callback's error as a warning, and the sweep's own
+        # first write (multirun.yaml) fails next, in one line; the manifest is rewritten later
+        with contextlib.suppress(OSError):
+            update_manifest(current_dir, planned=planned)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
