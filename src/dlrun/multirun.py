@@ -158,9 +158,12 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
 def job_records(job_dir: Path, overrides: list[str]) -> Summary | None:
     """The summary of this job's earlier attempt; DlrunError when the directory holds another
     job (the sweep was changed but its directory reused)."""
-    previous = RunDir(job_dir).read_summary()
+    run = RunDir(job_dir)
+    previous = run.read_summary()
     if previous is None or previous.overrides in (None, overrides):
         return previous
+    if previous.resumes and run.recorded_overrides(latest=False) == overrides:
+        return previous  # this sweep's job, resumed on its own since (resume=<sweep>/<job>)
     raise DlrunError(
         f"{job_dir} holds a job with other overrides ({' '.join(previous.overrides)}); "
         "expected the same sweep: give this one a new hydra.sweep.dir"
