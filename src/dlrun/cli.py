@@ -218,6 +218,10 @@ def invoke(argv: list[str]) -> list[Path]:
         explained.exit_code = getattr(exc, "exit_code", 2)
         raise explained from exc
     except KeyboardInterrupt:
+        before = claim.before
+        if multirun.current_dir is None and before is not None:  # a single run
+            if not (before.run_dir / rundir.SUMMARY).exists():  # stopped before its record
+                before.remove_created()
         if multirun.current_dir is not None:
             multirun.end_interrupted(multirun.current_dir)
             manifest = multirun.update_manifest(multirun.current_dir)

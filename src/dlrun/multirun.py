@@ -208,6 +208,14 @@ def end_interrupted(sweep_dir: Path) -> None:
     worker processes a parallel launcher keeps for its next jobs."""
     (sweep_dir / STOP).unlink(missing_ok=True)
     compat.stop_idle_workers()
+    # a job stopped in its first seconds, before its summary: only Hydra's record, its log and
+    # lock. It never started: it is pending again, not a run that seems to be running
+    from dlrun import dirlock
+
+    for job_dir in _job_dirs(sweep_dir):
+        names = {p.name for p in job_dir.iterdir()}
+        if names <= {rundir.HYDRA, rundir.LOG, rundir.LOCK} and dirlock.holder(job_dir) is None:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
 
 def record_failure(job_dir: Path, overrides: list[str], exc: BaseException) -> None:
