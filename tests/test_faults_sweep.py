@@ -25,3 +25,30 @@ def test_a_job_resumed_on_its_own_never_blocks_its_sweep(dlrun, tmp_path: Path) 
     assert [s["status"] for s in summaries] == ["completed", "completed"]
     assert summaries[0]["epochs_completed"] == 5  # the job's own resume stands
     assert summaries[1]["epochs_completed"] == 3
+
+
+def _job_records(sweep: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(sweep)): p.read_bytes() for p in sorted(sweep.glob("*/.hydra/*.yaml"))
+    }
+
+
+def test_another_sweep_into_a_running_sweeps_directory_changes_nothing(tmp_path: Path) -> None:
+    from tests.test_writers import LONG, one_error_line, start, wait_for
+
+    sweep = tmp_path / "sw"
+    first = start("-m", *LONG, "seed=1,2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    try:
+        wait_for(lambda: (sweep / "0" / "checkpoints" / "last.pt").is_file(), first)
+        records = _job_records(sweep)
+        # the same first job (seed=1), another second one: refused before any job's record
+        second = start("-m", *LONG, "seed=1,3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2, err
+        line = one_error_line(err)
+        assert "being written by another sweep" in line and f"pid {first.pid}" in line
+        assert _job_records(sweep) == records
+        assert first.poll() is None  # the first sweep goes on
+    finally:
+        first.kill()
+        first.communicate()

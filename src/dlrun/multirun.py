@@ -70,22 +70,45 @@ class SweepFailed(DlrunError):
 created = False  # this invocation made current_dir (its sweep directory)
 
 
+def _claim(sweep_dir: Path) -> None:
+    """Hold the sweep directory's lock while this sweep runs. The same sweep command started
+    again meanwhile shares it (each job has one writer: cli.py); another sweep is refused here,
+    before Hydra writes any job's record (it would rewrite the records of the jobs the first
+    one runs)."""
+    from dlrun import claim, dirlock
+
+    try:
+        dirlock.acquire(sweep_dir, command=claim.command)
+    except dirlock.Busy:
+        holder = dirlock.holder(sweep_dir) or {}
+        if holder.get("command") != claim.command:
+            raise Refused(
+                DlrunError(
+                    f"{sweep_dir} is being written by another sweep, "
+                    f"{dirlock.describe(holder)}; give this one a new hydra.sweep.dir, or wait "
+                    "for that one to end"
+                )
+            ) from None
+    except OSError:
+        return  # an unwritable sweep directory is said in one line by the sweep's first write
+
+
 class ManifestCallback(Callback):
     """Hydra calls this in the process that runs the sweeper: the manifest exists from the start
     (with every planned job when the sweep's jobs are known up front) and is final at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global current_dir
+        global current_dir, created
         sweep_dir = Path(config.hydra.sweep.dir)
+        created = not sweep_dir.exists()  # a refusal may then remove what it made there
+        _claim(sweep_dir)
+        current_dir = sweep_dir
         planned = planned_jobs(config)
         for num, overrides in enumerate(planned):  # before Hydra writes into any job directory
             try:
                 job_records(sweep_dir / str(num), overrides)
             except DlrunError as exc:
                 raise Refused(exc) from exc
-        global created
-        created = not sweep_dir.exists()  # a refusal may then remove what it made there
-        current_dir = sweep_dir
         current_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / STOP).unlink(missing_ok=True)  # an earlier, interrupted attempt's
         # a full disk: Hydra would print a callback's error as a warning, and the sweep's own
@@ -306,7 +329,7 @@ def update_manifest(sweep_dir: Path, planned: list[list[str]] | None = None) -> 
 def discard_if_empty(sweep_dir: Path) -> None:
     """A sweep refused at compose time (before any job) leaves no directory behind."""
     if sweep_dir.is_dir() and not _job_dirs(sweep_dir):
-        for name in (MANIFEST, ".sweep.lock", "multirun.yaml"):
+        for name in (MANIFEST, ".sweep.lock", "multirun.yaml", rundir.LOCK):
             (sweep_dir / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # and multirun/<date>/, multirun/ when left empty
             for path in (sweep_dir, *list(sweep_dir.parents)[:2]):
