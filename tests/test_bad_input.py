@@ -83,6 +83,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("damaged-summary", "summary.json", "[1, 2]\n"),
         ("damaged-env", "env.json", '{"python": "3.1'),
         ("damaged-overrides", ".hydra/overrides.yaml", "- task=sine-bp\n- [oops\n"),
+        ("env-of-another-shape", "env.json", '{"python": "3.12", "resumes": 5}'),
     ]:
         (make_run(w / name, "task=sine-bp") / record).write_text(text)
     flipped = make_run(w / "flipped-run", "task=sine-bp")
@@ -91,6 +92,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = bytearray(last.read_bytes())
     raw[bytes(raw).find(weight[:16]) + 1] ^= 0x04  # one bit of a stored weight
     last.write_bytes(bytes(raw))
+    try:
+        cli.main(
+            ["task=sine-bp", *QUIET, "trainer.epochs=2", f"hydra.run.dir={w}/flipped-best-run"]
+        )
+    except SystemExit as exc:
+        assert exc.code == 0
+    best = w / "flipped-best-run" / "checkpoints" / "best.pt"
+    weight = next(iter(checkpoint.load(best)["model"].values())).numpy().tobytes()
+    raw = bytearray(best.read_bytes())
+    raw[bytes(raw).find(weight[:16]) + 1] ^= 0x04
+    best.write_bytes(bytes(raw))
     (w / "a-directory").mkdir()
     raw = write_data_set(w / "mnist", n_train=30, n_test=9)
     idx = raw / "train-images-idx3-ubyte"
@@ -276,6 +288,11 @@ ROWS = [
         ["resume={w}/damaged-env"],
         ["{w}/damaged-env/env.json: damaged", "not JSON"],
         id="resume with a damaged env.json",
+    ),
+    pytest.param(
+        ["resume={w}/env-of-another-shape"],
+        ["{w}/env-of-another-shape/env.json: damaged", '"resumes" is not a list'],
+        id="resume with an env.json of another shape",
     ),
     pytest.param(
         ["resume={w}/damaged-overrides"],
@@ -504,6 +521,12 @@ COMMAND_ROWS = [
         ["{w}/missing"],
         ["{w}/missing", "no such checkpoint file or run directory"],
         id="eval of a missing path",
+    ),
+    pytest.param(
+        evaluation,
+        ["{w}/flipped-best-run"],
+        ["flipped-best-run/checkpoints/best.pt: damaged", "--checkpoint last"],
+        id="eval of a damaged best.pt",
     ),
     pytest.param(
         evaluation, ["{w}/notes.txt"], ["{w}/notes.txt", "not a checkpoint"], id="eval of a text"

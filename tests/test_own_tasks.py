@@ -80,12 +80,20 @@ def test_a_task_file_trains_resumes_exactly_and_reruns(
     half = dlrun(f"task={project}/wave.py", *QUIET, "trainer.epochs=40")
     assert half.code == 0, half.err
     # a fresh process elsewhere: the recorded overrides name the task file, and it loads again
-    resumed = run_cli(f"resume={half.run_dir}", "trainer.epochs=60", cwd=tmp_path)
+    # once confirmed (a run directory alone never imports code)
+    resumed = run_cli(
+        f"resume={half.run_dir}", "trainer.epochs=60", "--trust-task-file", cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert rows(half.run_dir) == rows(whole.run_dir)  # bit for bit as one uninterrupted run
 
     code, out, err = call_main(
-        rerun.main, capsys, whole.run_dir, "--verify", f"hydra.run.dir={tmp_path}/again"
+        rerun.main,
+        capsys,
+        whole.run_dir,
+        "--verify",
+        "--trust-task-file",
+        f"hydra.run.dir={tmp_path}/again",
     )
     assert code == 0, err
     assert "reproduced" in out
@@ -130,8 +138,10 @@ def test_a_task_beside_the_users_configs_runs_and_resumes_without_them(
     half = dlrun("--config-dir", str(conf), "task=wave", *QUIET, "trainer.epochs=40")
     assert half.code == 0, half.err
     whole = dlrun("--config-dir", str(conf), "task=wave", *QUIET, "trainer.epochs=60")
-    # resumed in a fresh process without --config-dir: the recorded task_file is enough
-    resumed = run_cli(f"resume={half.run_dir}", "trainer.epochs=60", cwd=tmp_path)
+    # resumed in a fresh process without --config-dir: the recorded task_file, confirmed
+    resumed = run_cli(
+        f"resume={half.run_dir}", "trainer.epochs=60", "--trust-task-file", cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert rows(half.run_dir) == rows(whole.run_dir)
     shown = run_cli("--config-dir", str(conf), "--help", cwd=tmp_path).stdout

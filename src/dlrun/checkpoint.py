@@ -16,6 +16,7 @@ import io
 import pickle
 import random
 import shlex
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,13 @@ def locate(resume: str) -> tuple[Path, Path | None]:
         pass  # said below
     except OSError as exc:  # e.g. a directory on the way this user may not enter
         raise DlrunError(f"resume={resume}: cannot be read ({files.describe(exc)})") from None
+    try:
+        return _locate(resume, path)
+    except OSError as exc:  # e.g. checkpoints/ that this user may not enter
+        raise DlrunError(f"resume={resume}: cannot be read ({files.describe(exc)})") from None
+
+
+def _locate(resume: str, path: Path) -> tuple[Path, Path | None]:
     if path.is_dir():
         run = RunDir(path)
         if not run.last.exists():
@@ -78,12 +86,20 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 
 CHECKSUM = "checksum"
+SCHEME = "sha256v2:"  # the checksum's scheme; an unprefixed one is the first (no containers)
+# what dlrun writes at the top of a checkpoint: another key in one without a checksum is a
+# damaged key (the checksum's own, say), not an older checkpoint
+KEYS = frozenset(
+    {"format", "version", "task", "epoch", "model", "optimizer", "optimizer_type", "rng"}
+    | {"best", "config", "scheduler", "early_stopping", CHECKSUM}
+)
 
 
-def checksum(state: dict[str, Any]) -> str:
+def checksum(state: dict[str, Any], scheme: int = 2) -> str:
     """sha256 over every tensor's bytes, dtype and shape and every plain value, by key path
-    (the stored checksum itself excluded). Tuples and lists hash alike: pickling may turn one
-    into the other, and that is no damage."""
+    (the stored checksum itself excluded), and (``scheme`` 2) every container's kind and
+    length, so an empty one renamed, removed or retyped is damage too. Tuples and lists hash
+    alike: pickling may turn one into the other, and that is no damage."""
     import torch
 
     digest = hashlib.sha256()
@@ -94,17 +110,48 @@ def checksum(state: dict[str, Any]) -> str:
             digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
             digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         elif isinstance(value, dict):
-            for k in sorted(value, key=str):
-                if not (key == "" and k == CHECKSUM):
-                    walk(f"{key}/{k}", value[k])
+            keys = [k for k in sorted(value, key=str) if not (key == "" and k == CHECKSUM)]
+            if scheme >= 2:
+                digest.update(f"{key}{{{len(keys)}}};".encode())
+            for k in keys:
+                walk(f"{key}/{k!r}" if scheme >= 2 else f"{key}/{k}", value[k])
         elif isinstance(value, list | tuple):
+            if scheme >= 2:
+                digest.update(f"{key}[{len(value)}];".encode())
             for i, v in enumerate(value):
                 walk(f"{key}/{i}", v)
         else:
             digest.update(f"{key}={value!r};".encode())
 
     walk("", state)
-    return digest.hexdigest()
+    return (SCHEME if scheme >= 2 else "") + digest.hexdigest()
+
+
+class Damaged(DlrunError):
+    """A checkpoint whose content is not what dlrun wrote (flipped bits, a cut, an edit)."""
+
+
+def _verify(path: Path, state: Any) -> None:
+    """Raise Damaged unless ``state`` is the content written with its checksum (one without a
+    checksum, from an older dlrun, only needs dlrun's keys)."""
+    if not isinstance(state, dict):
+        raise DlrunError(f"checkpoint {path}: not a dlrun checkpoint")
+    stored = state.get(CHECKSUM)
+    if stored is None:
+        unknown = sorted(str(k) for k in state if k not in KEYS)
+        if unknown and state.get("format") == FORMAT:
+            raise Damaged(f"checkpoint {path}: damaged (a key dlrun never writes: {unknown[0]})")
+        return
+    scheme = 2 if isinstance(stored, str) and stored.startswith(SCHEME) else 1
+    try:
+        matches = stored == checksum(state, scheme)
+    except Exception:  # noqa: BLE001 - a value no checkpoint holds: damage, whatever it is
+        matches = False
+    if not matches:
+        raise Damaged(
+            f"checkpoint {path}: damaged (its content no longer matches the checksum written "
+            "with it)"
+        )
 
 
 def saved_epoch(path: Path) -> int | None:
@@ -120,6 +167,8 @@ def load(path: Path) -> dict[str, Any]:
     import torch
 
     try:
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():  # a FIFO would block
+            raise DlrunError(f"checkpoint {path}: not a regular file, expected a .pt file")
         with open(path, "rb") as f:  # unreadable is not "truncated": the file may be fine
             archive = zipfile.is_zipfile(f)  # torch.save writes a zip archive
         state = None if not archive else torch.load(path, map_location="cpu", weights_only=True)
@@ -133,50 +182,65 @@ def load(path: Path) -> dict[str, Any]:
             "intact: give this user read access to it"
         ) from None
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
-        raise DlrunError(
-            f"checkpoint {path}: refused, it holds objects other than tensors and plain data "
-            f"({reason[:160]})"
+        reason = _reason(exc, "unpickling failed")
+        raise Damaged(
+            f"checkpoint {path}: refused, it holds objects other than tensors and plain data, "
+            f"or it is damaged ({reason})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise DlrunError(f"checkpoint {path}: truncated or not a checkpoint ({reason})") from None
+    except OSError as exc:
+        raise DlrunError(f"checkpoint {path}: cannot be read ({files.describe(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - torch's reader fails on damage in many ways
+        reason = _reason(exc, type(exc).__name__)
+        raise Damaged(
+            f"checkpoint {path}: truncated or not a checkpoint, or damaged ({reason})"
+        ) from None
     if not archive:
         raise DlrunError(f"checkpoint {path}: truncated or not a checkpoint (not a torch archive)")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    _verify(path, state)
+    if state.get("format") != FORMAT:
         raise DlrunError(f"checkpoint {path}: not a dlrun checkpoint")
     if state.get("version") != VERSION:
         raise DlrunError(
             f"checkpoint {path}: format version {state.get('version')}, this dlrun reads {VERSION}"
         )
-    stored = state.get(CHECKSUM)
-    if stored is not None and stored != checksum(state):
-        raise DlrunError(
-            f"checkpoint {path}: damaged (its content no longer matches the checksum written "
-            "with it)"
-        )
+    if CHECKSUM in state:  # verified: the content is as written
+        return state
+    if not (isinstance(state.get("task"), str) and isinstance(state.get("epoch"), int)) or not (
+        isinstance(state.get("model"), dict)
+        and all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    ):
+        raise Damaged(f"checkpoint {path}: damaged (its task, epoch or model is not as written)")
     return state
 
 
-def load_offering_best(path: Path) -> dict[str, Any]:
-    """:func:`load`, and when a run's last.pt is unusable, a line that names an intact best.pt
-    beside it and how to go on from it (instead of inviting a fresh start)."""
+def _reason(exc: BaseException, default: str) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    told = [line for line in lines if "Unpickler error" in line]  # torch's own reason
+    return (told or lines or [default])[0][:160]
+
+
+def offering_other(path: Path, exc: DlrunError, command: str | None = None) -> DlrunError:
+    """``exc`` about a run's checkpoint, with the other checkpoint of that run when that one is
+    intact and how to go on from it: for last.pt (resume), the commands that continue from
+    best.pt; else ``command`` with the other file's name in it (``{}``)."""
+    names = {rundir.LAST: rundir.BEST, rundir.BEST: rundir.LAST}
+    other = path.with_name(names.get(path.name, path.name))
+    if other == path or not other.is_file() or (path.name == rundir.BEST and command is None):
+        return exc
     try:
-        return load(path)
-    except DlrunError as exc:
-        best = path.with_name(rundir.BEST)
-        if path.name != rundir.LAST or not best.is_file():
-            raise
-        try:
-            epoch = load(best)["epoch"]
-        except DlrunError:
-            raise exc from None
+        epoch = load(other)["epoch"]
+    except DlrunError:
+        return exc
+    if command is not None:
+        how = command.format(other.stem)
+    else:
         last, run = (shlex.quote(str(p)) for p in (path, path.parent.parent))
-        raise DlrunError(
-            f"{exc}; {rundir.CHECKPOINTS}/{rundir.BEST} (epoch {epoch}) is intact: continue "
-            f"from it with: mv {last} {last}.damaged && cp {shlex.quote(str(best))} {last} && "
-            f"dlrun resume={run}"
-        ) from None
+        how = (
+            f"mv {last} {last}.damaged && cp {shlex.quote(str(other))} {last} && dlrun resume={run}"
+        )
+    return DlrunError(
+        f"{exc}; {rundir.CHECKPOINTS}/{other.name} (epoch {epoch}) is intact: use it with: {how}"
+    )
 
 
 def load_model(path: Path, state: dict[str, Any], model: nn.Module) -> None:
@@ -300,7 +364,41 @@ def restore(
     ``recipe``: this run's schedule and early stopping by checkpoint key (``scheduler``,
     ``early_stopping``); each continues from its saved state. A checkpoint without one (an older
     run, or one without that option) starts it afresh, with a note."""
-    state = load_offering_best(path)
+    try:
+        return _restore(path, task, epochs, model, optimizer, generator, recipe)
+    except Damaged as exc:
+        raise offering_other(path, exc) from None
+
+
+def _restore(
+    path: Path,
+    task: str,
+    epochs: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    generator: torch.Generator,
+    recipe: dict[str, Any] | None,
+) -> Restored:
+    state = load(path)
+    try:
+        return _restore_state(path, state, task, epochs, model, optimizer, generator, recipe)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, AssertionError) as exc:
+        # past a verified checksum the content is as written: an older checkpoint's damage
+        raise Damaged(
+            f"checkpoint {path}: damaged ({type(exc).__name__} reading it: {_reason(exc, '')})"
+        ) from None
+
+
+def _restore_state(
+    path: Path,
+    state: dict[str, Any],
+    task: str,
+    epochs: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    generator: torch.Generator,
+    recipe: dict[str, Any] | None,
+) -> Restored:
     if state["task"] != task:
         raise DlrunError(
             f"checkpoint {path}: is from task {state['task']}, this run is task {task} "

@@ -30,18 +30,23 @@ class Before:
     run_dir: Path
     created: list[Path]  # the run directory and the parents it needed, deepest first
     names: set[str] | None  # what an existing run directory held; None: it is new
+    records: set[str] = dataclasses.field(default_factory=set)  # what its .hydra/ held
+    summary: tuple[int, ...] | None = None  # its summary.json's identity (a resume rewrites it)
 
     @classmethod
     def look(cls, run_dir: Path) -> Before:
         created = files.missing_dirs(run_dir)
         names = None if created else {p.name for p in run_dir.iterdir()}
-        return cls(run_dir, created, names)
+        hydra = run_dir / rundir.HYDRA
+        records = {p.name for p in hydra.iterdir()} if names and hydra.is_dir() else set()
+        return cls(run_dir, created, names, records, _identity(run_dir / rundir.SUMMARY))
 
     def remove_created(self) -> None:
         """The refused run's traces: its new directories, or in a directory that was there
         before, the records it added (a refused resume's own record is run.py's to remove).
-        Only while this process holds the directory's lock: else another process made it."""
-        if dirlock.held(self.run_dir) is None or not self.run_dir.is_dir():
+        Only while this process's lock file is provably still there: a directory removed and
+        made again (by hand or by another run) is not this process's to touch."""
+        if not dirlock.owns(self.run_dir) or not self.run_dir.is_dir():
             return
         added = {p.name for p in self.run_dir.iterdir()} - (self.names or set())
         if not added <= rundir.REFUSAL_RECORDS:  # the run started: its records stay
@@ -53,6 +58,22 @@ class Before:
         for name in added:
             path = self.run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        # a refused resume's own record (.hydra/resume-<time>/, empty on a full disk): a reader
+        # would find it damaged, or take it for a resume that happened
+        hydra = self.run_dir / rundir.HYDRA
+        resumed = _identity(self.run_dir / rundir.SUMMARY) != self.summary  # its record stays
+        if self.names is not None and hydra.is_dir() and not resumed:
+            for path in hydra.iterdir():
+                if path.name not in self.records and path.name.startswith(rundir.RESUME_PREFIX):
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 before: Before | None = None  # this invocation's, once Hydra has composed its config
@@ -77,7 +98,8 @@ class RunDirCallback(Callback):
         except DlrunError as exc:
             raise multirun.Refused(exc) from None
         except OSError as exc:
-            raise multirun.Refused(unwritable(exc, config.get("resume") is not None)) from None
+            resuming = config.get("resume") is not None
+            raise multirun.Refused(unwritable(exc, resuming, run_dir)) from None
 
 
 def elsewhere(resuming: bool) -> str:
@@ -87,8 +109,9 @@ def elsewhere(resuming: bool) -> str:
     return "choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
 
 
-def unwritable(exc: OSError, resuming: bool = False) -> DlrunError:
-    where = Path(exc.filename).parent if exc.filename else Path.cwd()
+def unwritable(exc: OSError, resuming: bool = False, run_dir: Path | None = None) -> DlrunError:
+    """``exc`` writing ``run_dir`` as one line, naming the disk that failed (not the cwd's)."""
+    where = Path(exc.filename).parent if exc.filename else (run_dir or Path.cwd())
     return DlrunError(
         f"cannot write the run directory: {files.describe(exc)}; {files.remedy(exc, where)}, "
         f"or {elsewhere(resuming)}"

@@ -33,6 +33,7 @@ from dlrun import (
     files,
     interrupt,
     multirun,
+    rundir,
     schema,
     tasks,
 )
@@ -166,14 +167,17 @@ def invoke(argv: list[str]) -> list[Path]:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
     claim.before = None
     try:
-        check_arguments(argv)
+        check_arguments([a for a in argv if a != rundir.TRUST_TASK_FILE])
         argv = hydra_quoted(argv)
         # the tasks are registered here, so that a broken one is a one-line error like any other
-        overrides = tasks.prepare(resume_argv(argv))
+        # (a run directory's recorded task_file only when named, or with --trust-task-file)
+        overrides = [a for a in resume_argv(argv) if a != rundir.TRUST_TASK_FILE]
+        argv = [a for a in argv if a != rundir.TRUST_TASK_FILE]
+        overrides = tasks.prepare(overrides)
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
         _failures.clear()
         _ran.clear()
-        multirun.current_dir = None
+        multirun.current_dir, multirun.created = None, False
         _MAIN_PID[0] = os.getpid()
         is_multirun = bool({"-m", "--multirun"} & set(argv))
         stop = interrupt.SweepStop(lambda: multirun.current_dir, multirun.STOP)
@@ -213,7 +217,8 @@ def invoke(argv: list[str]) -> list[Path]:
             raise _failures[0]
         return list(_ran)
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
-        if multirun.current_dir is not None and not isinstance(exc, DlrunError):
+        made = multirun.created or not isinstance(exc, DlrunError)
+        if multirun.current_dir is not None and made:  # never a sweep directory found there
             multirun.discard_if_empty(multirun.current_dir)
         refused = not isinstance(exc, UserCodeError)  # a failed run keeps its log
         if claim.before is not None and multirun.current_dir is None and refused:
@@ -224,6 +229,10 @@ def invoke(argv: list[str]) -> list[Path]:
         explained.exit_code = getattr(exc, "exit_code", 2)
         raise explained from exc
     except KeyboardInterrupt:
+        before = claim.before
+        if multirun.current_dir is None and before is not None:  # a single run
+            if not (before.run_dir / rundir.SUMMARY).exists():  # stopped before its record
+                before.remove_created()
         if multirun.current_dir is not None:
             multirun.end_interrupted(multirun.current_dir)
             manifest = multirun.update_manifest(multirun.current_dir)
@@ -284,14 +293,17 @@ def logging_restored() -> Iterator[None]:
         yield
     finally:
         for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
+            if handler not in handlers:  # on a full disk its last flush fails: the error
+                with contextlib.suppress(OSError):  # that stopped the run is the one to show
+                    handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
 
 
 def _unwritable(cause: OSError, argv: list[str]) -> DlrunError:
-    where = Path(cause.filename).parent if cause.filename else Path.cwd()
+    # the disk that failed: the file's, else the run's (or sweep's) directory, not the cwd
+    target = claim.before.run_dir if claim.before is not None else multirun.current_dir
+    where = Path(cause.filename).parent if cause.filename else (target or Path.cwd())
     resuming = any(a.startswith("resume=") for a in argv)
     return DlrunError(
         f"cannot write the run directory: {files.describe(cause)}; "

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -42,15 +43,20 @@ class Lock:
         self.file = directory / NAME
         info = os.fstat(fd)
         self.identity = (info.st_dev, info.st_ino)
+        self.token: str | None = None  # written into the record once the lock is taken
 
     def intact(self) -> bool:
-        """The directory is still where it was: its lock file is the one this process holds
-        (False once the directory was removed or moved away)."""
+        """The directory is still where it was: its lock file is provably the one this process
+        made (same device and inode, still linked, still holding this process's token). False
+        once the directory was removed or moved away, even if another was made in its place:
+        then nothing there is this process's to write or remove."""
         try:
             info = os.stat(self.file)
+            if (info.st_dev, info.st_ino) != self.identity or os.fstat(self.fd).st_nlink < 1:
+                return False
         except OSError:
             return False
-        return (info.st_dev, info.st_ino) == self.identity and os.fstat(self.fd).st_nlink > 0
+        return self.token is None or _read(self.fd).get("token") == self.token
 
     def release(self) -> None:
         _held.pop(_key(self.directory), None)
@@ -68,6 +74,13 @@ def _key(directory: Path) -> str:
 def held(directory: Path) -> Lock | None:
     """This process's lock on ``directory``, if it holds one."""
     return _held.get(_key(directory))
+
+
+def owns(directory: Path) -> bool:
+    """This process holds ``directory``'s lock and its lock file is still provably that one:
+    only then may it remove what it made there."""
+    lock = held(directory)
+    return lock is not None and lock.intact()
 
 
 def acquire(
@@ -107,10 +120,12 @@ def acquire(
         "host": socket.gethostname(),
         "command": command or " ".join(sys.argv),
         "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "token": secrets.token_hex(16),
     }
-    os.ftruncate(fd, 0)
+    _held[_key(directory)] = lock  # held before its record is written: on a full disk the
+    os.ftruncate(fd, 0)  # write fails, and the refusal still removes what this process made
     os.pwrite(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode(), 0)
-    _held[_key(directory)] = lock
+    lock.token = record["token"]
     return lock
 
 

@@ -11,13 +11,14 @@ split from the seeded RNGs) and scored by the loop's own validate(), with the ru
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from dlrun import dirlock, rundir
+from dlrun import dirlock, files, rundir
 from dlrun.errors import DlrunError
 from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, quote
@@ -59,7 +60,11 @@ def target(spec: str, which: str = "best") -> tuple[Path, RunDir | None]:
 
 
 def compose(
-    run: RunDir | None, task: str, overrides: list[str], config_dir: str | None = None
+    run: RunDir | None,
+    task: str,
+    overrides: list[str],
+    config_dir: str | None = None,
+    trust: list[str] | None = None,
 ) -> Config:
     """The run's recorded overrides (all but resume=: evaluating never resumes), then the new
     ones; a checkpoint outside any run gets its own task and the new overrides. ``config_dir``:
@@ -76,9 +81,10 @@ def compose(
         return override.split("=", 1)[0].lstrip("+~")
 
     if run is not None:
-        base = [o for o in run.kept_overrides(overrides) if key(o) != "resume"]
+        base = [o for o in run.kept_overrides([*overrides, *(trust or [])]) if key(o) != "resume"]
     else:
         base = [] if any(key(o) == "task" for o in overrides) else [f"task={task}"]
+    overrides = [o for o in overrides if o != rundir.TRUST_TASK_FILE]  # the Python API's way
     flags = ["--config-dir", config_dir] if config_dir else []
     # the tasks found, a run's task file, and those beside the user's configs
     prepared = tasks.prepare([*flags, *base, *overrides])[len(flags) :]
@@ -108,7 +114,11 @@ class Loaded:
 
 
 def load(
-    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None = None
+    path: Path,
+    run: RunDir | None,
+    overrides: list[str],
+    config_dir: str | None = None,
+    trust: list[str] | None = None,
 ) -> Loaded:
     """Build the task and model under the (recomposed) config and load the checkpoint's
     weights; another task's checkpoint or another model shape is one line."""
@@ -116,8 +126,14 @@ def load(
     from dlrun import device as devices
     from dlrun.run import seed_everything
 
-    state = checkpoint.load(path)
-    config = compose(run, str(state["task"]), overrides, config_dir)
+    try:
+        state = checkpoint.load(path)
+    except checkpoint.Damaged as exc:
+        if path.parent.name != rundir.CHECKPOINTS:
+            raise
+        command = f"{PROG} {shlex.quote(str(path.parent.parent))} --checkpoint {{}}"
+        raise checkpoint.offering_other(path, exc, command) from None
+    config = compose(run, str(state["task"]), overrides, config_dir, trust)
     if config.task.name != state["task"]:
         raise DlrunError(
             f"checkpoint {path}: is from task {state['task']}, this evaluation is task "
@@ -143,25 +159,37 @@ def score(loaded: Loaded) -> dict[str, float]:
 
 
 def evaluate(
-    spec: str, which: str, overrides: list[str], config_dir: str | None = None
+    spec: str,
+    which: str,
+    overrides: list[str],
+    config_dir: str | None = None,
+    trust: list[str] | None = None,
 ) -> tuple[dict[str, float], Path | None]:
-    """Score, print the table, write the record: (the metrics, the record's path or None)."""
+    """Score, print the table, write the record: (the metrics, the record's path or None).
+    ``trust``: ``[--trust-task-file]`` to import the task file the run's records name."""
     path, run = target(spec, which)
     # a writer of its run directory (its eval/ record): one at a time, refused before any work
-    lock = dirlock.acquire(run.path) if run is not None and dirlock.held(run.path) is None else None
     try:
-        return _evaluate(path, run, overrides, config_dir)
+        lock = dirlock.acquire(run.path) if run is not None and not dirlock.held(run.path) else None
+    except OSError as exc:
+        raise DlrunError(
+            f"cannot write the run directory {run.path} ({files.describe(exc)}), where "
+            f"{PROG} records its evaluation; {files.remedy(exc, run.path)}, or evaluate a copy "
+            "of the run directory"
+        ) from None
+    try:
+        return _evaluate(path, run, overrides, config_dir, trust or [])
     finally:
         if lock is not None:
             lock.release()
 
 
 def _evaluate(
-    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None
+    path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None, trust: list[str]
 ) -> tuple[dict[str, float], Path | None]:
     from dlrun.console import Console, metrics_text
 
-    loaded = load(path, run, overrides, config_dir)
+    loaded = load(path, run, overrides, config_dir, trust)
     metrics = score(loaded)
     epoch = loaded.state.get("epoch")
     console = Console(progress=False, total_epochs=0)
@@ -179,7 +207,13 @@ def _evaluate(
         "metrics": metrics,
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    written = run.write_eval(record)
+    try:
+        written = run.write_eval(record)
+    except OSError as exc:
+        raise DlrunError(
+            f"the metrics above were not recorded: {files.describe(exc)}; "
+            f"{files.remedy(exc, run.path)}, then evaluate again"
+        ) from None
     console.print(f"record: {written}")
     return metrics, written
 
@@ -199,6 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("target", help="a run directory, a .pt file, or latest")
     parser.add_argument("--checkpoint", choices=WHICH, default="best", help="of a run directory")
     parser.add_argument("--config-dir", "-cd", help="your own configs, as the run had them")
+    parser.add_argument(
+        rundir.TRUST_TASK_FILE,
+        action="store_true",
+        help="import the task file the run's records name (else name it: task_file=PATH)",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value, as for dlrun")
 
     def error(message: str) -> NoReturn:
@@ -207,9 +246,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.error = error  # type: ignore[method-assign]
     try:
         args = parser.parse_intermixed_args(argv)  # overrides before or after --checkpoint
-        evaluate(args.target, args.checkpoint, list(args.overrides), args.config_dir)
+        trust = [rundir.TRUST_TASK_FILE] if args.trust_task_file else []
+        evaluate(args.target, args.checkpoint, list(args.overrides), args.config_dir, trust)
     except DlrunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a run directory or record this user may not read
+        print(f"{PROG}: error: cannot read {files.describe(exc)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -34,7 +34,33 @@ def explain(
         if oom is not None:
             return oom
     what = divergence(exc, trainer.detect_anomaly, epoch)
-    return None if what is None else diverged(what, last_finite(), lr)
+    if what is None:
+        return None
+    if isinstance(exc, NonFiniteLoss) and before_any_update(exc, trainer.accumulate):
+        return from_the_data(what, last_finite())
+    return diverged(what, last_finite(), lr)
+
+
+def before_any_update(exc: NonFiniteLoss, accumulate: int) -> bool:
+    """The loss itself went NaN/inf in a step of epoch 1 that no update preceded (with
+    ``trainer.accumulate`` N, the first update follows step N): no learning rate had acted yet."""
+    loss = exc.loss
+    return exc.epoch == 1 and exc.step <= max(1, accumulate) and not (loss - loss == 0)
+
+
+def from_the_data(what: str, saved_epoch: int | None) -> Diverged:
+    """A NaN/inf loss before any update: the data, or the model's output on them, are the
+    cause (values too large for float32, a NaN in them), not the learning rate."""
+    held = (
+        ""
+        if saved_epoch is None
+        else f"; {rundir.CHECKPOINTS}/{rundir.LAST} holds epoch {saved_epoch}"
+    )
+    return Diverged(
+        f"{what}, before any update: the data (or the model's initial output on them) are NaN, "
+        "infinite or too large for float32, so the learning rate is not the cause; check the "
+        f"task's data settings (task.*, data.*){held}"
+    )
 
 
 def divergence(exc: BaseException, anomaly_mode: bool, epoch: int) -> str | None:

@@ -70,12 +70,38 @@ class SweepFailed(DlrunError):
     """Some jobs failed; the others ran and are recorded."""
 
 
+created = False  # this invocation made current_dir (its sweep directory)
+
+
+def _claim(sweep_dir: Path) -> None:
+    """Hold the sweep directory's lock while this sweep runs. The same sweep command started
+    again meanwhile shares it (each job has one writer: cli.py); another sweep is refused here,
+    before Hydra writes any job's record (it would rewrite the records of the jobs the first
+    one runs)."""
+    from dlrun import claim, dirlock
+
+    try:
+        dirlock.acquire(sweep_dir, command=claim.command)
+    except dirlock.Busy:
+        holder = dirlock.holder(sweep_dir) or {}
+        if holder.get("command") != claim.command:
+            raise Refused(
+                DlrunError(
+                    f"{sweep_dir} is being written by another sweep, "
+                    f"{dirlock.describe(holder)}; give this one a new hydra.sweep.dir, or wait "
+                    "for that one to end"
+                )
+            ) from None
+    except OSError:
+        return  # an unwritable sweep directory is said in one line by the sweep's first write
+
+
 class ManifestCallback(Callback):
     """Hydra calls this in the process that runs the sweeper: the manifest exists from the start
     (with every planned job when the sweep's jobs are known up front) and is final at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global current_dir
+        global current_dir, created
         if str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.dlrun_study."):
             from hydra_plugins.dlrun_study import shared_optuna
 
@@ -84,16 +110,21 @@ class ManifestCallback(Callback):
             if problem:
                 raise Refused(DlrunError(problem))
         sweep_dir = Path(config.hydra.sweep.dir)
+        created = not sweep_dir.exists()  # a refusal may then remove what it made there
+        _claim(sweep_dir)
+        current_dir = sweep_dir
         planned = planned_jobs(config)
         for num, overrides in enumerate(planned):  # before Hydra writes into any job directory
             try:
                 job_records(sweep_dir / str(num), overrides)
             except DlrunError as exc:
                 raise Refused(exc) from exc
-        current_dir = sweep_dir
         current_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / STOP).unlink(missing_ok=True)  # an earlier, interrupted attempt's
-        update_manifest(current_dir, planned=planned)
+        # a full disk: Hydra would print a callback's error as a warning, and the sweep's own
+        # first write (multirun.yaml) fails next, in one line; the manifest is rewritten later
+        with contextlib.suppress(OSError):
+            update_manifest(current_dir, planned=planned)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -162,9 +193,12 @@ def planned_jobs(config: DictConfig) -> list[list[str]]:
 def job_records(job_dir: Path, overrides: list[str]) -> Summary | None:
     """The summary of this job's earlier attempt; DlrunError when the directory holds another
     job (the sweep was changed but its directory reused)."""
-    previous = RunDir(job_dir).read_summary()
+    run = RunDir(job_dir)
+    previous = run.read_summary()
     if previous is None or previous.overrides in (None, overrides):
         return previous
+    if previous.resumes and run.recorded_overrides(latest=False) == overrides:
+        return previous  # this sweep's job, resumed on its own since (resume=<sweep>/<job>)
     raise DlrunError(
         f"{job_dir} holds a job with other overrides ({' '.join(previous.overrides)}); "
         "expected the same sweep: give this one a new hydra.sweep.dir"
@@ -209,6 +243,14 @@ def end_interrupted(sweep_dir: Path) -> None:
     worker processes a parallel launcher keeps for its next jobs."""
     (sweep_dir / STOP).unlink(missing_ok=True)
     compat.stop_idle_workers()
+    # a job stopped in its first seconds, before its summary: only Hydra's record, its log and
+    # lock. It never started: it is pending again, not a run that seems to be running
+    from dlrun import dirlock
+
+    for job_dir in _job_dirs(sweep_dir):
+        names = {p.name for p in job_dir.iterdir()}
+        if names <= {rundir.HYDRA, rundir.LOG, rundir.LOCK} and dirlock.holder(job_dir) is None:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
 
 def slurm_requeues(exc: BaseException) -> bool:
@@ -316,7 +358,7 @@ def update_manifest(sweep_dir: Path, planned: list[list[str]] | None = None) -> 
 def discard_if_empty(sweep_dir: Path) -> None:
     """A sweep refused at compose time (before any job) leaves no directory behind."""
     if sweep_dir.is_dir() and not _job_dirs(sweep_dir):
-        for name in (MANIFEST, ".sweep.lock", "multirun.yaml"):
+        for name in (MANIFEST, ".sweep.lock", "multirun.yaml", rundir.LOCK):
             (sweep_dir / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # and multirun/<date>/, multirun/ when left empty
             for path in (sweep_dir, *list(sweep_dir.parents)[:2]):

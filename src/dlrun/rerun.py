@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlrun import rundir
+from dlrun import files, rundir
 from dlrun.errors import DlrunError
 from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, Summary, quote, unquote
@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
         usage=f"{PROG} RUN_DIR|latest [--verify] [--rtol RTOL] [overrides ...]",
         description="Run a finished run again from its recorded config and overrides into a "
         f"new run directory (the source is only read); --verify compares the two {rundir.METRICS} "
-        "files. Extra key=value overrides (and dlrun's flags, e.g. --config-dir) are passed on.",
+        "files. Extra key=value overrides (and dlrun's flags, e.g. --config-dir) are passed on; "
+        "the task file a run's records name is imported only when named again (task_file=PATH) "
+        "or with --trust-task-file.",
     )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--verify", action="store_true", help=f"compare the two {rundir.METRICS}")
@@ -237,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         code = rerun(args.run_dir, extra, args.verify, args.rtol)
     except DlrunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a source's record this user may not read
+        print(f"{PROG}: error: cannot read {files.describe(exc)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)
 

@@ -9,6 +9,7 @@ so a test can build and run one without a Hydra app. The run directory's files a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -24,6 +25,7 @@ from omegaconf import DictConfig
 
 from dlrun import (
     checkpoint,
+    dirlock,
     distributed,
     failures,
     loggers,
@@ -172,7 +174,10 @@ class Run:
     def main(self) -> float | None:
         """setup, resume (with ``resume=``), fit, finish; every way out leaves summary.json."""
         if self.writes:  # the CLI's Hydra made it; a Run built in Python may name a new one
-            self.dir.path.mkdir(parents=True, exist_ok=True)
+            if dirlock.held(self.dir.path) is None:
+                self.dir.path.mkdir(parents=True, exist_ok=True)
+            else:  # removed during start-up: made again it would say `running` for ever
+                self.dir.check_present()
         self._write_summary()
         try:
             try:
@@ -187,7 +192,8 @@ class Run:
                 raise explained from None
         except KeyboardInterrupt:
             self.console.stop()
-            self._write_summary("interrupted")
+            with contextlib.suppress(rundir.RunDirGone):  # nothing there is this run's now
+                self._write_summary("interrupted")
             self._end_tracking("interrupted")
             self.console.print(self._interrupted(), style="yellow")
             raise
@@ -200,6 +206,8 @@ class Run:
             try:
                 if not isinstance(exc, rundir.RunDirGone):  # writing would remake the directory
                     self._write_summary("failed")
+            except rundir.RunDirGone:
+                pass
             except OSError as write_error:  # e.g. a read-only disk: the error itself matters more
                 log.error("%s not written: %s", rundir.SUMMARY, write_error)
             self._end_tracking("diverged" if isinstance(exc, Diverged) else "failed")
@@ -370,6 +378,7 @@ class Run:
             self.summary.record_metrics(final, self.recorder.best or {})
         wall = round(self._wall_before + time.time() - self.started, 3)
         self.summary.progress(status, self.epoch, wall)
+        self.dir.check_present()  # never into a directory removed, or made again, meanwhile
         self.dir.write_summary(self.summary)
 
     def _end_tracking(self, status: str) -> None:

@@ -28,6 +28,7 @@ Torch-free: the CLI, the report and sweeps use it before (or without) importing 
 from __future__ import annotations
 
 import errno
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,8 @@ BEST = "best.pt"
 HYDRA = ".hydra"
 OVERRIDES = "overrides.yaml"
 RESUME_PREFIX = "resume-"
+# the flag that lets a run directory's recorded task_file= be imported without naming it
+TRUST_TASK_FILE = "--trust-task-file"
 MLFLOW = "mlflow.json"  # logger=mlflow: {"tracking_uri", "run_id"}, so a resume continues it
 LOCK = ".dlrun.lock"  # the writer's lock (dirlock.py): who writes here now
 TEMP = ".*.tmp"  # files.replace()'s temp files: left behind only by a killed writer
@@ -257,7 +260,14 @@ class RunDir:
         return read_metrics(self.metrics, required)
 
     def read_env(self) -> dict[str, Any] | None:
-        return read_record(self.env, "delete it: the next resume writes a new one")
+        """env.json; Damaged when not an object, or its "resumes" not a list of objects (a
+        resume appends to it: read before the run's record changes)."""
+        remedy = "delete it: the next resume writes a new one"
+        data = read_record(self.env, remedy)
+        resumes = (data or {}).get("resumes", [])
+        if not isinstance(resumes, list) or not all(isinstance(r, dict) for r in resumes):
+            raise Damaged(self.env, '"resumes" is not a list of objects', remedy)
+        return data
 
     def check_records(self) -> None:
         """Read every record strictly (a Damaged error names the first damaged one): what
@@ -319,7 +329,15 @@ class RunDir:
         if not in_place_resume and self._overrides_record().parent != self.hydra:
             given.add("resume")
         old = self.recorded_overrides()
-        return [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
+        kept = [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
+        code = [unquote(o.split("=", 1)[1]) for o in kept if _key(o) == "task_file"]
+        if code and code[-1] not in ("", "null") and TRUST_TASK_FILE not in argv:
+            raise DlrunError(
+                f"{self.path} was made with the task file {code[-1]}; a task file's code runs "
+                f"only when you name it: read it, then add {shlex.quote(f'task_file={code[-1]}')} "
+                f"(or {TRUST_TASK_FILE})"
+            )
+        return kept
 
 
 def latest(what: str, root: Path = Path(OUTPUTS)) -> RunDir:

@@ -8,9 +8,13 @@ Torch-free: the CLI, the report and sweeps use it before (or without) importing 
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +37,44 @@ REMEDY_SUMMARY = (
 REMEDY_YAML = "restore it from a copy or repair it by hand (Hydra wrote it as YAML)"
 
 
+# what a record written whole may weigh: dlrun writes a few KiB; metrics.jsonl grows by a line
+# an epoch (a 1 GiB one is tens of millions of rows)
+RECORD_BYTES, METRICS_BYTES = 16 << 20, 1 << 30
+
+
+class NotRegular(OSError):
+    """A FIFO, a device or a socket where a record should be: reading it could block for ever."""
+
+
+def read_bounded(path: Path, limit: int) -> str:
+    """The text of a regular file of at most ``limit`` bytes; a FIFO, device or socket is
+    refused without blocking (NotRegular), a larger file is a ValueError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise ValueError(f"{info.st_size} bytes, more than a record holds ({limit})")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"more than {limit} bytes, more than a record holds")
+    return data.decode()
+
+
 def _read_text(path: Path, remedy: str) -> str | None:
-    """A record's text: None when absent, Damaged when not text, one line when unreadable."""
+    """A record's text: None when absent, Damaged when not text (or not a regular file, or
+    larger than a record), one line when unreadable."""
     try:
-        return path.read_text()
+        return read_bounded(path, RECORD_BYTES)
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
         raise Damaged(path, "not text", remedy) from None
+    except NotRegular:
+        raise Damaged(path, "not a regular file", remedy) from None
+    except ValueError as exc:
+        raise Damaged(path, str(exc), remedy) from None
     except OSError as exc:
         raise DlrunError(f"cannot read {files.describe(exc)}") from None
 
@@ -54,6 +88,8 @@ def read_record(path: Path, remedy: str) -> dict[str, Any] | None:
         data = json.loads(text)
     except ValueError as exc:
         raise Damaged(path, f"not JSON: {str(exc)[:80]}", remedy) from None
+    except RecursionError:
+        raise Damaged(path, "nested deeper than any record", remedy) from None
     if not isinstance(data, dict):
         raise Damaged(path, f"a JSON {type(data).__name__}, not an object", remedy)
     return data
@@ -68,24 +104,45 @@ def read_yaml(path: Path) -> Any:
     if text is None:
         return None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_no_aliases())  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())[:80]
         raise Damaged(path, f"not YAML: {reason}", REMEDY_YAML) from None
+    except RecursionError:
+        raise Damaged(path, "nested deeper than any record", REMEDY_YAML) from None
     if data is None:  # Hydra writes [] or {} for nothing: an empty file was cut short
         raise Damaged(path, "empty", REMEDY_YAML)
     return data
 
 
+@functools.cache
+def _no_aliases() -> type:
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        """Hydra writes no anchors or aliases: one in a record is refused, so that a few
+        hundred bytes of aliases cannot expand into gigabytes (a "billion laughs")."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, "an alias (Hydra writes none)", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliases
+
+
 def read_metrics(path: Path, required: bool = False) -> list[dict[str, Any]]:
     """The rows of a metrics.jsonl (see the module docstring for a damaged line)."""
     try:
-        text = path.read_text()
+        text = read_bounded(path, METRICS_BYTES)
     except FileNotFoundError:
         if required:
             raise DlrunError(f"cannot read {path}: no such file") from None
         return []
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise DlrunError(f"cannot read {path}: {reason}") from None
     lines = text.splitlines()
@@ -94,7 +151,7 @@ def read_metrics(path: Path, required: bool = False) -> list[dict[str, Any]]:
     for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             row = None
         if _is_row(row):
             rows.append(row)
@@ -149,8 +206,8 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON record, or None when absent or damaged (the records that are rewritten whole)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(read_bounded(path, RECORD_BYTES))
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
