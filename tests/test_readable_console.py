@@ -35,7 +35,7 @@ def test_progress_false_shows_only_the_header_and_the_closing_table(dlrun) -> No
     assert r.code == 0, r.err
     assert not EPOCH_LINE.search(r.out), r.out
     assert "run: sine-bp epochs=50 log_every=1" in r.out and "metric" in r.out
-    assert len(LOGGED.findall(RunDir(r.run_dir).log.read_text())) == 51  # 50 train, 1 val
+    assert len(LOGGED.findall(RunDir(r.run_dir).log.read_text())) == 100  # 50 train, 50 val
 
 
 def test_plain_lines_are_bounded_whatever_log_every(dlrun) -> None:

@@ -122,12 +122,14 @@ def test_rerun_on_cuda_within_tolerance(dlrun, tmp_path: Path, capsys) -> None:
 
 
 def test_a_resumed_run_verifies_on_the_rows_both_runs_log(dlrun, tmp_path, monkeypatch, capsys):
-    """50 epochs, then resumed to 60: the source logs epoch 50 (where its first part ended),
+    """50 epochs, then resumed to 60, logged every 40: the source logs epoch 50 (where its first part ended),
     a run in one go does not; the rows both log match exactly. From another directory, with the
     source given relative to it, so the recorded `resume=` cannot be replayed."""
     first = dlrun(  # rows that match exactly: the CPU's promise (docs/resume.md)
         "task=sine-bp",
         "trainer.epochs=50",
+        "trainer.validate_every=40",
+        "trainer.log_every=40",
         "trainer.plots=false",
         "device=cpu",
         run_dir=tmp_path / "s",
@@ -139,10 +141,10 @@ def test_a_resumed_run_verifies_on_the_rows_both_runs_log(dlrun, tmp_path, monke
     monkeypatch.chdir(tmp_path / "other")
     code, out, err = _rerun(capsys, "../s", "--verify", "hydra.run.dir=r")
     assert code == 0, out + err
-    assert "reproduced: 2 rows of metrics.jsonl match exactly" in out
-    assert "2 row(s) logged by one run only" in out
+    assert "reproduced: 4 rows of metrics.jsonl match exactly" in out  # epochs 40 and 60
+    assert "2 row(s) logged by one run only" in out  # epoch 50
     rows = _rows(tmp_path / "other" / "r" / "metrics.jsonl")
-    assert [r["epoch"] for r in rows] == [60, 60]
+    assert [r["epoch"] for r in rows] == [40, 40, 60, 60]
 
 
 def test_verify_reads_a_damaged_source_before_any_work(dlrun, tmp_path, capsys) -> None:

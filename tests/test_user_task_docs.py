@@ -66,7 +66,8 @@ def test_the_rerun_command_is_quoted_as_a_shell_would(
     path = write_task(tmp_path / "my project", TASK)
     r = dlrun(f"task={path}", *QUIET, "trainer.epochs=1")
     assert r.code == 0, r.err
-    code, out, err = call_main(rerun.main, capsys, r.run_dir, f"hydra.run.dir={tmp_path}/again")
+    again_dir = f"hydra.run.dir={tmp_path}/again"  # the file named: its code may run again
+    code, out, err = call_main(rerun.main, capsys, r.run_dir, "--trust-task-file", again_dir)
     assert code == 0, err
     shown = next(ln for ln in out.splitlines() if ln.startswith("rerun of "))
     command = shown.split(": ", 1)[1]

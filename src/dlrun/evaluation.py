@@ -22,6 +22,7 @@ from dlrun import dirlock, files, rundir
 from dlrun.errors import DlrunError
 from dlrun.pipes import ends_quietly_on_closed_pipe
 from dlrun.rundir import RunDir, quote
+from dlrun.rundir_summary import shortest
 
 if TYPE_CHECKING:
     import torch
@@ -204,7 +205,7 @@ def _evaluate(
         "task": loaded.task.name,
         "epoch": epoch,
         "overrides": list(overrides),
-        "metrics": metrics,
+        "metrics": {k: shortest(v) for k, v in metrics.items()},  # as summary.json has them
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     try:

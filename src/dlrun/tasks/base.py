@@ -41,7 +41,9 @@ class Task(ABC):
     Optional, each with a default: ``converged(model)`` (True ends training after this epoch),
     ``report(model)`` (text shown once at the end), ``figures(model, history)`` (matplotlib
     figures by file stem, saved under plots/), ``uses_optimizer = False`` (``loss()`` updates
-    the model itself) and ``batched = False`` (one batch of all the data an epoch).
+    the model itself), ``batched = False`` (one batch of all the data an epoch) and
+    ``loss_sums`` (a loss summed over points, not a mean: what the train and the val loss sum
+    over, so that the curves label their two scales).
 
     A task never logs, prints or writes files; an exception raised in its code ends the run
     ``failed`` with a line naming its file and line, and the run log holds the traceback.
