@@ -122,9 +122,10 @@ def test_rerun_on_cuda_within_tolerance(dlrun, tmp_path: Path, capsys) -> None:
 
 
 def test_a_resumed_run_verifies_on_the_rows_both_runs_log(dlrun, tmp_path, monkeypatch, capsys):
-    """50 epochs, then resumed to 60, logged every 40: the source logs epoch 50 (where its first part ended),
-    a run in one go does not; the rows both log match exactly. From another directory, with the
-    source given relative to it, so the recorded `resume=` cannot be replayed."""
+    """50 epochs, then resumed to 60, logged every 40: the source logs epoch 50 (where its
+    first part ended), a run in one go does not; the rows both log match exactly. From another
+    directory, with the source given relative to it, so the recorded `resume=` cannot be
+    replayed."""
     first = dlrun(  # rows that match exactly: the CPU's promise (docs/resume.md)
         "task=sine-bp",
         "trainer.epochs=50",
