@@ -67,13 +67,21 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path, dlrun) -
 def test_a_changed_sweep_does_not_overwrite_another_sweeps_jobs(tmp_path: Path, dlrun) -> None:
     sweep_dir = tmp_path / "sweep"
     assert dlrun("-m", *FAST, "seed=1,2", f"hydra.sweep.dir={sweep_dir}").code == 0
-    before = {p: p.read_bytes() for p in sorted(sweep_dir.rglob("*")) if p.is_file()}
+    before = {
+        p: p.read_bytes()
+        for p in sorted(sweep_dir.rglob("*"))
+        if p.is_file() and p.name != ".dlrun.lock"
+    }
     res = dlrun("-m", *FAST, "seed=5,6", f"hydra.sweep.dir={sweep_dir}")
     assert res.code == 2
     assert "holds a job with other overrides" in res.err and "new hydra.sweep.dir" in res.err
     assert res.err.count("\n") == 1 and "completed" not in res.out  # refused before any job
     # nothing of the first sweep changed: summaries, .hydra/ records, multirun.yaml
-    after = {p: p.read_bytes() for p in sorted(sweep_dir.rglob("*")) if p.is_file()}
+    after = {
+        p: p.read_bytes()
+        for p in sorted(sweep_dir.rglob("*"))
+        if p.is_file() and p.name != ".dlrun.lock"
+    }
     assert after == before
 
 
