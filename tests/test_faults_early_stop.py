@@ -56,5 +56,6 @@ def test_ctrl_c_early_in_a_joblib_sweep_leaves_no_unknown_jobs(tmp_path: Path) -
     statuses = {entry["dir"]: entry["status"] for entry in manifest["jobs"]}
     assert set(statuses.values()) <= {"interrupted", "pending", "completed"}, statuses
     for job in sweep.iterdir():
-        if job.is_dir():
+        # a worker may still make a job's empty directory as the pool stops: nothing in it
+        if job.is_dir() and any(job.iterdir()):
             assert (job / "summary.json").is_file(), sorted(p.name for p in job.iterdir())

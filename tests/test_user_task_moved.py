@@ -16,6 +16,7 @@ from tests.test_user_task_errors import TASK, write_task
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")
 YAML = "trainer:\n  epochs: 2\n  batch_size: 16\n"
+TRUST = "--trust-task-file"  # the file is the user's own: comparing it runs its code
 
 
 def install(site: Path, source: str) -> Path:
@@ -67,8 +68,8 @@ def test_a_run_made_from_the_file_resumes_reruns_and_evaluates_through_the_packa
 ) -> None:
     run = made_from_a_file
     site = install(tmp_path / "site", TASK)
-    # the file still there, the same task: the package runs it
-    r = command(site, tmp_path, "dlrun", f"resume={run}", "trainer.epochs=3", *QUIET)
+    # the file still there and trusted (it is the user's), the same task: the package runs it
+    r = command(site, tmp_path, "dlrun", f"resume={run}", "trainer.epochs=3", *QUIET, TRUST)
     assert r.returncode == 0, r.stderr
     assert epochs(run) == [1, 2, 3]
     (tmp_path / "project" / "mine.py").unlink()  # moved: the file is gone
@@ -87,7 +88,7 @@ def test_a_package_that_differs_from_the_file_says_how_to_choose(
     run = made_from_a_file
     changed = TASK.replace("    hidden: int = 8\n", "    hidden: int = 8\n    depth: int = 1\n")
     site = install(tmp_path / "site", changed)
-    r = command(site, tmp_path, "dlrun", f"resume={run}", "trainer.epochs=3", *QUIET)
+    r = command(site, tmp_path, "dlrun", f"resume={run}", "trainer.epochs=3", *QUIET, TRUST)
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line

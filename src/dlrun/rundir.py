@@ -331,11 +331,13 @@ class RunDir:
         old = self.recorded_overrides()
         kept = [o for o in old if _key(o) not in given and not o.startswith("hydra.")]
         code = [unquote(o.split("=", 1)[1]) for o in kept if _key(o) == "task_file"]
-        if code and code[-1] not in ("", "null") and TRUST_TASK_FILE not in argv:
+        # a file that is gone runs no code: the task's name finds it installed, or says it cannot
+        named = code[-1] if code and code[-1] not in ("", "null") else None
+        if named and Path(named).expanduser().exists() and TRUST_TASK_FILE not in argv:
             raise DlrunError(
-                f"{self.path} was made with the task file {code[-1]}; a task file's code runs "
-                f"only when you name it: read it, then add {shlex.quote(f'task_file={code[-1]}')} "
-                f"(or {TRUST_TASK_FILE})"
+                f"{self.path} was made with the task file {named}; a task file's code runs "
+                f"only when you name it: read it, then add {shlex.quote(f'task_file={named}')} "
+                f"(or {TRUST_TASK_FILE}; task_file=null runs an installed task of that name)"
             )
         return kept
 
