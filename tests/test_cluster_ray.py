@@ -285,3 +285,31 @@ def test_job_lost_with_its_node_is_failed_and_the_same_command_finishes_it(
         str(sweep / str(lost) / "checkpoints/last.pt")
     ]
     assert resumed["resumes"][0]["epoch"] >= 3
+
+
+def test_no_cluster_at_the_address_is_one_line(tmp_path: Path) -> None:
+    """Ray would try a silent address for minutes: dlrun says so at once, before any job."""
+    address = f"127.0.0.1:{_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "RAY_ADDRESS")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlrun",
+            "-m",
+            "hydra/launcher=ray",
+            f"hydra.launcher.ray.init.address={address}",
+            *TASK,
+            "seed=1,2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"dlrun: error: hydra.launcher.ray.init.address={address}: no Ray")
+    assert "ray start --head" in line
+    assert not (tmp_path / "multirun").exists()

@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,10 @@ __all__ = [
     "one_line",
     "resume_argv",
 ]
+
+# dlrun's hydra/launcher=ray preset has the name of the Ray plugin's schema, so Hydra checks it
+# against that schema (as it should) and warns of a deprecation meant for the plugin's own users
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against")
 
 _failures: list[BaseException] = []
 _ran: list[Path] = []  # the run directories of the jobs run in this process (for the API)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,19 @@ def run_on_node(
     return _run_job(hydra_context, sweep_config, task_function, singleton_state)
 
 
+def unreachable(address: object) -> None:
+    """ConnectionError when nothing answers at a <host>:<port> address: Ray itself would try
+    to reach it for minutes before it says so."""
+    if not isinstance(address, str) or "://" in address or ":" not in address:
+        return  # auto, local, ray://: Ray's own checks are quick
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        said = getattr(exc, "strerror", None) or str(exc)
+        raise ConnectionError(f"nothing answers at {address}: {said}") from None
+
+
 def record_lost(job_dir: Path, overrides: list[str], exc: BaseException) -> str:
     """A job whose worker or node died: its summary (left `running`, or never written) says
     failed; the manifest follows. Returns the error recorded."""
@@ -90,7 +104,6 @@ if RayLauncher is not None:
             import ray
             from hydra.core.singleton import Singleton
             from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
-            from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
             from omegaconf import OmegaConf, open_dict
 
             from dlrun.errors import DlrunError
@@ -99,13 +112,16 @@ if RayLauncher is not None:
             setup_globals()
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             init = OmegaConf.create(OmegaConf.to_container(self.ray_cfg.init, resolve=True))
+            address = init.get("address")
             try:
-                start_ray(init)
+                unreachable(address)
+                if not ray.is_initialized():
+                    ray.init(**init)
             except ConnectionError as exc:  # no cluster at that address
                 raise DlrunError(
-                    f"hydra.launcher.ray.init.address={init.get('address')}: no Ray cluster "
-                    f"there ({str(exc).splitlines()[0]}); start one with `ray start --head` "
-                    "or give its address"
+                    f"hydra.launcher.ray.init.address={address}: no Ray cluster there "
+                    f"({str(exc).splitlines()[0]}); start one with `ray start --head`, or give "
+                    "its head's <host>:<port>"
                 ) from None
             options = OmegaConf.to_container(self.ray_cfg.remote, resolve=True) or {}
             task = ray.remote(**options)(run_on_node) if options else ray.remote(run_on_node)
