@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -142,8 +143,12 @@ class Cluster:
         wait(lambda: self.nodes() == [self.head_id], timeout=120, every=1)
 
     def stop(self) -> None:
+        """Kill both nodes, then remove their session files and logs."""
         for node in (self.worker, self.head):
             kill_tree(node)
+        shutil.rmtree(self.root, ignore_errors=True)
+        for log in self.logs.values():
+            log.unlink(missing_ok=True)
 
 
 def kill_tree(proc: subprocess.Popen | None) -> None:

@@ -69,10 +69,6 @@ __all__ = [
     "resume_argv",
 ]
 
-# dlrun's hydra/launcher=ray preset has the name of the Ray plugin's schema, so Hydra checks it
-# against that schema (as it should) and warns of a deprecation meant for the plugin's own users
-warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against")
-
 _failures: list[BaseException] = []
 _ran: list[Path] = []  # the run directories of the jobs run in this process (for the API)
 _MAIN_PID = [0]  # the process main() runs in (a launcher's workers run jobs in others)
@@ -166,6 +162,10 @@ def invoke(argv: list[str]) -> list[Path]:
     (``exit_code`` set). Hydra's global state and sys.argv are left as they were, so the Python
     API can call it many times in one process."""
     typed = argv  # as given: what the commands dlrun prints repeat
+    # dlrun's hydra/launcher=ray preset has the name of the Ray plugin's schema, so Hydra checks
+    # it against that schema (as it should) and warns of a deprecation meant for the plugin's own
+    # users (here, not at import: a caller's warning filters may have been reset since)
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against")
     claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv

@@ -73,9 +73,10 @@ def unreachable(address: object) -> None:
         raise ConnectionError(f"nothing answers at {address}: {said}") from None
 
 
-def record_lost(job_dir: Path, overrides: list[str], exc: BaseException) -> str:
-    """A job whose worker or node died: its summary (left `running`, or never written) says
-    failed; the manifest follows. Returns the error recorded."""
+def record_lost(job_dir: Path, overrides: list[str], exc: BaseException) -> str | None:
+    """A job whose worker or node died: its summary (left `running`, or never written: the task
+    never started) says failed, and the manifest follows. Returns the error recorded; None when
+    the run had recorded its own end."""
     from dlrun import multirun
     from dlrun.rundir import RunDir, Summary, write_json
 
@@ -86,11 +87,13 @@ def record_lost(job_dir: Path, overrides: list[str], exc: BaseException) -> str:
     run = RunDir(job_dir)
     summary = run.read_summary() if run.summary.is_file() else None
     if summary is None:
-        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)  # the manifest lists it
         write_json(run.summary, {**Summary.refused(overrides, lost), "error": error})
     elif summary.status in (None, "running"):
         summary.status, summary.error, summary.exit_code = "failed", error, 1
         run.write_summary(summary)
+    else:
+        return None
     multirun.update_manifest(job_dir.parent)
     return error
 
@@ -142,7 +145,8 @@ if RayLauncher is not None:
                     results.append(ray.get(ref))
                 except ray.exceptions.RayError as exc:
                     error = record_lost(_job_dir(config), overrides, exc)
-                    print(f"job {num} failed: {error}", file=sys.stderr, flush=True)
+                    if error:
+                        print(f"job {num} failed: {error}", file=sys.stderr, flush=True)
                     # a result, as dlrun's jobs give for a failure: the sweep's end reports it
                     results.append(JobReturn(overrides=overrides, status=JobStatus.COMPLETED))
             return results
