@@ -26,7 +26,14 @@ psutil = pytest.importorskip("psutil", reason="needs psutil (dlrun[sweep])")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-RAY = str(Path(sys.executable).with_name("ray"))
+# Ray's command line, installed beside this Python (or on the PATH)
+BESIDE = Path(sys.executable).with_name("ray")
+RAY = str(BESIDE) if BESIDE.is_file() else shutil.which("ray")
+if RAY is None:
+    pytest.skip(
+        "Ray's `ray` command is not installed: pip install '.[ray]'", allow_module_level=True
+    )
+
 # sine-bp with 2,000 steps an epoch (about 0.1 s on a free core), every epoch logged and saved
 TASK = (
     "task=sine-bp",
