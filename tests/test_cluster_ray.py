@@ -10,15 +10,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.test_cluster_slurm import epochs_logged, wait
+from tests.test_cluster_torchrun import _port
 
 pytest.importorskip("ray", reason="needs Ray: pip install '.[ray]'")
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs pip install '.[ray]'")
@@ -45,19 +46,6 @@ TASK = (
     "trainer.log_every=1",
     "trainer.checkpoint_every=1",
 )
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(condition: Callable[[], bool], timeout: float = 120, every: float = 0.5) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(every)
 
 
 class Cluster:
@@ -214,12 +202,6 @@ def node_of(job_dir: Path) -> str | None:
     """The Ray node a job ran on, as the job itself noted it (.hydra/ray.json)."""
     record = job_dir / ".hydra" / "ray.json"
     return json.loads(record.read_text())["node_id"] if record.is_file() else None
-
-
-def epochs_logged(job_dir: Path) -> int:
-    path = job_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return max((json.loads(line)["epoch"] for line in lines[:-1]), default=0)
 
 
 def test_sweep_runs_on_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
