@@ -227,6 +227,7 @@ def test_optuna_presets_follow_their_tasks_objective(preset: str) -> None:
     [
         ("hydra_joblib_launcher", "hydra/launcher=joblib", "sweep"),
         ("hydra_submitit_launcher", "hydra/launcher=slurm", "slurm"),
+        ("hydra_ray_launcher", "hydra/launcher=ray", "ray"),
         ("hydra_optuna_sweeper", "hparams_search=fizzbuzz_optuna", "sweep"),
     ],
 )

@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,6 +162,10 @@ def invoke(argv: list[str]) -> list[Path]:
     (``exit_code`` set). Hydra's global state and sys.argv are left as they were, so the Python
     API can call it many times in one process."""
     typed = argv  # as given: what the commands dlrun prints repeat
+    # dlrun's hydra/launcher=ray preset has the name of the Ray plugin's schema, so Hydra checks
+    # it against that schema (as it should) and warns of a deprecation meant for the plugin's own
+    # users (here, not at import: a caller's warning filters may have been reset since)
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against")
     claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv

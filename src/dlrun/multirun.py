@@ -109,6 +109,12 @@ class ManifestCallback(Callback):
             problem = shared_optuna.storage_problem(config.hydra.sweeper.get("storage"))
             if problem:
                 raise Refused(DlrunError(problem))
+        if str(config.hydra.launcher.get("_target_", "")).startswith("hydra_plugins.dlrun_ray."):
+            from hydra_plugins.dlrun_ray import ray_cluster
+
+            missing = ray_cluster.register()  # before Hydra instantiates the launcher
+            if missing:
+                raise Refused(DlrunError(missing))
         sweep_dir = Path(config.hydra.sweep.dir)
         created = not sweep_dir.exists()  # a refusal may then remove what it made there
         _claim(sweep_dir)
