@@ -106,7 +106,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if config.logger.mlflow.enabled:  # an unusable store: one line, before any work
             from dlrun import tracking
 
-            tracking.check_store(tracking.tracking_uri(config.logger.mlflow))
+            uri = tracking.tracking_uri(config.logger.mlflow)
+            tracking.check_store(uri)
+            if distributed.is_main():  # the store opens while torch is imported (rank 0 logs)
+                from dlrun import tracking_early
+
+                tracking_early.start(uri)
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
         if lock is not None:  # under the lock no live writer owns a temp file here

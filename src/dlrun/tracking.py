@@ -27,10 +27,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlrun import multirun, tracking_worker
+from dlrun import multirun, tracking_early, tracking_worker
 from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir
 from dlrun.schema import MLflowConfig
@@ -41,6 +42,7 @@ __all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "parent_run_id"
 log = logging.getLogger("dlrun")
 
 FINISH_WAIT_S = 120.0  # the most a run's end waits for the store
+SLOW_S = 1.0  # a wait longer than this at the end is said on the console
 
 
 def run_id(run_dir: Path) -> str | None:
@@ -195,14 +197,20 @@ class MlflowRun:
             "log_checkpoints": settings.log_checkpoints,
         }
         run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "dlrun.log", "a") as run_log:  # the worker's log: the run's log
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "dlrun.tracking_worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=run_log,
-                start_new_session=True,  # Ctrl-C reaches dlrun, which ends the run KILLED
-            )
+        early = tracking_early.take(self.uri)  # started by the command: the store is opening
+        db = sqlite_path(self.uri)
+        self.new_store = early.new_store if early else db is not None and not db.exists()
+        if early is not None:
+            self._proc = early.proc
+        else:
+            with open(run_dir / "dlrun.log", "a") as run_log:  # the worker's log: the run's
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "dlrun.tracking_worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=run_log,
+                    start_new_session=True,  # Ctrl-C reaches dlrun, which ends the run KILLED
+                )
         assert self._proc.stdin is not None
         # never block the loop on a slow store: what the pipe cannot take now waits here
         os.set_blocking(self._proc.stdin.fileno(), False)
@@ -234,11 +242,12 @@ class MlflowRun:
             self._send({"rows": self._pending})
             self._pending = []
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, say: Callable[[str], None] | None = None) -> None:
         """End the run: completed -> FINISHED, failed/diverged -> FAILED, interrupted -> KILLED.
 
         Called once summary.json and plots/ are written, so they go up as artifacts. It waits
-        for the store (at most FINISH_WAIT_S); a second call does nothing.
+        for the store (at most FINISH_WAIT_S), and ``say``s so once when that is slow (a new
+        store is being made); a second call does nothing.
         """
         if self._proc is None or self.status is not None:
             return
@@ -249,7 +258,12 @@ class MlflowRun:
         assert self._proc.stdin is not None
         os.set_blocking(self._proc.stdin.fileno(), True)
         try:
-            out, _ = self._proc.communicate(bytes(self._unsent), timeout=FINISH_WAIT_S)
+            try:
+                out, _ = self._proc.communicate(bytes(self._unsent), timeout=SLOW_S)
+            except subprocess.TimeoutExpired:
+                if say is not None:
+                    say(self._waiting_line())
+                out, _ = self._proc.communicate(timeout=FINISH_WAIT_S - SLOW_S)
         except subprocess.TimeoutExpired:  # it goes on by itself; the run does not wait longer
             self._note(f"the store did not answer within {FINISH_WAIT_S:.0f}s at the end")
             return
@@ -273,6 +287,11 @@ class MlflowRun:
             STATUS.get(status, "FAILED"),
             self.end_wait_s,
         )
+
+    def _waiting_line(self) -> str:
+        if self.new_store:
+            return f"mlflow: creating the store {self.uri} (MLflow sets up a new database once)"
+        return f"mlflow: waiting for the store {self.uri}"
 
     def where(self) -> str | None:
         """The closing line that says where the run is in MLflow (None: no run)."""
