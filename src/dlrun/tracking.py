@@ -2,9 +2,10 @@
 
 The run's process never imports mlflow: ``dlrun --help`` and config errors stay fast, and
 mlflow's import and the store's set-up (seconds of CPU) run in a process of their own
-(dlrun.tracking_worker) beside the first epochs instead of holding the training loop's GIL. What
-can be checked without mlflow (the server answers, the database's directory is writable) is
-checked here, before training, so an unusable store stops the run in one line; anything failing
+(dlrun.tracking_worker), started by the command before torch's import (dlrun.tracking_early),
+instead of holding the training loop's GIL. What can be checked without mlflow (the server
+answers, the database's directory is writable) is checked before that (dlrun.tracking_check),
+so an unusable store stops the run in one line; anything failing
 later is logged in dlrun.log and kept in ``error`` while the run goes on: metrics.jsonl stays the
 record of truth.
 
@@ -26,15 +27,14 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dlrun import multirun, tracking_early, tracking_worker
-from dlrun.errors import DlrunError
 from dlrun.rundir import RunDir
 from dlrun.schema import MLflowConfig
+from dlrun.tracking_check import check_store
 from dlrun.tracking_worker import STATUS, sqlite_path, stored_run_id
 
 __all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "parent_run_id", "run_id"]
@@ -82,41 +82,6 @@ def tracking_uri(settings: MLflowConfig, cwd: Path | None = None) -> str:
     if env:
         return env
     return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlflow.db'}"
-
-
-def _refuse(uri: str, why: str) -> DlrunError:
-    return DlrunError(
-        f"logger.mlflow.tracking_uri={uri} cannot be used: {why}; expected a running tracking "
-        "server or a writable directory (logger.mlflow.tracking_uri=, MLFLOW_TRACKING_URI)"
-    )
-
-
-def check_store(uri: str, timeout_s: float = 5.0) -> None:
-    """Refuse, in one line, a store that cannot be reached or written (without importing mlflow)."""
-    if uri.startswith(("http://", "https://")):
-        try:  # the tracking server's own health endpoint
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
-                if r.status != 200:
-                    raise _refuse(uri, f"the server answered {r.status}")
-        except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections
-            reason = getattr(exc, "reason", exc)
-            raise _refuse(uri, f"the tracking server does not answer ({reason})") from None
-        return
-    db = sqlite_path(uri)
-    if db is not None:
-        where = db.parent
-    elif uri.startswith("file:"):  # a directory of runs (file:///abs/path)
-        where = Path("/" + uri[len("file:") :].lstrip("/"))
-    elif ":" not in uri:  # a plain directory
-        where = Path(uri)
-    else:
-        return  # another database: mlflow says what is wrong when the worker connects
-    if not where.is_dir():
-        raise _refuse(uri, f"{where} is not a directory")
-    if not os.access(where, os.W_OK) or (
-        db is not None and db.exists() and not os.access(db, os.W_OK)
-    ):
-        raise _refuse(uri, f"{db if db is not None and db.exists() else where} is not writable")
 
 
 def flatten(config: dict[str, Any], in_use: dict[str, str] | None = None) -> dict[str, str]:
