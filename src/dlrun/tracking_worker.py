@@ -89,7 +89,7 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
     # a SQLite store keeps its artifacts beside the database; a server picks its own place
     db = sqlite_path(uri)
     location = (db.parent / "mlruns").as_uri() if db is not None else None
-    try:  # MLflow's UI opens it on its runs table (model training), not its GenAI pages
+    try:  # its kind for MLflow's UI: model training, not GenAI (3.18 still opens on GenAI)
         return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except MlflowException:  # another job of the sweep created it first
         return mlflow.get_experiment_by_name(name).experiment_id
