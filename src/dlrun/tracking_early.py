@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from dlrun.schema import MLflowConfig
 from dlrun.tracking_worker import sqlite_path
 
 
@@ -30,6 +31,17 @@ class Early:
 
 
 _waiting: list[Early] = []  # at most one: the job this process runs now
+
+
+def prepare(settings: MLflowConfig, main: bool) -> None:
+    """Refuse an unusable store in one line; else start its worker (``main``: the process that
+    logs, rank 0 under torchrun)."""
+    from dlrun import tracking
+
+    uri = tracking.tracking_uri(settings)
+    tracking.check_store(uri)
+    if main:
+        start(uri)
 
 
 def start(uri: str) -> None:
