@@ -37,6 +37,7 @@ from dlrun import (
     rundir,
     schema,
     tasks,
+    tracking_early,
 )
 
 # the arguments' checks and rewriting and the one-line messages, defined beside this module;
@@ -104,17 +105,18 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
         # an unwritable directory or a full disk fails here, not later
         files.probe(run_dir, claim.elsewhere(bool(config.resume) or action == "resume"))
-        if config.logger.mlflow.enabled:  # an unusable store: one line, before any work
-            from dlrun import tracking
-
-            tracking.check_store(tracking.tracking_uri(config.logger.mlflow))
+        if config.logger.mlflow.enabled:  # an unusable store: one line, before any work;
+            tracking_early.prepare(config.logger.mlflow, distributed.is_main())  # then opened
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
         if lock is not None:  # under the lock no live writer owns a temp file here
             RunDir(run_dir).remove_stale_temps()
         from dlrun.run import execute  # imports torch: only once there is work to do
 
-        objective = execute(cfg, config)
+        try:
+            objective = execute(cfg, config)
+        finally:  # a run that failed before its loop leaves its early MLflow worker unused
+            tracking_early.drop()
         _ran.append(run_dir)
         return objective
     except KeyboardInterrupt as exc:

@@ -385,7 +385,8 @@ class Run:
         """End the MLflow run; its wait is not in wall_s, its failure is noted in summary.json."""
         if self.tracking is None:
             return
-        self.tracking.finish(status)
+        say = None if self.info.in_sweep else self.console.print  # a sweep: a line per job
+        self.tracking.finish(status, say)
         where = self.tracking.where()
         if where is not None and not self.info.in_sweep:  # a sweep's end says it once
             self.console.print(where)

@@ -2,9 +2,10 @@
 
 The run's process never imports mlflow: ``dlrun --help`` and config errors stay fast, and
 mlflow's import and the store's set-up (seconds of CPU) run in a process of their own
-(dlrun.tracking_worker) beside the first epochs instead of holding the training loop's GIL. What
-can be checked without mlflow (the server answers, the database's directory is writable) is
-checked here, before training, so an unusable store stops the run in one line; anything failing
+(dlrun.tracking_worker), started by the command before torch's import (dlrun.tracking_early),
+instead of holding the training loop's GIL. What can be checked without mlflow (the server
+answers, the database's directory is writable) is checked before that (dlrun.tracking_check),
+so an unusable store stops the run in one line; anything failing
 later is logged in dlrun.log and kept in ``error`` while the run goes on: metrics.jsonl stays the
 record of truth.
 
@@ -26,14 +27,14 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlrun import multirun, tracking_worker
-from dlrun.errors import DlrunError
+from dlrun import multirun, tracking_early, tracking_worker
 from dlrun.rundir import RunDir
 from dlrun.schema import MLflowConfig
+from dlrun.tracking_check import check_store
 from dlrun.tracking_worker import STATUS, sqlite_path, stored_run_id
 
 __all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "parent_run_id", "run_id"]
@@ -41,6 +42,7 @@ __all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "parent_run_id"
 log = logging.getLogger("dlrun")
 
 FINISH_WAIT_S = 120.0  # the most a run's end waits for the store
+SLOW_S = 1.0  # a wait longer than this at the end is said on the console
 
 
 def run_id(run_dir: Path) -> str | None:
@@ -80,41 +82,6 @@ def tracking_uri(settings: MLflowConfig, cwd: Path | None = None) -> str:
     if env:
         return env
     return f"sqlite:///{(cwd or Path.cwd()).resolve() / 'mlflow.db'}"
-
-
-def _refuse(uri: str, why: str) -> DlrunError:
-    return DlrunError(
-        f"logger.mlflow.tracking_uri={uri} cannot be used: {why}; expected a running tracking "
-        "server or a writable directory (logger.mlflow.tracking_uri=, MLFLOW_TRACKING_URI)"
-    )
-
-
-def check_store(uri: str, timeout_s: float = 5.0) -> None:
-    """Refuse, in one line, a store that cannot be reached or written (without importing mlflow)."""
-    if uri.startswith(("http://", "https://")):
-        try:  # the tracking server's own health endpoint
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
-                if r.status != 200:
-                    raise _refuse(uri, f"the server answered {r.status}")
-        except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections
-            reason = getattr(exc, "reason", exc)
-            raise _refuse(uri, f"the tracking server does not answer ({reason})") from None
-        return
-    db = sqlite_path(uri)
-    if db is not None:
-        where = db.parent
-    elif uri.startswith("file:"):  # a directory of runs (file:///abs/path)
-        where = Path("/" + uri[len("file:") :].lstrip("/"))
-    elif ":" not in uri:  # a plain directory
-        where = Path(uri)
-    else:
-        return  # another database: mlflow says what is wrong when the worker connects
-    if not where.is_dir():
-        raise _refuse(uri, f"{where} is not a directory")
-    if not os.access(where, os.W_OK) or (
-        db is not None and db.exists() and not os.access(db, os.W_OK)
-    ):
-        raise _refuse(uri, f"{db if db is not None and db.exists() else where} is not writable")
 
 
 def flatten(config: dict[str, Any], in_use: dict[str, str] | None = None) -> dict[str, str]:
@@ -195,14 +162,20 @@ class MlflowRun:
             "log_checkpoints": settings.log_checkpoints,
         }
         run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "dlrun.log", "a") as run_log:  # the worker's log: the run's log
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "dlrun.tracking_worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=run_log,
-                start_new_session=True,  # Ctrl-C reaches dlrun, which ends the run KILLED
-            )
+        early = tracking_early.take(self.uri)  # started by the command: the store is opening
+        db = sqlite_path(self.uri)
+        self.new_store = early.new_store if early else db is not None and not db.exists()
+        if early is not None:
+            self._proc = early.proc
+        else:
+            with open(run_dir / "dlrun.log", "a") as run_log:  # the worker's log: the run's
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "dlrun.tracking_worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=run_log,
+                    start_new_session=True,  # Ctrl-C reaches dlrun, which ends the run KILLED
+                )
         assert self._proc.stdin is not None
         # never block the loop on a slow store: what the pipe cannot take now waits here
         os.set_blocking(self._proc.stdin.fileno(), False)
@@ -234,11 +207,12 @@ class MlflowRun:
             self._send({"rows": self._pending})
             self._pending = []
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, say: Callable[[str], None] | None = None) -> None:
         """End the run: completed -> FINISHED, failed/diverged -> FAILED, interrupted -> KILLED.
 
         Called once summary.json and plots/ are written, so they go up as artifacts. It waits
-        for the store (at most FINISH_WAIT_S); a second call does nothing.
+        for the store (at most FINISH_WAIT_S), and ``say``s so once when that is slow (a new
+        store is being made); a second call does nothing.
         """
         if self._proc is None or self.status is not None:
             return
@@ -249,7 +223,12 @@ class MlflowRun:
         assert self._proc.stdin is not None
         os.set_blocking(self._proc.stdin.fileno(), True)
         try:
-            out, _ = self._proc.communicate(bytes(self._unsent), timeout=FINISH_WAIT_S)
+            try:
+                out, _ = self._proc.communicate(bytes(self._unsent), timeout=SLOW_S)
+            except subprocess.TimeoutExpired:
+                if say is not None:
+                    say(self._waiting_line())
+                out, _ = self._proc.communicate(timeout=FINISH_WAIT_S - SLOW_S)
         except subprocess.TimeoutExpired:  # it goes on by itself; the run does not wait longer
             self._note(f"the store did not answer within {FINISH_WAIT_S:.0f}s at the end")
             return
@@ -273,6 +252,11 @@ class MlflowRun:
             STATUS.get(status, "FAILED"),
             self.end_wait_s,
         )
+
+    def _waiting_line(self) -> str:
+        if self.new_store:
+            return f"mlflow: creating the store {self.uri} (MLflow sets up a new database once)"
+        return f"mlflow: waiting for the store {self.uri}"
 
     def where(self) -> str | None:
         """The closing line that says where the run is in MLflow (None: no run)."""

@@ -3,7 +3,8 @@
 mlflow's import and the store's set-up take seconds of CPU; in the training process they would
 hold the GIL while the first epochs run, and a slow store would stall the loop. Here they run
 beside it. The run's process sends JSON lines on stdin (``start``, then ``rows`` once per
-logged epoch, then ``end``) and reads the run id and any error from stdout at the end; this
+logged epoch, then ``end``; ``open`` before them from a worker the command started early,
+dlrun.tracking_early) and reads the run id and any error from stdout at the end; this
 process's log goes to the run's dlrun.log. Its stdin closing without an ``end`` means the run's
 process died: the MLflow run ends FAILED.
 """
@@ -88,7 +89,7 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
     # a SQLite store keeps its artifacts beside the database; a server picks its own place
     db = sqlite_path(uri)
     location = (db.parent / "mlruns").as_uri() if db is not None else None
-    try:  # MLflow's UI opens it on its runs table (model training), not its GenAI pages
+    try:  # its kind for MLflow's UI: model training, not GenAI (3.18 still opens on GenAI)
         return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except MlflowException:  # another job of the sweep created it first
         return mlflow.get_experiment_by_name(name).experiment_id
@@ -320,6 +321,14 @@ def _say(**message: Any) -> None:
         print(json.dumps(message), flush=True)
 
 
+def _log_to(path: Path) -> None:
+    """This process's stderr (its log) into the run's dlrun.log, once the run names it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
 def main() -> None:
     """Serve one run: the messages on stdin, the answers on stdout, the log on stderr."""
     with contextlib.suppress(OSError):  # on a busy machine the training gets the CPU first
@@ -342,10 +351,20 @@ def main() -> None:
     first = inbox.get()
     if first is None:
         return
-    start = json.loads(first)["start"]
+    message = json.loads(first)
+    early = None  # started by the command: the store opens while the run sets up
+    if "open" in message:
+        with contextlib.suppress(Exception):  # a failure is met again, and logged, below
+            early = message["open"], client(message["open"])
+        first = inbox.get()
+        if first is None:  # the run never reached its loop
+            return
+        message = json.loads(first)
+        _log_to(Path(message["start"]["run_dir"]) / "dlrun.log")
+    start = message["start"]
     mlflow = run_id = None
     try:
-        mlflow = client(start["uri"])
+        mlflow = early[1] if early and early[0] == start["uri"] else client(start["uri"])
         run_id = open_run(mlflow, start)
         _say(run_id=run_id, experiment_id=mlflow.get_run(run_id).info.experiment_id)
     except Exception as exc:
