@@ -165,7 +165,8 @@ def test_cuda_graph_on_the_cpu_falls_back_to_the_same_eager_training(dlrun) -> N
     graph = dlrun(*QUICK, "optimizer=adam", "trainer.cuda_graph=true", "device=cpu")
     assert plain.code == graph.code == 0, graph.err
     assert _losses(plain) == _losses(graph)
-    assert "trainer.cuda_graph=true: device cpu is not CUDA; not captured" in (graph.run_dir / "dlrun.log").read_text()
+    log = (graph.run_dir / "dlrun.log").read_text()
+    assert "trainer.cuda_graph=true: device cpu is not CUDA; not captured" in log
 
 
 def test_a_short_run_imports_neither_the_compiler_nor_other_tasks_libraries(
