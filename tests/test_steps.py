@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -191,7 +192,9 @@ def test_a_short_run_imports_neither_the_compiler_nor_other_tasks_libraries(
     assert (tmp_path / "r" / "checkpoints" / "last.pt").is_file()
 
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def cuda(test: Callable[..., None]) -> Callable[..., None]:
+    """Selected by ``pytest -m cuda`` (benchmarks/cuda_check.sh); skipped without CUDA."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA")(test))
 
 
 @cuda
