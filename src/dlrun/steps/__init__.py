@@ -151,7 +151,7 @@ def _chosen(kind: str, why: str, step: Step) -> Step:
 # products) below which bf16 and torch.compile cannot pay. Such a step is launch-bound: its
 # time is the CPU issuing kernels, which bf16's cast kernels only add to and which a compiled
 # graph still pays per launch (measured on an H200: bf16 4x slower than fp32, compile no faster,
-# for mnist-mlp at batch 64, 0.6 GFLOP a step). 2**33 (8.6 GFLOP, some 100 us of fp32 work on a
+# for mnist-mlp at batch 64, 0.039 GFLOP a step). 2**33 (8.6 GFLOP, some 100 us of fp32 work on a
 # current GPU) is a choice to confirm on a GPU with benchmarks/cuda_check.sh.
 MIN_STEP_FLOP = 2**33
 
