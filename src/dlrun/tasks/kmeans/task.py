@@ -321,9 +321,9 @@ class KMeans(Task):
         return torch.as_tensor(step.d2.mean(), dtype=x.dtype, device=x.device)
 
     def converged(self, model: nn.Module) -> bool:
-        if int(model.iterations) >= self.cfg.max_iter:
-            return True
-        return float(model.shift) <= self.tol
+        """Read between iterations, in one host sync (both values exact as float64)."""
+        iterations, shift = torch.stack([model.iterations.double(), model.shift.double()]).tolist()
+        return iterations >= self.cfg.max_iter or shift <= self.tol
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         d2, labels = assign(self.xc, model.centers - self.offset)
