@@ -13,8 +13,10 @@ machine's float32 matrix-product throughput on one thread and on all, measured i
 invocation; each training case reports ``vs_flop_limit``, its times over the time its FLOPs take
 at that throughput (one thread for the small MLPs, as dlrun trains them; all for k-means). kmeans:
 dlrun's Lloyd iteration against scikit-learn's KMeans (lloyd) from the same initial centres,
-with both inertias. start-up: wall seconds of a few commands. fizzbuzz_fast: the experiment preset
-at seeds 0 to 4.
+with both inertias. On CUDA (cuda_limits.py) the MLPs are also timed against a hand-written loop
+replaying the whole step from one CUDA graph, mnist-mlp also without the graph and in bf16, and
+k-means against the device's matmul throughput and memory bandwidth, all in the same invocation.
+start-up: wall seconds of a few commands. fizzbuzz_fast: the experiment preset at seeds 0 to 4.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cuda_limits beside this file
+import cuda_limits  # noqa: E402 - only its CUDA code needs a GPU, and only with --device cuda
 
 DLRUN = [sys.executable, "-m", "dlrun"]
 
@@ -280,8 +285,26 @@ def case_mnist(args, device: torch.device, work: Path) -> None:
     p_times, p_acc, l_times, l_acc, l_epochs = baselines_mnist
 
     d, p, dl = statistics.median(d_times), statistics.median(p_times), statistics.median(l_times)
+    extra = {}
+    if device.type == "cuda":  # the step kinds side by side, against the hand-written graph loop
+        from dlrun.tasks.mnist.task import normalise
+
+        for name, setting in (
+            ("no_graph", "trainer.cuda_graph=false"),
+            ("bf16", "trainer.precision=bf16"),
+        ):
+            rows, _ = dlrun(work, f"mnist_{name}", *common, setting)
+            extra[f"dlrun_{name}_s_per_epoch"] = statistics.median(
+                r["time_s"] for r in rows if r["split"] == "train"
+            )
+        torch.manual_seed(0)
+        x, y = normalise(xtr).to(device), ytr.to(device)
+        extra |= cuda_limits.mlp_limit(
+            mlp([784, 128, 10]).to(device), cuda_limits.adam(1e-3), x, y, 64, d
+        )
     emit(
         {
+            **extra,
             "case": "mnist-mlp",
             "device": str(device),
             "data": kind,
@@ -358,8 +381,15 @@ def case_fizzbuzz(args, device: torch.device, work: Path) -> None:
     with threads(args, device):
         p_total, p_correct, l_total, l_epochs = _fizzbuzz_baselines(x, y, px, py, epochs, device)
     gflop = mlp_gflop([10, 100, 4], len(x)) * epochs  # every training number once an epoch
+    extra = {}
+    if device.type == "cuda":  # against the hand-written graph loop, per epoch
+        torch.manual_seed(0)
+        extra = cuda_limits.mlp_limit(
+            mlp([10, 100, 4]).to(device), cuda_limits.sgd(0.05), x, y, 128, d_total / epochs
+        )
     emit(
         {
+            **extra,
             "case": "fizzbuzz",
             "device": str(device),
             "epochs": epochs,
@@ -454,8 +484,18 @@ def case_kmeans(args, device: torch.device, work: Path) -> None:
         t = time.perf_counter()
         oracle.fit(points)
         sk = min(sk, (time.perf_counter() - t) / oracle.n_iter_)
+    extra = {}
+    if device.type == "cuda":  # the device's own floor for this iteration
+        limits = cuda_limits.device_limits(device, args.quick)
+        floor = cuda_limits.kmeans_floor_s(n, d, k, limits)
+        extra = {
+            "device_limits": limits,
+            **floor,
+            "dlrun_vs_floor": ratio(per_iter, floor["floor_s"]),
+        }
     emit(
         {
+            **extra,
             "case": "kmeans",
             "device": str(device),
             "points": [n, d],

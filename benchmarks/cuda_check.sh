@@ -97,13 +97,17 @@ cols = "MedInc,HouseAge,AveRooms,AveBedrms,Population,AveOccup,Latitude,Longitud
 np.savetxt(sys.argv[1], np.column_stack([x, y]), delimiter=",", header=cols, comments="")
 EOF2
 step housing 60 dlrun task=housing-regression data.path="$R/housing.csv" hydra.run.dir="$R/housing"
-for path in trainer.cuda_graph=true trainer.precision=bf16 trainer.compile=true task.impl=scratch; do
+for path in trainer.cuda_graph=true trainer.cuda_graph=false trainer.precision=bf16 \
+  trainer.compile=true task.impl=scratch; do
   [ "$DEVICE" = cpu ] && [ "$path" = trainer.precision=bf16 ] && continue  # refused on the CPU
   name="sine-bp-${path//[.=]/-}"
   step "$name" 120 dlrun task=sine-bp trainer.epochs=300 "$path" hydra.run.dir="$R/$name"
 done
 step mnist-cuda-graph 120 dlrun task=mnist trainer.epochs=2 trainer.cuda_graph=true \
   data.root="$R/data" data.download=false hydra.run.dir="$R/mnist-graph"
+# the step each run chose, and why (the default is a CUDA graph wherever the step allows it)
+grep -h "train step:\|trainer.cuda_graph=\|trainer.precision=\|trainer.compile=" \
+  "$R"/*/dlrun.log 2>/dev/null | sed 's/^.*\] - /      /' | sort | uniq -c | tee -a "$REPORT"
 # resume: half, then the rest, against one uninterrupted run
 SINE=(task=sine-bp trainer.epochs=400 trainer.checkpoint_every=50)
 step resume-whole 60 dlrun "${SINE[@]}" hydra.run.dir="$R/whole"

@@ -359,6 +359,9 @@ ROWS = [
     ),
     pytest.param(["trainer.accumulate=0"], ["trainer.accumulate=0", ">= 1"], id="accumulate 0"),
     pytest.param(
+        ["trainer.cuda_graph=maybe"], ["trainer.cuda_graph=maybe", "bool"], id="cuda_graph maybe"
+    ),
+    pytest.param(
         ["scheduler=plateau", "trainer.epochs=100", "trainer.validate_every=100"],
         ["scheduler=plateau", "trainer.validate_every=100", "trainer.validate_every < trainer"],
         id="plateau without validation",

@@ -177,7 +177,9 @@ def fit(
     bs = trainer.batch_size
     # debugging: an epoch cut short to its first batches, or the same first batches every epoch
     limit = min((x for x in (trainer.limit_batches, trainer.overfit_batches) if x), default=None)
-    shuffle = trainer.shuffle and not trainer.overfit_batches
+    # one example an epoch (k-means: all the points as one batch) has no order to draw: no
+    # gather, which would copy the whole data set each epoch
+    shuffle = trainer.shuffle and not trainer.overfit_batches and total > 1
     # weight of each batch's mean loss in the epoch's mean loss (the last batch may be partial)
     sizes = [min(bs, n - s) for s in range(0, n, bs)][:limit]
     trained = sum(sizes)  # n unless the epoch is cut short

@@ -224,7 +224,10 @@ class TrainerConfig:
     # its forward and backward passes in NumPy (src/dlrun/mlp_kernel.py); false: autograd
     mlp_kernel: bool = True
     compile: bool = False  # torch.compile the model's forward/backward
-    cuda_graph: bool = False  # CUDA: capture the whole train step in one graph (else eager)
+    # CUDA: the whole train step replayed from one graph. null (auto): wherever the step allows
+    # it (src/dlrun/steps/cuda_graph.py, choose()); true: asked for, a line in the log where it
+    # cannot be; false: never
+    cuda_graph: bool | None = None
     precision: str = "fp32"  # fp32 | bf16 (bf16 autocast, CUDA only)
     # CPU threads for torch's ops; 0: one thread for a model under a million parameters (its
     # ops are too small to share out; threads only add waiting), torch's default otherwise
@@ -252,6 +255,12 @@ class TrainerConfig:
             "trainer.precision",
             f"one of {', '.join(PRECISIONS)}",
             self.precision,
+        )
+        _check(
+            self.cuda_graph in (None, True, False),
+            "trainer.cuda_graph",
+            "true, false or null (auto: on CUDA wherever the step allows it)",
+            self.cuda_graph,
         )
         _check(self.epochs >= 0, "trainer.epochs", "an integer >= 0", self.epochs)
         _check(self.threads >= 0, "trainer.threads", "an integer >= 0 (0: auto)", self.threads)

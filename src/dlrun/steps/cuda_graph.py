@@ -1,10 +1,13 @@
 """The fused step replayed from CUDA graphs (``trainer.cuda_graph``): one launch per step
-instead of one per op."""
+instead of one per op. At a small batch a CUDA step is launch-bound (about a millisecond of
+CPU issuing kernels for microseconds of GPU work), so this is the default on CUDA wherever the
+step allows it (:func:`choose`)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,25 +15,63 @@ import torch
 if TYPE_CHECKING:
     from torch import nn
 
-    from dlrun.schema import TrainerConfig
     from dlrun.steps.batches import Batch, Step
-    from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
 
 
-def why_not(
-    task: Task, optimizer: torch.optim.Optimizer, trainer: TrainerConfig, direct: bool
-) -> str | None:
-    """Why this run's step cannot be captured (None: it can); ``direct``: the optimizer updates
-    through its fused kernel without ``step()``."""
-    if task.device.type != "cuda":
-        return f"device {task.device} is not CUDA"
-    if not direct:
-        return f"{type(optimizer).__name__} cannot be captured (SGD, Adam and AdamW can)"
-    if trainer.compile:
+@dataclass(frozen=True)
+class Facts:
+    """What decides whether a run's step can be one CUDA graph: plain values, so that every
+    branch of :func:`choose` is tested on any machine."""
+
+    device: str  # the device type: cuda, cpu, mps
+    optimizer: str | None  # the optimizer's class name; None: the task trains without one
+    direct: bool  # its fused kernel updates the weights without step() (SGD, Adam, AdamW)
+    hand_gradients: bool = False  # the task's loss() fills .grad itself
+    accumulate: int = 1
+    fast: bool = True
+    compile: bool = False
+    schedule: str | None = None  # the scheduler's kind; None: a constant learning rate
+
+
+def why_not(facts: Facts) -> str | None:
+    """Why this run's step cannot be replayed from a graph and stay exact (None: it can)."""
+    if facts.device != "cuda":
+        return f"device {facts.device} is not CUDA"
+    if facts.optimizer is None:
+        return "this task trains without an optimizer"
+    if facts.hand_gradients:
+        return "this task's gradients are by hand"
+    if facts.accumulate > 1:
+        return f"trainer.accumulate={facts.accumulate}"
+    if not facts.fast:
+        return "trainer.fast=false"
+    if not facts.direct:
+        return f"{facts.optimizer} cannot be captured (SGD, Adam and AdamW can)"
+    if facts.compile:
         return "not combined with trainer.compile"
+    if facts.schedule is not None:
+        # a captured kernel holds the learning rate it was captured with
+        return f"scheduler={facts.schedule} changes the learning rate between steps"
     return None
+
+
+def choose(setting: bool | None, facts: Facts) -> tuple[bool, str | None]:
+    """Whether to replay the step from a graph, and why not (None: no line for the log).
+
+    ``setting`` is ``trainer.cuda_graph``: false never; true wherever the step allows, a line
+    where it does not; null (the default) the same on CUDA, where the graph is the fastest
+    exact step (one launch instead of one per op), and no line off CUDA.
+    """
+    if setting is False:
+        return False, None
+    reason = why_not(facts)
+    if reason is None:
+        return True, None
+    if setting is None and facts.device != "cuda":
+        return False, None
+    return False, reason
 
 
 def graphed(model: nn.Module, optimizer: torch.optim.Optimizer, step: Step) -> Step:

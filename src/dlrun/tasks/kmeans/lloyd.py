@@ -1,4 +1,5 @@
-"""One Lloyd pass on the CPU in a single sweep over the data, on every core.
+"""One Lloyd pass on the CPU in a single sweep over the data, on every core
+(``lloyd_sums``); on a GPU, in large chunks with no host sync (``lloyd_device``).
 
 A Lloyd iteration is one big matrix product (each point against each centre) followed by cheap
 work per point: the nearest centre and that cluster's running sums. Done as separate whole-array
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse
+import torch
 from threadpoolctl import ThreadpoolController
 
 CHUNK = 2**18  # (point, centre) scores per chunk: 1 MB of float32, inside a core's L2 cache
@@ -65,3 +67,33 @@ def lloyd_sums(
     counts = sum(r[0] for r in results)
     sums = sum(r[1] for r in results)
     return labels, np.asarray(counts), np.asarray(sums, dtype=x.dtype)
+
+
+def lloyd_device(
+    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Lloyd pass in torch ops of fixed shapes, so nothing waits on the device: the mean
+    squared distance under ``centers``, each cluster's coordinate sums and size, and which
+    clusters were empty (each re-seeded from a far point, as scikit-learn does).
+
+    The distances and labels come from ``assign`` in chunks of ``DEVICE_CHUNK_BYTES``; an
+    empty cluster takes a far point by index arithmetic, not by a branch on the host.
+    """
+    from dlrun.tasks.kmeans.task import assign
+
+    n, k = x.shape[0], centers.shape[0]
+    d2, labels = assign(x, centers, x_sq)
+    assert d2 is not None
+    ones = torch.ones(n, dtype=x.dtype, device=x.device)
+    counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
+    empty = counts == 0
+    # the r-th empty cluster takes the r-th farthest point
+    farthest = torch.topk(d2, k).indices
+    rank = (torch.cumsum(empty, 0) - 1).clamp_min(0)
+    slot = torch.where(empty, farthest[rank], n)  # n: a scratch slot for the others
+    moved = torch.cat([labels, labels.new_zeros(1)])
+    moved[slot] = torch.where(empty, torch.arange(k, device=x.device), 0)
+    labels = moved[:n]
+    counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
+    sums = torch.zeros_like(centers).index_add_(0, labels, x)
+    return d2.mean(), sums, counts, empty

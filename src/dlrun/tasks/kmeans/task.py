@@ -23,9 +23,18 @@ from dlrun.errors import DlrunError
 from dlrun.tables import check_size, number, squared_limit
 from dlrun.tasks.base import Task
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
-from dlrun.tasks.kmeans.lloyd import lloyd_sums
+from dlrun.tasks.kmeans.lloyd import lloyd_device, lloyd_sums
 
 CHUNK = 2**20  # (point, centre) pairs whose distances are computed at once (4 MB: cache-sized)
+# On a GPU a chunk is a kernel launch, so chunks are large: 256 MB of float32 scores (1M points
+# x 100 centres in two chunks), a fixed budget that fits any current GPU beside the data
+DEVICE_CHUNK_BYTES = 2**28
+
+
+def chunk_rows(device: torch.device, k: int, d: int) -> int:
+    """Points per chunk: cache-sized on the CPU, ``DEVICE_CHUNK_BYTES`` of scores elsewhere."""
+    pairs = CHUNK if device.type == "cpu" else DEVICE_CHUNK_BYTES // 4
+    return max(1, pairs // max(k, d))
 
 
 def assign(
@@ -33,6 +42,7 @@ def assign(
     centers: torch.Tensor,
     x_sq: torch.Tensor | None = None,
     distances: bool = True,
+    rows: int | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Squared distance of each point to its nearest centre, and that centre's index.
 
@@ -40,10 +50,11 @@ def assign(
     ||x||^2 - 2 x.c + ||c||^2 from the same matmul that picks the centre: one pass over the data,
     as scikit-learn's Lloyd step does, good to float32 rounding. Without it the distance is
     recomputed exactly from the residual (the reported inertia). ``distances=False``: the
-    indices alone (None for the distances).
+    indices alone (None for the distances). ``rows``: points per chunk (default
+    :func:`chunk_rows`); no host sync on any device.
     """
     k, d = centers.shape
-    rows = max(1, CHUNK // max(k, d))  # a chunk's (rows, k) scores and (rows, d) residuals
+    rows = rows or chunk_rows(x.device, k, d)  # a chunk's (rows, k) scores, (rows, d) residuals
     c_sq = (centers**2).sum(1)
     dists, labels = [], []
     for s in range(0, x.shape[0], rows):
@@ -58,6 +69,8 @@ def assign(
             dists.append(((xc - centers[nearest]) ** 2).sum(1))  # exact, not the expansion's
         else:
             dists.append((best + x_sq[s : s + rows]).clamp_min_(0))
+    if len(labels) == 1:  # one chunk (a GPU's usual case): no copy
+        return (dists[0] if distances else None), labels[0]
     return (torch.cat(dists) if distances else None), torch.cat(labels)
 
 
@@ -269,21 +282,15 @@ class KMeans(Task):
                 )
                 self._move(model, sums, counts, torch.zeros(k, dtype=torch.bool))
                 return (total / n).to(x.dtype).clamp_min(0)
-        d2, labels = assign(x, centers, self.x_sq)
-        ones = torch.ones(n, dtype=x.dtype, device=x.device)
-        counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
-        empty = counts == 0
-        # the r-th empty cluster takes the r-th farthest point (no host sync: fixed shapes)
-        farthest = torch.topk(d2, k).indices
-        rank = (torch.cumsum(empty, 0) - 1).clamp_min(0)
-        slot = torch.where(empty, farthest[rank], n)  # n: a scratch slot for the others
-        moved = torch.cat([labels, labels.new_zeros(1)])
-        moved[slot] = torch.where(empty, torch.arange(k, device=x.device), 0)
-        labels = moved[:n]
-        counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
-        sums = torch.zeros_like(centers).index_add_(0, labels, x)
+        return self.device_loss(model, x, centers)
+
+    def device_loss(self, model: nn.Module, x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        """One Lloyd iteration with no host sync (lloyd.py ``lloyd_device``): the GPU's path,
+        and the CPU's when a cluster is left empty. ``centers``: around the data's mean."""
+        assert self.x_sq is not None
+        d2_mean, sums, counts, empty = lloyd_device(x, centers, self.x_sq)
         self._move(model, sums, counts, empty)
-        return d2.mean()
+        return d2_mean
 
     def _move(
         self, model: nn.Module, sums: torch.Tensor, counts: torch.Tensor, empty: torch.Tensor
@@ -314,9 +321,9 @@ class KMeans(Task):
         return torch.as_tensor(step.d2.mean(), dtype=x.dtype, device=x.device)
 
     def converged(self, model: nn.Module) -> bool:
-        if int(model.iterations) >= self.cfg.max_iter:
-            return True
-        return float(model.shift) <= self.tol
+        """Read between iterations, in one host sync (both values exact as float64)."""
+        iterations, shift = torch.stack([model.iterations.double(), model.shift.double()]).tolist()
+        return iterations >= self.cfg.max_iter or shift <= self.tol
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor | float]:
         d2, labels = assign(self.xc, model.centers - self.offset)
