@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from dlrun import checkpoint, cli, evaluation, rerun, rundir
+from dlrun.cli import main as cli
+from dlrun.commands import evaluate as evaluation
+from dlrun.commands import rerun
+from dlrun.engine import checkpoint
 from dlrun.errors import ConfigError
+from dlrun.rundir import layout as rundir
 from dlrun.tasks.housing.task import FEATURES, TARGET
 from tests.conftest import call_main, needs
 from tests.test_checkpoint import Payload
@@ -138,7 +142,7 @@ def busy(world: Path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from dlrun import dirlock
+from dlrun.rundir import lock as dirlock
 dirlock.acquire(Path(sys.argv[1]), command="dlrun task=sine-bp")
 print("locked", flush=True)
 time.sleep(600)

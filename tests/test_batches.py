@@ -7,10 +7,10 @@ import importlib
 import pytest
 import torch
 
-from dlrun import steps
+from dlrun.engine import steps
 
-# the module, not the function of the same name that dlrun.steps re-exports
-batches_module = importlib.import_module("dlrun.steps.batches")
+# the module, not the function of the same name that dlrun.engine.steps re-exports
+batches_module = importlib.import_module("dlrun.engine.steps.batches")
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun import checkpoint
+from dlrun.engine import checkpoint
 from dlrun.errors import DlrunError
 
 

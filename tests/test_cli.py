@@ -57,7 +57,7 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
 
 CHECK_NO_TORCH = """
 import sys
-from dlrun import cli
+from dlrun.cli import main as cli
 try:
     cli.main(sys.argv[1:])
 except SystemExit as exc:

@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import optim, schema, steps
+from dlrun.config import schema
+from dlrun.engine import optimizers as optim
+from dlrun.engine import steps
 from dlrun.tasks.base import Task, classification_loss, half_mse_loss
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")

@@ -124,7 +124,7 @@ def test_processes_share_one_study_survive_a_kill_and_stop_at_the_budget(tmp_pat
 
     csv = tmp_path / "trials.csv"
     report = subprocess.run(
-        [sys.executable, "-m", "dlrun.report", str(sweep), "--no-group", "--csv", str(csv)],
+        [sys.executable, "-m", "dlrun.sweeps.report", str(sweep), "--no-group", "--csv", str(csv)],
         capture_output=True,
         text=True,
         timeout=120,

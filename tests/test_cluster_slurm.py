@@ -168,7 +168,7 @@ def test_sweep_runs_isolates_failures_and_continues_after_its_shell_died(
     assert resumed["resumes"][0]["epoch"] >= 3
 
     report = subprocess.run(
-        [sys.executable, "-m", "dlrun.report", str(sweep), "--no-group"],
+        [sys.executable, "-m", "dlrun.sweeps.report", str(sweep), "--no-group"],
         env=cluster,
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.distributed import weights_digest
+from dlrun.engine.distributed import weights_digest
 
 TASK = ("task=sine-bp", "device=cpu", "trainer.shuffle=true", "trainer.plots=false")
 EPOCHS = ("trainer.validate_every=1", "trainer.log_every=1", "trainer.checkpoint_every=1")

@@ -10,10 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import cli, compat, loop, optim, schema
+from dlrun import compat
+from dlrun.cli import main as cli
+from dlrun.config import schema
+from dlrun.engine import loop
+from dlrun.engine import optimizers as optim
+from dlrun.engine.last_good import LastGood
+from dlrun.engine.steps import fused, mlp_kernel
 from dlrun.errors import DlrunError, NonFiniteLoss
-from dlrun.snapshot import LastGood
-from dlrun.steps import fused, mlp_kernel
 from dlrun.tasks.base import classification_loss
 from tests.test_steps import QUICK
 

@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from dlrun import schema, tasks
+from dlrun import tasks
+from dlrun.config import schema
 from dlrun.errors import ConfigError
 from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 from dlrun.tasks.sine_bp import SineBPConfig
@@ -66,7 +67,7 @@ def test_the_users_optimizer_wins_with_its_own_defaults() -> None:
 def test_every_optimizer_composes_and_builds(name: str, kind: type, checks: dict) -> None:
     import torch
 
-    from dlrun import optim
+    from dlrun.engine import optimizers as optim
 
     cfg = objects(f"optimizer={name}", "optimizer.weight_decay=0.001")
     assert type(cfg.optimizer) is kind

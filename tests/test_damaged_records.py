@@ -14,7 +14,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlrun import checkpoint, cli, report, rerun, rundir
+from dlrun.cli import main as cli
+from dlrun.commands import rerun
+from dlrun.engine import checkpoint
+from dlrun.rundir import layout as rundir
+from dlrun.sweeps import report
 from tests.conftest import call_main
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")

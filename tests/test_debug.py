@@ -9,9 +9,11 @@ import json
 import pytest
 import torch
 
-from dlrun import loop, schema, tasks
-from dlrun.run import seed_everything
-from dlrun.rundir import RunDir
+from dlrun import tasks
+from dlrun.config import schema
+from dlrun.engine import loop
+from dlrun.rundir.layout import RunDir
+from dlrun.runs.stages import seed_everything
 from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 from tests.test_scratch_tasks import Collect
 

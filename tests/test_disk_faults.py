@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import checkpoint
+from dlrun.engine import checkpoint
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")
 # long enough to fill a small disk with metrics rows, one row per epoch

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun import distributed
-from dlrun.distributed import weights_digest
+from dlrun.engine import distributed
+from dlrun.engine.distributed import weights_digest
 
 # sine-bp, shuffled, 5 steps an epoch: 2 processes of batch 10 take the same examples per step
 # as one process of batch 20 (rank r takes positions r, r+2, ... of each epoch's permutation)

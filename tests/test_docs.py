@@ -3,8 +3,8 @@
 (a) Every command of dlrun's four console scripts in a fenced shell code block (no language,
     or bash/sh/shell/console) runs:
 
-    - `dlrun ARGS` is composed, not run: `dlrun --cfg job ARGS` through `dlrun.cli.main` in this
-      process must exit 0 (so every group, option and key named exists and every value has the
+    - `dlrun ARGS` is composed, not run: `dlrun --cfg job ARGS` through `dlrun.cli.main.main` in
+      this process must exit 0 (so every group, option and key named exists and every value has the
       right type). Hydra refuses `--cfg` together with `-m`, so a sweep is expanded by Hydra's
       own BasicSweeper (`split_arguments`) and each of its jobs is composed with `--cfg job`.
       A command that already asks only for a config or help (`--cfg`, `--help`) runs as written.
@@ -47,7 +47,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from dlrun import cli
+from dlrun.cli import main as cli
 from tests.conftest import call_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dlrun import distributed, rundir, schema
+from dlrun.config import schema
+from dlrun.engine import distributed
 from dlrun.errors import DlrunError
-from dlrun.run import Run, RunInfo
-from dlrun.rundir import Damaged, RunDir, Summary, shortest
+from dlrun.rundir import layout as rundir
+from dlrun.rundir.layout import Damaged, RunDir, Summary, shortest
+from dlrun.runs.stages import Run, RunInfo
 from dlrun.tasks.sine_bp import SineBPConfig
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun import evaluation, rundir
+from dlrun.commands import evaluate as evaluation
+from dlrun.rundir import layout as rundir
 from tests.conftest import call_main
 from tests.test_housing import linear_data, task_for, write_csv
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun import checkpoint
+from dlrun.engine import checkpoint
 
 SAVE_FOREVER = """
 import sys
 from pathlib import Path
 import torch
-from dlrun import checkpoint
+from dlrun.engine import checkpoint
 
 path = Path(sys.argv[1])
 i = 0

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun import checkpoint, distributed, run_setup
+from dlrun.engine import checkpoint, distributed
 from dlrun.errors import DlrunError
-from dlrun.rundir import Summary
+from dlrun.rundir.layout import Summary
+from dlrun.runs import setup as run_setup
 from tests.test_engine import run, sine_config
 
 
@@ -102,7 +103,7 @@ def test_a_damaged_best_pt_under_dlrun_eval_points_at_last_pt(
 ) -> None:
     import shutil
 
-    from dlrun import evaluation
+    from dlrun.commands import evaluate as evaluation
     from tests.conftest import call_main
 
     run_dir = tmp_path / "run"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import cli, report
+from dlrun.cli import main as cli
 from dlrun.errors import DlrunError
+from dlrun.sweeps import report
 from tests.conftest import call_main, run_cli
 from tests.test_disk_faults import QUIET, fill, one_line, small_disk, status
 

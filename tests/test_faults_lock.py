@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import dirlock, rundir
+from dlrun.rundir import layout as rundir
+from dlrun.rundir import lock as dirlock
 from tests.test_engine import run, sine_config
 from tests.test_writers import LONG, checkpointed, one_error_line, start, wait_for
 

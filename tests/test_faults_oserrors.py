@@ -51,7 +51,8 @@ def test_closed_directories_are_one_line(run_dir: Path, tmp_path: Path) -> None:
     (run_dir / ".dlrun.lock").unlink()  # a run received from elsewhere: no lock file yet
     os.chmod(run_dir, 0o555)
     try:
-        line = one_line(as_a_user("dlrun.evaluation", str(run_dir), cwd=tmp_path), "dlrun-eval")
+        eval_ = as_a_user("dlrun.commands.evaluate", str(run_dir), cwd=tmp_path)
+        line = one_line(eval_, "dlrun-eval")
         assert "Permission denied" in line and "give this user write access" in line
     finally:
         os.chmod(run_dir, 0o755)
@@ -63,7 +64,11 @@ def test_closed_directories_are_one_line(run_dir: Path, tmp_path: Path) -> None:
         os.chmod(run_dir / "checkpoints", 0o755)
     os.chmod(run_dir / ".hydra", 0)
     try:
-        for module, prog in (("dlrun.evaluation", "dlrun-eval"), ("dlrun.rerun", "dlrun-rerun")):
+        commands = (
+            ("dlrun.commands.evaluate", "dlrun-eval"),
+            ("dlrun.commands.rerun", "dlrun-rerun"),
+        )
+        for module, prog in commands:
             line = one_line(as_a_user(module, str(run_dir), cwd=tmp_path), prog)
             assert ".hydra" in line and "Permission denied" in line
     finally:
@@ -77,7 +82,7 @@ def test_dlrun_eval_on_a_full_disk_says_its_record_was_not_written(dlrun, tmp_pa
         fill(disk, 0)
         env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
         e = subprocess.run(
-            [sys.executable, "-m", "dlrun.evaluation", str(r.run_dir)],
+            [sys.executable, "-m", "dlrun.commands.evaluate", str(r.run_dir)],
             capture_output=True,
             text=True,
             cwd=tmp_path,

@@ -44,8 +44,8 @@ def _one_line(r, prog: str) -> str:
 def _commands(run_dir: Path) -> list[tuple[str, list[str]]]:
     return [
         ("dlrun", ["-m", "dlrun", f"resume={run_dir}", "trainer.epochs=6"]),
-        ("dlrun-report", ["-m", "dlrun.report", str(run_dir)]),
-        ("dlrun-rerun", ["-m", "dlrun.rerun", str(run_dir)]),
+        ("dlrun-report", ["-m", "dlrun.sweeps.report", str(run_dir)]),
+        ("dlrun-rerun", ["-m", "dlrun.commands.rerun", str(run_dir)]),
     ]
 
 
@@ -93,5 +93,5 @@ def test_a_fifo_is_never_read(pristine, tmp_path: Path) -> None:
     os.mkfifo(fifo)
     line = _one_line(_run(["-m", "dlrun", *QUIET, f"resume={fifo}"], tmp_path), "dlrun")
     assert "fifo.pt" in line and "not a regular file" in line
-    line = _one_line(_run(["-m", "dlrun.evaluation", str(fifo)], tmp_path), "dlrun-eval")
+    line = _one_line(_run(["-m", "dlrun.commands.evaluate", str(fifo)], tmp_path), "dlrun-eval")
     assert "fifo.pt" in line

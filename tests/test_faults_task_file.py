@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import evaluation, rerun
+from dlrun.commands import evaluate as evaluation
+from dlrun.commands import rerun
 from tests.conftest import call_main, run_cli
 
 WAVE = Path(__file__).parent.parent / "examples" / "wave" / "wave.py"

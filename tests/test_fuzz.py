@@ -8,7 +8,8 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlrun import schema, tasks
+from dlrun import tasks
+from dlrun.config import schema
 
 
 def fields(kind: type) -> list[str]:

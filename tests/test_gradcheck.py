@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun import gradcheck
+from dlrun.commands import gradcheck
 from dlrun.scratch import layers
 from tests.test_housing import linear_data, write_csv
 from tests.test_mnist import write_data_set

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from dlrun import run_output
-from dlrun.console import Console
-from dlrun.rundir import RunDir
+from dlrun.rundir.layout import RunDir
+from dlrun.runs import display as run_output
+from dlrun.runs.console import Console
 
 CPU = torch.device("cpu")
 QUIET = ("trainer.progress=false", "device=cpu")

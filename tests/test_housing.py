@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from dlrun import schema
+from dlrun.config import schema
 from dlrun.errors import ConfigError, DlrunError
-from dlrun.run import seed_everything
+from dlrun.runs.stages import seed_everything
 from dlrun.tasks.housing import HousingDataConfig, HousingRegressionConfig
 from dlrun.tasks.housing.task import FEATURES, TARGET, HousingRegression
 from tests.test_config import objects

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dlrun import evaluation, rerun
+from dlrun.commands import evaluate as evaluation
+from dlrun.commands import rerun
 from tests.conftest import call_main
 
 QUIET = ("trainer.plots=false", "trainer.progress=false", "device=cpu")

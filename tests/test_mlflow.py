@@ -19,10 +19,11 @@ mlflow = pytest.importorskip("mlflow")  # one import for the whole file: it is s
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dlrun import rerun, tracking  # noqa: E402
+from dlrun.commands import rerun  # noqa: E402
+from dlrun.config.schema import MLflowConfig  # noqa: E402
 from dlrun.errors import DlrunError  # noqa: E402
-from dlrun.rundir import shortest  # noqa: E402
-from dlrun.schema import MLflowConfig  # noqa: E402
+from dlrun.rundir.layout import shortest  # noqa: E402
+from dlrun.tracking import mlflow_run as tracking  # noqa: E402
 from tests.conftest import call_main, run_cli  # noqa: E402
 
 CONFIG = {"task": {"hidden": 25}, "optimizer": {"lr": 0.3}, "trainer": {"batch_size": 64}}
@@ -192,8 +193,8 @@ def test_a_continued_run_stays_one_run_and_a_rerun_is_a_new_one(tmp_path: Path) 
 JOB = """
 import os, sys
 from pathlib import Path
-from dlrun import tracking
-from dlrun.schema import MLflowConfig
+from dlrun.tracking import mlflow_run as tracking  # noqa: E402
+from dlrun.config.schema import MLflowConfig
 root, name, crash = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "crash"
 d = root / "sweep" / name
 d.mkdir(parents=True)
@@ -473,7 +474,7 @@ def test_a_run_over_http_to_a_real_tracking_server(tmp_path: Path) -> None:
 def test_help_and_config_errors_never_import_mlflow(tmp_path: Path) -> None:
     probe = (
         "import sys\n"
-        "from dlrun import cli\n"
+        "from dlrun.cli import main as cli\n"
         "for args in (['--help', 'logger=mlflow'], ['logger=mlflow', 'optimizer.lr=0']):\n"
         "    try:\n"
         "        cli.main(args)\n"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import report, rerun
-from dlrun.rundir import shortest
+from dlrun.commands import rerun
+from dlrun.rundir.layout import shortest
+from dlrun.sweeps import report
 from tests.conftest import call_main
 
 OLD = Path(__file__).parent / "data" / "old-run-sine-bp"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import report, rerun
+from dlrun.commands import rerun
+from dlrun.sweeps import report
 from tests.conftest import call_main, needs, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ EXTENDING = ROOT / "docs" / "extending.md"
 
 COMPOSE_EACH = """
 import shlex, sys
-from dlrun import cli
+from dlrun.cli import main as cli
 for line in sys.argv[1:]:
     words = shlex.split(line)[1:]
     if "-m" in words:  # --cfg job composes one job of a sweep: its first values
@@ -238,7 +239,7 @@ def test_the_digits_package_installs_and_learns(tmp_path: Path) -> None:
     assert "digits" in r.stdout.split("== Config groups")[1].split("\ntask:")[1].splitlines()[0]
     # its hand-written twin (task.impl=scratch) has gradients that dlrun-gradcheck checks
     r = subprocess.run(
-        [sys.executable, "-m", "dlrun.gradcheck", "task=digits"],
+        [sys.executable, "-m", "dlrun.commands.gradcheck", "task=digits"],
         cwd=elsewhere,
         env=env,
         capture_output=True,

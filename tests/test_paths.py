@@ -8,7 +8,9 @@ import shlex
 import signal
 from pathlib import Path
 
-from dlrun import checkpoint, report, rerun
+from dlrun.commands import rerun
+from dlrun.engine import checkpoint
+from dlrun.sweeps import report
 from tests.conftest import call_main
 from tests.test_writers import LONG, checkpointed, start, stop, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrun.pipes import CLOSED_PIPE_EXIT
+from dlrun.cli.closed_pipe import CLOSED_PIPE_EXIT
 
 OLD_RUN = Path(__file__).parent / "data" / "old-run-sine-bp"
 
@@ -38,11 +38,11 @@ def closed_pipe(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "argv",
     [
-        [*script("cli"), "--help"],
-        [*script("cli"), "--cfg", "job", "task=sine-bp"],
-        [*script("report"), str(OLD_RUN)],
-        [*script("rerun"), "--help"],
-        [*script("gradcheck"), "--help"],
+        [*script("cli.main"), "--help"],
+        [*script("cli.main"), "--cfg", "job", "task=sine-bp"],
+        [*script("sweeps.report"), str(OLD_RUN)],
+        [*script("commands.rerun"), "--help"],
+        [*script("commands.gradcheck"), "--help"],
     ],
     ids=["dlrun --help", "dlrun --cfg job", "dlrun-report", "dlrun-rerun", "dlrun-gradcheck"],
 )
@@ -54,7 +54,7 @@ def test_a_closed_pipe_ends_a_command_quietly(argv: list[str], tmp_path: Path) -
 
 
 def test_help_through_head(tmp_path: Path) -> None:
-    command = " ".join(shlex.quote(a) for a in [*script("cli"), "--help"])
+    command = " ".join(shlex.quote(a) for a in [*script("cli.main"), "--help"])
     r = subprocess.run(
         f'{command} | head -1; echo "exit ${{PIPESTATUS[0]}}" >&2',
         shell=True,
@@ -70,7 +70,7 @@ def test_help_through_head(tmp_path: Path) -> None:
 
 def test_a_run_whose_pipe_closes_stops_resumably(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    argv = [*script("cli"), "task=sine-bp", "trainer.epochs=100000", "device=cpu"]
+    argv = [*script("cli.main"), "task=sine-bp", "trainer.epochs=100000", "device=cpu"]
     r = closed_pipe([*argv, f"hydra.run.dir={run_dir}"], tmp_path)
     assert r.returncode == CLOSED_PIPE_EXIT, r.stderr
     assert r.stderr == ""
@@ -84,7 +84,7 @@ def test_a_run_whose_pipe_closes_stops_resumably(tmp_path: Path) -> None:
 def test_a_sweep_whose_pipe_closes_ends_quietly(tmp_path: Path) -> None:
     # Hydra logs "Launching 2 jobs" to stdout first: its log handler must not print a logging
     # traceback for each line after the pipe has closed
-    argv = [*script("cli"), "-m", "task=sine-bp", "trainer.epochs=2", "seed=0,1", "device=cpu"]
+    argv = [*script("cli.main"), "-m", "task=sine-bp", "trainer.epochs=2", "seed=0,1", "device=cpu"]
     r = closed_pipe([*argv, f"hydra.sweep.dir={tmp_path / 'sw'}"], tmp_path)
     assert r.returncode == CLOSED_PIPE_EXIT, r.stderr
     assert r.stderr == ""

@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dlrun import api, report
-from dlrun.console import PLAIN_EPOCHS
-from dlrun.rundir import RunDir, run_name
+from dlrun import api
+from dlrun.rundir.layout import RunDir, run_name
+from dlrun.runs.console import PLAIN_EPOCHS
+from dlrun.sweeps import report
 
 EPOCH_LINE = re.compile(r"^epoch +\d+/\d+ ", re.M)
 LOGGED = re.compile(r" - epoch +\d+/\d+ ")  # dlrun.log's lines

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _help_groups(capsys) -> dict[str, list[str]]:
-    from dlrun import cli
+    from dlrun.cli import main as cli
 
     code, text, err = call_main(cli.main, capsys, "--help")
     assert code == 0, err

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dlrun import cli, dirlock, report, report_rows
-from dlrun import multirun as dlrun_sweep
+from dlrun.cli import main as cli
+from dlrun.rundir import lock as dirlock
+from dlrun.sweeps import manifest as dlrun_sweep
+from dlrun.sweeps import report, report_rows
 from tests.conftest import call_main
 
 SINE = (

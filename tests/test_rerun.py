@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dlrun import rerun
+from dlrun.commands import rerun
 from tests.conftest import call_main
 
 SHORT = (

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from dlrun import rundir
-from dlrun.device import describe, resolve
-from dlrun.rundir import shortest
+from dlrun.engine.device import describe, resolve
+from dlrun.rundir import layout as rundir
+from dlrun.rundir.layout import shortest
 
 AUTO = describe(resolve("auto"))  # device=auto, the default: the GPU on a machine with one
 

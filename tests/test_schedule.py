@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from dlrun import schedule, schema
+from dlrun.config import schema
+from dlrun.engine import schedules as schedule
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")
 FIZZ = ("trainer.log_every=1", "trainer.checkpoint_every=0", *QUIET)

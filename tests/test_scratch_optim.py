@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrun import optim, schema
+from dlrun.config import schema
+from dlrun.engine import optimizers as optim
 from dlrun.scratch.optim import ScratchAdam, ScratchMomentum, ScratchSGD
 
 PAIRS = {  # name -> (hand-written, torch.optim), with the same settings

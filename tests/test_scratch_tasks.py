@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dlrun import loop, schema, tasks
-from dlrun.run import seed_everything
+from dlrun import tasks
+from dlrun.config import schema
+from dlrun.engine import loop
+from dlrun.runs.stages import seed_everything
 from dlrun.scratch import layers
 from dlrun.tasks.housing import HousingDataConfig
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig

@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import optim, schema, steps
-from dlrun.rundir import shortest
+from dlrun.config import schema
+from dlrun.engine import optimizers as optim
+from dlrun.engine import steps
+from dlrun.rundir.layout import shortest
 from dlrun.tasks.base import Task, classification_loss
 
 QUICK = (
@@ -173,7 +175,7 @@ def test_a_short_run_imports_neither_the_compiler_nor_other_tasks_libraries(
 ) -> None:
     """Start-up stays lean: torch's compiler, scikit-learn and torchvision are not loaded."""
     code = (
-        "import sys, json; from dlrun import cli\n"
+        "import sys, json; from dlrun.cli import main as cli\n"
         "try:\n"
         f"    cli.main(['trainer.epochs=2', 'trainer.plots=false', 'hydra.run.dir={tmp_path}/r'])\n"
         "except SystemExit as e:\n"

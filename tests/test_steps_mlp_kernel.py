@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import optim, schema, steps
-from dlrun.steps import fused, mlp_kernel
+from dlrun.config import schema
+from dlrun.engine import optimizers as optim
+from dlrun.engine import steps
+from dlrun.engine.steps import fused, mlp_kernel
 from dlrun.tasks.base import Task
 
 
@@ -263,8 +265,8 @@ def test_the_loop_trains_whole_epochs_in_one_call_but_steps_for_a_per_update_sch
 ) -> None:
     """Plain SGD's epochs go through the one call; onecycle, which changes the rate between
     steps, wraps the step, and the loop then feeds it batch by batch."""
-    from dlrun import loop
-    from dlrun.schedule import build as build_schedule
+    from dlrun.engine import loop
+    from dlrun.engine.schedules import build as build_schedule
 
     calls = {"epoch": 0}
     real = steps.whole_epoch

@@ -235,7 +235,7 @@ def test_a_missing_plugin_names_the_extra(
 ) -> None:
     code = (
         f"import sys; sys.modules['hydra_plugins.{module}'] = None\n"
-        f"from dlrun.cli import main; main(['-m', '{choice}', 'trainer.epochs=1'])"
+        f"from dlrun.cli.main import main; main(['-m', '{choice}', 'trainer.epochs=1'])"
     )
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     proc = subprocess.run(

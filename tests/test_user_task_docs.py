@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import rerun
+from dlrun.commands import rerun
 from dlrun.tasks.base import Task
 from tests.conftest import call_main
 from tests.test_user_task_errors import TASK, write_task

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import schema
+from dlrun.config import schema
 
 QUIET = ("trainer.plots=false", "trainer.progress=false", "trainer.epochs=2")
 
@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dlrun.schema import TaskConfig
+from dlrun.config.schema import TaskConfig
 from dlrun.tasks.base import Task
 
 
@@ -169,7 +169,7 @@ def test_dlruns_own_bug_is_an_internal_error_naming_the_log_that_holds_it(
 
 def test_a_task_file_that_raises_as_it_is_imported_names_the_line(dlrun, tmp_path: Path) -> None:
     source = TASK.replace(
-        "from dlrun.schema", "WIDTH = int('eight')  # IMPORT\n\nfrom dlrun.schema"
+        "from dlrun.config.schema", "WIDTH = int('eight')  # IMPORT\n\nfrom dlrun.config.schema"
     )
     path = write_task(tmp_path / "project", source)
     r = dlrun(f"task={path}", *QUIET)

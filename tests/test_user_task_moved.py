@@ -73,10 +73,11 @@ def test_a_run_made_from_the_file_resumes_reruns_and_evaluates_through_the_packa
     assert r.returncode == 0, r.stderr
     assert epochs(run) == [1, 2, 3]
     (tmp_path / "project" / "mine.py").unlink()  # moved: the file is gone
-    r = command(site, tmp_path, "dlrun.rerun", run, "--verify", f"hydra.run.dir={tmp_path}/again")
+    again = f"hydra.run.dir={tmp_path}/again"
+    r = command(site, tmp_path, "dlrun.commands.rerun", run, "--verify", again)
     assert r.returncode == 0, r.stderr
     assert "reproduced" in r.stdout and "task_file" not in r.stdout.split("\n")[0]
-    r = command(site, tmp_path, "dlrun.evaluation", run)
+    r = command(site, tmp_path, "dlrun.commands.evaluate", run)
     assert r.returncode == 0, r.stderr
     assert "mse" in r.stdout
 

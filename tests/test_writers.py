@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from dlrun import checkpoint, cli, report, rundir
+from dlrun.cli import main as cli
+from dlrun.engine import checkpoint
+from dlrun.rundir import layout as rundir
+from dlrun.sweeps import report
 from tests.conftest import call_main
 
 LONG = (
@@ -99,7 +102,7 @@ def test_a_second_writer_is_refused_naming_the_first(dlrun, tmp_path: Path) -> N
 HOLD = """
 import sys, time
 from pathlib import Path
-from dlrun import dirlock
+from dlrun.rundir import lock as dirlock
 dirlock.acquire(Path(sys.argv[1]), command="dlrun hydra.run.dir=x")
 print("locked", flush=True)
 time.sleep(600)

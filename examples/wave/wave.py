@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dlrun.schema import TaskConfig, check
+from dlrun.config.schema import TaskConfig, check
 from dlrun.tasks.base import Task
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir, Summary, quote, read_json
+from dlrun.rundir.layout import RunDir, Summary, quote, read_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,7 +76,7 @@ class Result:
     def load_model(self, which: str = "best", *overrides: str) -> nn.Module:
         """The trained model from checkpoints/best.pt (``which="last"``: last.pt), in eval mode,
         built from the run's recorded config (``overrides`` change it, e.g. ``device=cpu``)."""
-        from dlrun import evaluation
+        from dlrun.commands import evaluate as evaluation
 
         if which not in evaluation.WHICH:
             raise DlrunError(f"which={which!r}: expected one of {', '.join(evaluation.WHICH)}")
@@ -119,7 +119,7 @@ def run(*overrides: str, run_dir: str | Path | None = None) -> Result:
 def sweep(*overrides: str, sweep_dir: str | Path | None = None) -> list[Result]:
     """A multirun, as ``dlrun -m OVERRIDES...``: every job's result, in job order (jobs run by
     a parallel launcher in other processes included, from the sweep's manifest)."""
-    from dlrun import multirun
+    from dlrun.sweeps import manifest as multirun
 
     argv = ["-m", *overrides]
     if sweep_dir is not None:
@@ -133,6 +133,6 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None) -> list[Result]:
 
 
 def _invoke(argv: list[str]) -> list[Path]:
-    from dlrun import cli
+    from dlrun.cli import main as cli
 
     return cli.invoke(argv)

@@ -12,7 +12,7 @@ class ConfigError(DlrunError):
 
 
 def check(ok: bool, key: str, expected: str, value: object) -> None:
-    """Refuse a config value in the words every schema uses (dlrun.schema.check, for tasks)."""
+    """Refuse a config value in the words every schema uses (dlrun.tasks.check, for tasks)."""
     if not ok:
         raise ConfigError(f"{key}={value} is not allowed: expected {expected}")
 

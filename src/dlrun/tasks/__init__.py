@@ -39,7 +39,7 @@ from dlrun.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from dlrun.schema import DataConfig, TaskConfig
+    from dlrun.config.schema import DataConfig, TaskConfig
     from dlrun.tasks.base import Task
 
 GROUP = "dlrun.tasks"  # the entry-point group
@@ -245,7 +245,7 @@ def load_file(path: str | Path, beside_configs: bool = False) -> Found:
         raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}{at}") from exc
     if beside_configs and one.yaml is not None:
         _check_config_dir_yaml(one)
-    from dlrun import schema
+    from dlrun.config import schema
 
     schema.store_task(one, with_yaml=not beside_configs)  # Hydra finds DIR/task/NAME.yaml
     return one
@@ -331,8 +331,8 @@ def prepare(argv: list[str]) -> list[str]:
     """Before Hydra composes: register every task found and load the task files `argv` names.
     `task=PATH.py` becomes `task=NAME task_file=PATH` (an absolute path, so that resume and rerun,
     which replay the recorded overrides, load the file again from any directory)."""
-    from dlrun import schema
-    from dlrun.rundir import quote
+    from dlrun.config import schema
+    from dlrun.rundir.layout import quote
 
     _forget_task_files()  # before register(), which stores every task found
     schema.register()

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import nn
 
-    from dlrun.schema import DataConfig, TaskConfig
+    from dlrun.config.schema import DataConfig, TaskConfig
 
 
 class Task(ABC):

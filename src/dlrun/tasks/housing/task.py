@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.tables import check_size, number, squared_limit
 from dlrun.tasks.base import Task
 from dlrun.tasks.housing import HousingDataConfig, HousingRegressionConfig
+from dlrun.tasks.numeric_cells import check_size, number, squared_limit
 
 FEATURES = (
     "MedInc",

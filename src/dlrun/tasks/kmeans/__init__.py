@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlrun.schema import DataConfig, ImplTaskConfig, check
+from dlrun.config.schema import DataConfig, ImplTaskConfig, check
 
 KMEANS_INITS = ("k-means++", "random")
 KMEANS_DATA_KINDS = ("uniform", "blobs")

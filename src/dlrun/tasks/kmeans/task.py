@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.tables import check_size, number, squared_limit
 from dlrun.tasks.base import Task
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
 from dlrun.tasks.kmeans.lloyd import lloyd_sums
+from dlrun.tasks.numeric_cells import check_size, number, squared_limit
 
 CHUNK = 2**20  # (point, centre) pairs whose distances are computed at once (4 MB: cache-sized)
 

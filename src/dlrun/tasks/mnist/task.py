@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun import files
 from dlrun.errors import DlrunError
+from dlrun.rundir import atomic as files
 from dlrun.tasks.base import Task, classification_metrics
 from dlrun.tasks.mnist import MNISTDataConfig, MNISTMLPConfig
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlrun.schema import TaskConfig, check
+from dlrun.config.schema import TaskConfig, check
 
 
 @dataclass

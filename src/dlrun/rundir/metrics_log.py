@@ -1,0 +1,129 @@
+"""The metrics log a run appends to, and the environment record it writes once.
+
+File names and formats are :mod:`dlrun.rundir.layout`'s; this is the writer that keeps a run's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dlrun.rundir import atomic as files
+from dlrun.rundir import layout as rundir
+
+PACKAGES = (
+    "dlrun",
+    "torch",
+    "torchvision",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "scikit-learn",
+    "rich",
+    "matplotlib",
+)
+
+
+class MetricsLog:
+    """metrics.jsonl: one row per logged phase of an epoch, appended and flushed as it happens."""
+
+    def __init__(self, path: Path | None, kept: list[dict[str, Any]] | None = None) -> None:
+        """``path`` None keeps the rows in memory only (the ranks that write nothing).
+
+        ``kept``: a resumed run's rows up to its checkpoint's epoch; the file is rewritten to
+        hold just those, so the epochs trained again are not logged twice.
+        """
+        self.path = path
+        self.rows: list[dict[str, Any]] = list(kept or [])
+        if kept is not None and path is not None and path.exists():
+            with files.replace(path) as f:
+                f.writelines(rundir.metrics_line(r) for r in self.rows)
+        self._file = open(path, "a") if path is not None else None  # noqa: SIM115 - for the run
+        self.loggers: list[Any] = []  # dlrun.tracking.loggers: each gets every row written here
+
+    def append(self, epoch: int, split: str, metrics: dict[str, float]) -> dict[str, Any]:
+        row = {"epoch": epoch, "split": split, **metrics}
+        self.rows.append(row)
+        if self._file is not None:
+            with self._naming_the_file():
+                self._file.write(rundir.metrics_line(row))
+                self._file.flush()
+        for logger in self.loggers:
+            logger.append(row)
+        return row
+
+    def last(self, split: str) -> dict[str, Any] | None:
+        return next((r for r in reversed(self.rows) if r["split"] == split), None)
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A full disk's OSError names metrics.jsonl (a file object's write does not)."""
+        try:
+            yield
+        except OSError as exc:
+            exc.filename = exc.filename or str(self.path)
+            raise
+
+    def close(self) -> None:
+        if self._file is not None:
+            with self._naming_the_file():  # the rows still buffered after a failed write
+                self._file.close()
+        for logger in self.loggers:
+            logger.close()
+
+
+def git_commit() -> str | None:
+    """The project's commit when dlrun runs from a git checkout (None when installed).
+
+    One ``git status`` call gives both the commit and whether tracked files changed.
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain=v2", "--branch", "-uno"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.splitlines()
+    commit = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), None)
+    if commit is None or commit == "(initial)":
+        return None
+    dirty = any(not ln.startswith("#") for ln in lines if ln.strip())
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment(device_name: str) -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cuda_available": torch.cuda.is_available(),
+        "device": device_name,
+        "cpu_threads": torch.get_num_threads(),
+        "packages": versions,
+        "git_commit": git_commit(),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "cwd": os.getcwd(),
+    }
