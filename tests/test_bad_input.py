@@ -19,7 +19,7 @@ from dlrun.commands import evaluate as evaluation
 from dlrun.commands import rerun
 from dlrun.engine import checkpoint
 from dlrun.errors import ConfigError
-from dlrun.rundir import layout as rundir
+from dlrun.rundir.lock import NAME as LOCK
 from dlrun.tasks.housing.task import FEATURES, TARGET
 from tests.conftest import call_main, needs
 from tests.test_checkpoint import Payload
@@ -470,7 +470,7 @@ def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
             else (0, "dir")
         )
         for p in sorted(root.rglob("*"))
-        if p.name != rundir.LOCK
+        if p.name != LOCK
     }
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.config import schema
+from dlrun.config.optimizers import AdamConfig, ScratchSGDConfig, SGDConfig
+from dlrun.config.trainer import GradClipConfig, TrainerConfig
 from dlrun.engine import optimizers as optim
 from dlrun.engine import steps
 from dlrun.tasks.base import Task, classification_loss, half_mse_loss
@@ -52,9 +53,9 @@ KINDS = [  # trainer settings -> how close to the textbook step (0: bit for bit)
     pytest.param({}, 1e-5, id="mlp_kernel"),
 ]
 OPTIMIZERS = [
-    pytest.param(schema.SGDConfig(lr=0.5), id="sgd"),
-    pytest.param(schema.AdamConfig(lr=0.05), id="adam"),
-    pytest.param(schema.ScratchSGDConfig(lr=0.5), id="scratch_sgd"),
+    pytest.param(SGDConfig(lr=0.5), id="sgd"),
+    pytest.param(AdamConfig(lr=0.05), id="adam"),
+    pytest.param(ScratchSGDConfig(lr=0.5), id="scratch_sgd"),
 ]
 
 
@@ -66,7 +67,7 @@ def test_clipping_is_the_textbook_clip_on_every_step_kind(clip, kind, rtol, opt_
     models = [task.build_model() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     opts = [optim.build(opt_cfg, m.parameters(), fused=True) for m in models]
-    trainer = schema.TrainerConfig(grad_clip=schema.GradClipConfig(**clip), **kind)
+    trainer = TrainerConfig(grad_clip=GradClipConfig(**clip), **kind)
     step = steps.build(task, models[0], opts[0], trainer)
     for i in range(5):
         batch = tuple(t[i * 8 : i * 8 + 8] for t in task.train_data)
@@ -135,12 +136,12 @@ def test_accumulating_n_batches_is_one_batch_n_times_larger(n: int, clip: float 
     task.loss = lambda model, batch: half_mse_loss(model, batch)  # type: ignore[method-assign]
     models = [task.build_model().double() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    opts = [optim.build(schema.SGDConfig(lr=0.3), m.parameters(), fused=True) for m in models]
-    grad_clip = schema.GradClipConfig(max_norm=clip)
+    opts = [optim.build(SGDConfig(lr=0.3), m.parameters(), fused=True) for m in models]
+    grad_clip = GradClipConfig(max_norm=clip)
     acc = steps.build(
-        task, models[0], opts[0], schema.TrainerConfig(accumulate=3, grad_clip=grad_clip)
+        task, models[0], opts[0], TrainerConfig(accumulate=3, grad_clip=grad_clip)
     )
-    big = steps.build(task, models[1], opts[1], schema.TrainerConfig(grad_clip=grad_clip))
+    big = steps.build(task, models[1], opts[1], TrainerConfig(grad_clip=grad_clip))
     gen = torch.Generator().manual_seed(1)
     for _ in range(4):  # epochs, each with its own order
         order = torch.randperm(n, generator=gen)

@@ -10,7 +10,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from dlrun import tasks
-from dlrun.config import schema
+from dlrun.config import schema, store
+from dlrun.config.optimizers import AdamConfig, AdamWConfig, RMSpropConfig, SGDConfig
 from dlrun.errors import ConfigError
 from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 from dlrun.tasks.sine_bp import SineBPConfig
@@ -19,7 +20,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def objects(*overrides: str) -> schema.Config:
-    schema.register()
+    store.register()
     with initialize_config_module("dlrun.conf", version_base=None):
         return schema.to_objects(compose("config", overrides=list(overrides)))
 
@@ -28,7 +29,7 @@ def test_default_task_is_fizzbuzz_with_the_seed_settings() -> None:
     cfg = objects()
     assert isinstance(cfg.task, FizzBuzzConfig)
     assert (cfg.task.num_digits, cfg.task.hidden, cfg.task.train_from) == (10, 100, 101)
-    assert type(cfg.optimizer) is schema.SGDConfig and cfg.optimizer.lr == 0.05
+    assert type(cfg.optimizer) is SGDConfig and cfg.optimizer.lr == 0.05
     assert cfg.optimizer.momentum == 0
     assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.shuffle) == (10000, 128, True)
     assert cfg.device == "auto" and cfg.seed == 0
@@ -39,14 +40,14 @@ def test_sine_bp_has_the_seed_settings() -> None:
     assert isinstance(cfg.task, SineBPConfig)
     assert (cfg.task.hidden, cfg.task.points, cfg.task.amplitude) == (25, 100, 20.0)
     assert cfg.task.init == "uniform"
-    assert type(cfg.optimizer) is schema.SGDConfig and cfg.optimizer.lr == 0.3
+    assert type(cfg.optimizer) is SGDConfig and cfg.optimizer.lr == 0.3
     # full-batch gradient descent, 4000 iterations
     assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (4000, 100)
 
 
 def test_the_users_optimizer_wins_with_its_own_defaults() -> None:
     cfg = objects("optimizer=adam")
-    assert type(cfg.optimizer) is schema.AdamConfig
+    assert type(cfg.optimizer) is AdamConfig
     assert cfg.optimizer.lr == 1e-3  # not fizzbuzz's SGD rate
     cfg = objects("optimizer=adam", "optimizer.lr=0.02", "trainer.epochs=2000", "seed=3")
     assert (cfg.optimizer.lr, cfg.trainer.epochs, cfg.seed) == (0.02, 2000, 3)
@@ -57,11 +58,11 @@ def test_the_users_optimizer_wins_with_its_own_defaults() -> None:
 @pytest.mark.parametrize(
     ("name", "kind", "checks"),
     [
-        ("sgd", schema.SGDConfig, {"momentum": 0.0, "nesterov": False}),
-        ("momentum", schema.SGDConfig, {"momentum": 0.9, "nesterov": False}),
-        ("adam", schema.AdamConfig, {"lr": 1e-3}),
-        ("adamw", schema.AdamWConfig, {"lr": 1e-3}),
-        ("rmsprop", schema.RMSpropConfig, {"alpha": 0.99}),
+        ("sgd", SGDConfig, {"momentum": 0.0, "nesterov": False}),
+        ("momentum", SGDConfig, {"momentum": 0.9, "nesterov": False}),
+        ("adam", AdamConfig, {"lr": 1e-3}),
+        ("adamw", AdamWConfig, {"lr": 1e-3}),
+        ("rmsprop", RMSpropConfig, {"alpha": 0.99}),
     ],
 )
 def test_every_optimizer_composes_and_builds(name: str, kind: type, checks: dict) -> None:
@@ -153,6 +154,6 @@ def test_the_hand_written_sgd_takes_each_tasks_settings_for_sgd() -> None:
     for path in (CONF / "task_optimizer").glob("*_sgd.yaml"):
         task = path.stem.removesuffix("_scratch_sgd").removesuffix("_sgd")
         sgd = objects(f"task={task}", "optimizer=sgd").optimizer.lr
-        assert sgd != schema.SGDConfig().lr  # the task's own rate, not SGD's default
+        assert sgd != SGDConfig().lr  # the task's own rate, not SGD's default
         assert objects(f"task={task}", "optimizer=scratch_sgd").optimizer.lr == sgd
     assert objects("optimizer=scratch_sgd", "optimizer.lr=0.2").optimizer.lr == 0.2

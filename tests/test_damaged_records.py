@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from dlrun.cli import main as cli
 from dlrun.commands import rerun
 from dlrun.engine import checkpoint
-from dlrun.rundir import layout as rundir
+from dlrun.rundir.lock import NAME as LOCK
 from dlrun.sweeps import report
 from tests.conftest import call_main
 
@@ -94,7 +94,7 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(run_dir)): p.read_bytes()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name not in ("dlrun.log", rundir.LOCK)
+        if p.is_file() and p.name not in ("dlrun.log", LOCK)
     }
 
 

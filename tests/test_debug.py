@@ -11,9 +11,10 @@ import torch
 
 from dlrun import tasks
 from dlrun.config import schema
+from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import loop
 from dlrun.rundir.layout import RunDir
-from dlrun.runs.stages import seed_everything
+from dlrun.runs.setup import seed_everything
 from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 from tests.test_scratch_tasks import Collect
 
@@ -24,7 +25,7 @@ QUIET = ("trainer.progress=false", "device=cpu")
 def fizzbuzz(**trainer: object) -> tuple:
     seed_everything(0)
     task = tasks.create(FizzBuzzConfig(hidden=16), schema.DataConfig(), CPU)
-    config = schema.TrainerConfig(**{"checkpoint_every": 0, "fast": False, **trainer})
+    config = TrainerConfig(**{"checkpoint_every": 0, "fast": False, **trainer})
     return task, task.build_model(), config
 
 

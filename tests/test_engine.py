@@ -12,16 +12,21 @@ import torch
 from omegaconf import OmegaConf
 
 from dlrun.config import schema
+from dlrun.config.optimizers import SGDConfig
+from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import distributed
 from dlrun.errors import DlrunError
 from dlrun.rundir import layout as rundir
-from dlrun.rundir.layout import Damaged, RunDir, Summary, shortest
-from dlrun.runs.stages import Run, RunInfo
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.records import Damaged
+from dlrun.rundir.summary import Summary, shortest
+from dlrun.runs.info import RunInfo
+from dlrun.runs.stages import Run
 from dlrun.tasks.sine_bp import SineBPConfig
 
 
 def sine_config(epochs: int, resume: str | None = None) -> schema.Config:
-    trainer = schema.TrainerConfig(
+    trainer = TrainerConfig(
         epochs=epochs,
         batch_size=100,
         shuffle=True,
@@ -33,7 +38,7 @@ def sine_config(epochs: int, resume: str | None = None) -> schema.Config:
     )
     return schema.Config(
         task=SineBPConfig(),
-        optimizer=schema.SGDConfig(lr=0.3),
+        optimizer=SGDConfig(lr=0.3),
         trainer=trainer,
         device="cpu",
         seed=3,

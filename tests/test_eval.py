@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dlrun.commands import evaluate as evaluation
-from dlrun.rundir import layout as rundir
+from dlrun.rundir.lock import NAME as LOCK
 from tests.conftest import call_main
 from tests.test_housing import linear_data, task_for, write_csv
 
@@ -27,7 +27,7 @@ def files_of(run_dir: Path) -> dict[str, str]:
     return {
         str(p.relative_to(run_dir)): hashlib.sha1(p.read_bytes()).hexdigest()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.relative_to(run_dir).parts[0] not in ("eval", rundir.LOCK)
+        if p.is_file() and p.relative_to(run_dir).parts[0] not in ("eval", LOCK)
     }
 
 

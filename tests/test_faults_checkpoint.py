@@ -13,7 +13,7 @@ import torch
 
 from dlrun.engine import checkpoint, distributed
 from dlrun.errors import DlrunError
-from dlrun.rundir.layout import Summary
+from dlrun.rundir.summary import Summary
 from dlrun.runs import setup as run_setup
 from tests.test_engine import run, sine_config
 

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from dlrun import tasks
 from dlrun.config import schema
+from dlrun.config.optimizers import OPTIMIZER_SCHEMAS
+from dlrun.config.trainer import TrainerConfig
 
 
 def fields(kind: type) -> list[str]:
@@ -19,8 +21,8 @@ def fields(kind: type) -> list[str]:
 NOT_FUZZED = {"trainer.epochs", "trainer.progress", "trainer.plots", "data.download"}
 KEYS = sorted(
     {
-        *(f"trainer.{k}" for k in fields(schema.TrainerConfig)),
-        *(f"optimizer.{k}" for s in schema.OPTIMIZER_SCHEMAS.values() for k in fields(s)),
+        *(f"trainer.{k}" for k in fields(TrainerConfig)),
+        *(f"optimizer.{k}" for s in OPTIMIZER_SCHEMAS.values() for k in fields(s)),
         *(f"task.{k}" for t in tasks.found().values() for k in fields(t.config)),
         *(f"data.{k}" for t in tasks.found().values() if t.data for k in fields(t.data)),
         *(k for k in fields(schema.Config) if k not in ("task", "optimizer", "trainer", "data")),

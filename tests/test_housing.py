@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from dlrun.config import schema
+from dlrun.config.optimizers import SGDConfig
 from dlrun.errors import ConfigError, DlrunError
-from dlrun.runs.stages import seed_everything
+from dlrun.runs.setup import seed_everything
 from dlrun.tasks.housing import HousingDataConfig, HousingRegressionConfig
 from dlrun.tasks.housing.task import FEATURES, TARGET, HousingRegression
 from tests.test_config import objects
@@ -205,7 +205,7 @@ def test_config_has_the_tutorials_settings() -> None:
     assert isinstance(cfg.task, HousingRegressionConfig) and cfg.task.standardize
     assert isinstance(cfg.data, HousingDataConfig)
     assert (cfg.data.test_fraction, cfg.data.download, cfg.data.path) == (0.2, True, None)
-    assert type(cfg.optimizer) is schema.SGDConfig and cfg.optimizer.lr == 0.001
+    assert type(cfg.optimizer) is SGDConfig and cfg.optimizer.lr == 0.001
     assert cfg.optimizer.momentum == 0
     t = cfg.trainer
     assert (t.epochs, t.batch_size, t.validate_every, t.shuffle) == (1000, 64, 4, True)

@@ -11,7 +11,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from dlrun.errors import ConfigError
-from dlrun.runs.stages import seed_everything
+from dlrun.runs.setup import seed_everything
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
 from dlrun.tasks.kmeans import task as kmeans
 from tests.test_config import objects

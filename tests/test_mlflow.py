@@ -20,9 +20,9 @@ mlflow = pytest.importorskip("mlflow")  # one import for the whole file: it is s
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from dlrun.commands import rerun  # noqa: E402
-from dlrun.config.schema import MLflowConfig  # noqa: E402
+from dlrun.config.loggers import MLflowConfig  # noqa: E402
 from dlrun.errors import DlrunError  # noqa: E402
-from dlrun.rundir.layout import shortest  # noqa: E402
+from dlrun.rundir.summary import shortest  # noqa: E402
 from dlrun.tracking import mlflow_run as tracking  # noqa: E402
 from tests.conftest import call_main, run_cli  # noqa: E402
 
@@ -194,7 +194,7 @@ JOB = """
 import os, sys
 from pathlib import Path
 from dlrun.tracking import mlflow_run as tracking  # noqa: E402
-from dlrun.config.schema import MLflowConfig
+from dlrun.config.loggers import MLflowConfig
 root, name, crash = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "crash"
 d = root / "sweep" / name
 d.mkdir(parents=True)

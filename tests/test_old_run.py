@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dlrun.commands import rerun
-from dlrun.rundir.layout import shortest
+from dlrun.rundir.summary import shortest
 from dlrun.sweeps import report
 from tests.conftest import call_main
 

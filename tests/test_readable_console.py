@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from dlrun import api
-from dlrun.rundir.layout import RunDir, run_name
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.summary import run_name
 from dlrun.runs.console import PLAIN_EPOCHS
 from dlrun.sweeps import report
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlrun.config.schema import TrainerConfig
+from dlrun.config.trainer import TrainerConfig
 
 
 @pytest.mark.parametrize(("epochs", "points"), [(300, 100), (250, 125), (40, 40)])

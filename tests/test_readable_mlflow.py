@@ -14,8 +14,8 @@ mlflow = pytest.importorskip("mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dlrun.config.schema import MLflowConfig  # noqa: E402
-from dlrun.rundir.layout import shortest  # noqa: E402
+from dlrun.config.loggers import MLflowConfig  # noqa: E402
+from dlrun.rundir.summary import shortest  # noqa: E402
 from dlrun.tracking import mlflow_run as tracking  # noqa: E402
 
 

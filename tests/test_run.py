@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dlrun.engine.device import describe, resolve
-from dlrun.rundir import layout as rundir
-from dlrun.rundir.layout import shortest
+from dlrun.rundir.lock import NAME as LOCK
+from dlrun.rundir.summary import shortest
 
 AUTO = describe(resolve("auto"))  # device=auto, the default: the GPU on a machine with one
 
@@ -155,7 +155,7 @@ def test_refused_resumes_change_nothing_on_disk(dlrun, tmp_path) -> None:
     first = dlrun(*SHORT[1:], "trainer.epochs=2")
     d = first.run_dir
     # the log gets a line; the lock file names each (refused) writer in turn
-    untouched = ("dlrun.log", rundir.LOCK)
+    untouched = ("dlrun.log", LOCK)
     before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name not in untouched}
 
     junk = tmp_path / "junk.pt"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from dlrun.config import schema
+from dlrun.config.trainer import OneCycleSchedulerConfig, PlateauSchedulerConfig
 from dlrun.engine import schedules as schedule
 
 QUIET = ("trainer.plots=false", "trainer.progress=false")
@@ -174,7 +174,7 @@ def test_onecycle_steps_after_every_update() -> None:
     """onecycle's total is epochs x updates: after them the rate is torch's final one."""
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1)
-    cfg = schema.OneCycleSchedulerConfig(max_lr=1.0)
+    cfg = OneCycleSchedulerConfig(max_lr=1.0)
     s = schedule.build(cfg, opt, epochs=3, updates_per_epoch=4, maximize=False, objective="mse")
     assert s is not None
     stepped = s.stepping(lambda batch: torch.zeros(()))
@@ -189,7 +189,7 @@ def test_onecycle_steps_after_every_update() -> None:
 )
 def test_plateau_reduces_in_the_tasks_direction(maximize: bool, values: list[float]) -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    cfg = schema.PlateauSchedulerConfig(patience=1, factor=0.5)
+    cfg = PlateauSchedulerConfig(patience=1, factor=0.5)
     s = schedule.build(cfg, opt, 10, 1, maximize=maximize, objective="m")
     assert s is not None
     rates = []

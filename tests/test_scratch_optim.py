@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrun.config import schema
+from dlrun.config.optimizers import ScratchAdamConfig, ScratchMomentumConfig, ScratchSGDConfig
 from dlrun.engine import optimizers as optim
 from dlrun.scratch.optim import ScratchAdam, ScratchMomentum, ScratchSGD
 
@@ -90,9 +90,9 @@ def test_adam_moments_persist_across_steps() -> None:
 @pytest.mark.parametrize(
     ("cfg", "kind"),
     [
-        (schema.ScratchSGDConfig(lr=0.1), ScratchSGD),
-        (schema.ScratchMomentumConfig(lr=0.1, momentum=0.5), ScratchMomentum),
-        (schema.ScratchAdamConfig(lr=0.1, betas=[0.5, 0.9]), ScratchAdam),
+        (ScratchSGDConfig(lr=0.1), ScratchSGD),
+        (ScratchMomentumConfig(lr=0.1, momentum=0.5), ScratchMomentum),
+        (ScratchAdamConfig(lr=0.1, betas=[0.5, 0.9]), ScratchAdam),
     ],
 )
 def test_configs_build_the_hand_written_optimizers(cfg, kind) -> None:

@@ -12,8 +12,9 @@ import torch
 
 from dlrun import tasks
 from dlrun.config import schema
+from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import loop
-from dlrun.runs.stages import seed_everything
+from dlrun.runs.setup import seed_everything
 from dlrun.scratch import layers
 from dlrun.tasks.housing import HousingDataConfig
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
@@ -92,7 +93,7 @@ def trajectory(
         to_double(task)
         model = model.double()
     optimizer = make_optimizer(list(model.parameters())) if make_optimizer else None
-    trainer = schema.TrainerConfig(epochs=epochs, batch_size=batch, checkpoint_every=0)
+    trainer = TrainerConfig(epochs=epochs, batch_size=batch, checkpoint_every=0)
     generator = torch.Generator().manual_seed(0)
     hooks = Collect()
     loop.fit(task, model, optimizer, trainer, generator, hooks)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.config import schema
+from dlrun.config.optimizers import AdamConfig, AdamWConfig, SGDConfig
+from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import optimizers as optim
 from dlrun.engine import steps
-from dlrun.rundir.layout import shortest
+from dlrun.rundir.summary import shortest
 from dlrun.tasks.base import Task, classification_loss
 
 QUICK = (
@@ -107,12 +108,12 @@ class _Toy(Task):
 @pytest.mark.parametrize(
     "cfg",
     [
-        schema.SGDConfig(lr=0.1),
-        schema.SGDConfig(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
-        schema.SGDConfig(lr=0.1, momentum=0.9, nesterov=True),
-        schema.AdamConfig(lr=0.01, weight_decay=0.01),
-        schema.AdamConfig(lr=0.01, amsgrad=True),
-        schema.AdamWConfig(lr=0.01),
+        SGDConfig(lr=0.1),
+        SGDConfig(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+        SGDConfig(lr=0.1, momentum=0.9, nesterov=True),
+        AdamConfig(lr=0.01, weight_decay=0.01),
+        AdamConfig(lr=0.01, amsgrad=True),
+        AdamWConfig(lr=0.01),
     ],
     ids=repr,
 )
@@ -124,7 +125,7 @@ def test_direct_update_is_torch_optim_fused_step(cfg) -> None:
     models = [task.build_model() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     opts = [optim.build(cfg, m.parameters(), fused=True) for m in models]
-    step = steps.build(task, models[0], opts[0], schema.TrainerConfig())
+    step = steps.build(task, models[0], opts[0], TrainerConfig())
     for i in range(5):
         batch = tuple(t[i : i + 8] for t in task.train_data)
         step(batch)

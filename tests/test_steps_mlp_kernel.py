@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.config import schema
+from dlrun.config.optimizers import AdamConfig, AdamWConfig, RMSpropConfig, SGDConfig
+from dlrun.config.trainer import GradClipConfig, OneCycleSchedulerConfig, TrainerConfig
 from dlrun.engine import optimizers as optim
 from dlrun.engine import steps
 from dlrun.engine.steps import fused, mlp_kernel
@@ -57,12 +58,12 @@ NETS = {
     ],
 }
 OPTIMIZERS = {
-    "sgd": schema.SGDConfig(lr=0.1),
-    "momentum": schema.SGDConfig(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01),
-    "nesterov": schema.SGDConfig(lr=0.05, momentum=0.9, nesterov=True),
-    "adam": schema.AdamConfig(lr=0.01, weight_decay=0.01),
-    "amsgrad": schema.AdamConfig(lr=0.01, amsgrad=True),
-    "adamw": schema.AdamWConfig(lr=0.01),
+    "sgd": SGDConfig(lr=0.1),
+    "momentum": SGDConfig(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    "nesterov": SGDConfig(lr=0.05, momentum=0.9, nesterov=True),
+    "adam": AdamConfig(lr=0.01, weight_decay=0.01),
+    "amsgrad": AdamConfig(lr=0.01, amsgrad=True),
+    "adamw": AdamWConfig(lr=0.01),
 }
 
 
@@ -74,7 +75,7 @@ def _train(task: _Net, kernel: bool, cfg, n_steps: int = 12):
     torch.manual_seed(1)
     model = task.build_model()
     opt = optim.build(cfg, model.parameters(), fused=True)
-    trainer = schema.TrainerConfig(mlp_kernel=kernel)
+    trainer = TrainerConfig(mlp_kernel=kernel)
     step = steps.build(task, model, opt, trainer)
     assert (
         mlp_kernel.build(task, model, opt, trainer, fused.direct_update(opt)) is not None
@@ -155,20 +156,20 @@ def test_the_kernel_stays_out_where_it_does_not_apply() -> None:
     task.train_data = _data("cross_entropy", 40, (6,), torch.float32)
     model = task.build_model()
     sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
-    assert _kernel(task, model, sgd, schema.TrainerConfig()) is not None
-    rms = optim.build(schema.RMSpropConfig(), model.parameters(), fused=True)
-    assert _kernel(task, model, rms, schema.TrainerConfig()) is None
+    assert _kernel(task, model, sgd, TrainerConfig()) is not None
+    rms = optim.build(RMSpropConfig(), model.parameters(), fused=True)
+    assert _kernel(task, model, rms, TrainerConfig()) is None
     for trainer in (
-        schema.TrainerConfig(fast=False),
-        schema.TrainerConfig(detect_anomaly=True),
-        schema.TrainerConfig(compile=True),
+        TrainerConfig(fast=False),
+        TrainerConfig(detect_anomaly=True),
+        TrainerConfig(compile=True),
     ):
         assert _kernel(task, model, sgd, trainer) is None
     model.extra = nn.Parameter(torch.ones(2))  # a parameter outside the layers
     sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
-    assert _kernel(task, model, sgd, schema.TrainerConfig()) is None
+    assert _kernel(task, model, sgd, TrainerConfig()) is None
     task.criterion = None
-    assert _kernel(task, task.build_model(), sgd, schema.TrainerConfig()) is None
+    assert _kernel(task, task.build_model(), sgd, TrainerConfig()) is None
 
 
 def test_big_activations_train_through_autograd() -> None:
@@ -180,8 +181,8 @@ def test_big_activations_train_through_autograd() -> None:
     model = task.build_model()
     sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
     assert 64 * 604 <= mlp_kernel.MAX_ACTIVATIONS < 1000 * 604
-    assert _kernel(task, model, sgd, schema.TrainerConfig(batch_size=64)) is not None
-    assert _kernel(task, model, sgd, schema.TrainerConfig(batch_size=1000)) is None
+    assert _kernel(task, model, sgd, TrainerConfig(batch_size=64)) is not None
+    assert _kernel(task, model, sgd, TrainerConfig(batch_size=1000)) is None
 
 
 @pytest.mark.parametrize(
@@ -199,9 +200,9 @@ def test_data_the_kernel_would_read_otherwise_goes_to_autograd(data) -> None:
     task.train_data = data
     model = task.build_model()
     sgd = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
-    assert _kernel(task, model, sgd, schema.TrainerConfig()) is None
+    assert _kernel(task, model, sgd, TrainerConfig()) is None
     task.train_data = _data("half_mse", 40, (6,), torch.float32)
-    assert _kernel(task, model, sgd, schema.TrainerConfig()) is not None
+    assert _kernel(task, model, sgd, TrainerConfig()) is not None
 
 
 def test_a_task_needs_a_criterion_or_a_loss() -> None:
@@ -223,9 +224,9 @@ def test_a_whole_epoch_in_one_call_trains_as_autograd_steps_do(
     shape = (2, 3) if net.startswith("flatten") else (6,)
     cases = [  # order, batches of 8 trained (45 rows: 5 full and one of 5), clipping
         (torch.randperm(45, generator=torch.Generator().manual_seed(2)), 6, None),
-        (None, 6, schema.GradClipConfig(max_norm=0.3)),
+        (None, 6, GradClipConfig(max_norm=0.3)),
         (torch.randperm(45, generator=torch.Generator().manual_seed(3)), 3, None),
-        (torch.randperm(45), 6, schema.GradClipConfig(value=0.05)),
+        (torch.randperm(45), 6, GradClipConfig(value=0.05)),
     ]
     for gather in (True, False):  # small data is gathered once an epoch, big data per batch
         monkeypatch.setattr(mlp_kernel, "EPOCH_GATHER_BYTES", 2**24 if gather else 0)
@@ -238,8 +239,8 @@ def test_a_whole_epoch_in_one_call_trains_as_autograd_steps_do(
                     torch.manual_seed(1)
                     model = task.build_model()
                     optimizer = optim.build(OPTIMIZERS[opt], model.parameters(), fused=True)
-                    trainer = schema.TrainerConfig(
-                        mlp_kernel=kernel, grad_clip=clipping or schema.GradClipConfig()
+                    trainer = TrainerConfig(
+                        mlp_kernel=kernel, grad_clip=clipping or GradClipConfig()
                     )
                     step = steps.build(task, model, optimizer, trainer)
                     epoch = steps.whole_epoch(step)
@@ -297,10 +298,10 @@ def test_the_loop_trains_whole_epochs_in_one_call_but_steps_for_a_per_update_sch
         calls["epoch"] = 0
         model = task.build_model()
         optimizer = optim.build(OPTIMIZERS["sgd"], model.parameters(), fused=True)
-        trainer = schema.TrainerConfig(epochs=3, batch_size=8)
+        trainer = TrainerConfig(epochs=3, batch_size=8)
         schedule = None
         if onecycle:
-            cfg = schema.OneCycleSchedulerConfig(max_lr=0.2)
+            cfg = OneCycleSchedulerConfig(max_lr=0.2)
             schedule = build_schedule(cfg, optimizer, 3, 5, False, "loss")
         loop.fit(task, model, optimizer, trainer, torch.Generator(), _Hooks(), schedule=schedule)
         assert calls["epoch"] == (0 if onecycle else 3)

@@ -14,7 +14,8 @@ from dlrun.config import schema
 
 QUIET = ("trainer.plots=false", "trainer.progress=false", "trainer.epochs=2")
 
-# a small complete task file, as a user writes one; a test swaps a line for a mistake
+# a small complete task file, as a user writes one (against the earlier docs' import paths,
+# dlrun.schema and dlrun.tasks.base, which still work); a test swaps a line for a mistake
 TASK = '''"""A user's task: an MLP fits y = sin(x)."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dlrun.config.schema import TaskConfig
+from dlrun.schema import TaskConfig
 from dlrun.tasks.base import Task
 
 
@@ -169,7 +170,7 @@ def test_dlruns_own_bug_is_an_internal_error_naming_the_log_that_holds_it(
 
 def test_a_task_file_that_raises_as_it_is_imported_names_the_line(dlrun, tmp_path: Path) -> None:
     source = TASK.replace(
-        "from dlrun.config.schema", "WIDTH = int('eight')  # IMPORT\n\nfrom dlrun.config.schema"
+        "from dlrun.schema", "WIDTH = int('eight')  # IMPORT\n\nfrom dlrun.schema"
     )
     path = write_task(tmp_path / "project", source)
     r = dlrun(f"task={path}", *QUIET)

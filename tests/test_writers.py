@@ -17,7 +17,7 @@ import pytest
 
 from dlrun.cli import main as cli
 from dlrun.engine import checkpoint
-from dlrun.rundir import layout as rundir
+from dlrun.rundir.lock import NAME as LOCK
 from dlrun.sweeps import report
 from tests.conftest import call_main
 
@@ -119,7 +119,7 @@ def test_the_lock_is_taken_before_hydra_writes_anything(dlrun, tmp_path: Path) -
         assert holder.stdout.readline().strip() == "locked"
         r = dlrun("task=sine-bp", "trainer.epochs=1", f"hydra.run.dir={target}")
         assert f"being written by pid {holder.pid}" in one_error_line(r.err)
-        assert [p.name for p in target.iterdir()] == [rundir.LOCK]  # no .hydra/, no log
+        assert [p.name for p in target.iterdir()] == [LOCK]  # no .hydra/, no log
     finally:
         holder.kill()
         holder.wait()

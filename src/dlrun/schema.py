@@ -1,6 +1,5 @@
 """Kept so that task files written against earlier docs (``from dlrun.schema import TaskConfig,
-check``) still run: the schema lives in :mod:`dlrun.config.schema`, the task API in
-:mod:`dlrun.tasks`. Nothing in dlrun imports this module."""
+check``) still run; nothing in dlrun imports it. A task's names are :mod:`dlrun.tasks`'s."""
 
-from dlrun.config.schema import *  # noqa: F403
-from dlrun.config.schema import __all__  # noqa: F401
+from dlrun.config.schema import DataConfig, ImplTaskConfig, TaskConfig  # noqa: F401
+from dlrun.errors import check  # noqa: F401

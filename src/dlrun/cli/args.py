@@ -18,10 +18,12 @@ from hydra.errors import MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
 from dlrun import compat
-from dlrun.cli import rundir_claim as claim
+from dlrun.cli import callbacks
+from dlrun.config import store
 from dlrun.errors import DlrunError
 from dlrun.rundir import layout as rundir
-from dlrun.rundir.layout import RunDir, quote, token, unquote
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.records import quote, token, unquote
 
 
 def _composing(exc: BaseException) -> bool:
@@ -66,7 +68,7 @@ def _refuse_used_run_dir(overrides: list[str]) -> None:
         return
     run_dir = Path(unquote(given[-1]))
     if RunDir(run_dir).holds_run():
-        raise claim.used(run_dir)
+        raise callbacks.used(run_dir)
 
 
 # overrides whose values are paths: spaces and any letters are the path's, quoted for Hydra
@@ -130,14 +132,13 @@ def _own_task_yaml(text: str, exc: BaseException) -> str | None:
     """A key of a task's own YAML (beside its module) that Hydra refused while composing, e.g.
     ``optimizer.lrr`` for the optimizer chosen: the line names that file and line."""
     from dlrun import tasks
-    from dlrun.config import schema
 
     composing = re.match(r"In 'task/([\w.-]+)': (\w+) raised while composing", text)
     key = re.search(r"full_key: (\S+)", text + "\n" + str(exc.__cause__ or ""))
     one = tasks.found().get(composing.group(1)) if composing and tasks.is_scanned() else None
     if one is None or one.tutorial or one.yaml is None or key is None:
         return None
-    where = schema.yaml_line(one.yaml, one.yaml.read_text(), key.group(1).split("."))
+    where = store.yaml_line(one.yaml, one.yaml.read_text(), key.group(1).split("."))
     said = [ln.strip() for ln in text.splitlines()[1:] + str(exc.__cause__ or "").splitlines()]
     detail = [ln for ln in said if ln and not re.match(r"\w+(_key|_type)[:=]", ln)]
     what = (

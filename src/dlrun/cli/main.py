@@ -14,25 +14,22 @@ import shlex
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat, tasks
-from dlrun.cli import rundir_claim as claim
+from dlrun import compat
+from dlrun.cli import callbacks, hydra_job, task_args
 
 # the arguments' checks and rewriting and the one-line messages, defined beside this module;
-# dlrun.cli.main still names them (dlrun.cli.main.one_line, dlrun.cli.main.resume_argv, ...)
+# dlrun.cli.main still names them (dlrun.cli.args.one_line, dlrun.cli.args.resume_argv, ...)
 from dlrun.cli.args import (
     HELP_FLAGS,
-    HYDRA_MODES,
-    PATH_KEYS,
     _composing,
     check_arguments,
     hydra_quoted,
@@ -40,6 +37,7 @@ from dlrun.cli.args import (
     resume_argv,
 )
 from dlrun.cli.closed_pipe import ends_quietly_on_closed_pipe
+from dlrun.cli.invocation import Invocation, current, started
 from dlrun.config import schema
 from dlrun.engine import distributed
 from dlrun.errors import DlrunError, UserCodeError
@@ -49,57 +47,50 @@ from dlrun.rundir import lock as dirlock
 from dlrun.rundir.layout import RunDir
 from dlrun.runs import interrupt
 from dlrun.runs import stop_reasons as failures
+from dlrun.runs.info import RunInfo
 from dlrun.runs.interrupt import Interrupted
 from dlrun.sweeps import manifest as multirun
+from dlrun.tracking.mlflow_run import end_sweep
 
-__all__ = [
-    "HELP_FLAGS",
-    "HYDRA_MODES",
-    "PATH_KEYS",
-    "check_arguments",
-    "hydra_quoted",
-    "invoke",
-    "logging_restored",
-    "main",
-    "one_line",
-    "resume_argv",
-]
 
-_failures: list[BaseException] = []
-_ran: list[Path] = []  # the run directories of the jobs run in this process (for the API)
-_MAIN_PID = [0]  # the process main() runs in (a launcher's workers run jobs in others)
-_SWEEP_STOP: list[interrupt.SweepStop] = []  # that process's, during a sweep
+@dataclass(frozen=True)
+class Ran:
+    """What one `dlrun` command ran in this process: its jobs' run directories, and its sweep's
+    directory (a sweep's jobs may have run in other processes: its manifest lists them all)."""
+
+    run_dirs: list[Path]
+    sweep_dir: Path | None
 
 
 @hydra.main(version_base=None, config_path="pkg://dlrun.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task function. Errors are kept, not raised, so that Hydra neither prints its own
     report nor stops a sweep at the first failed job; main() reports them afterwards."""
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    info = hydra_job.run_info()
+    invocation = current()
+    run_dir, in_sweep, overrides = info.run_dir, info.in_sweep, info.overrides
     lock = dirlock.held(run_dir)
     try:
-        in_main = os.getpid() == _MAIN_PID[0]
+        in_main = invocation.in_main
         # a signal that came before Hydra made the sweep directory left no stop file
-        early = _SWEEP_STOP[0].signum if in_main and _SWEEP_STOP else None
-        if in_sweep and multirun.stop_requested(run_dir, Path(hydra_cfg.sweep.dir), bool(early)):
+        stop = invocation.sweep_stop
+        early = stop.signum if in_main and stop is not None else None
+        if in_sweep and multirun.stop_requested(run_dir, info.sweep_dir, bool(early)):
             if in_main:  # the basic launcher: stop its loop here
-                flag = Path(hydra_cfg.sweep.dir) / multirun.STOP
+                flag = info.sweep_dir / rundir.STOP
                 raise Interrupted(early or interrupt.read_flag(flag) or signal.SIGINT)
             return None  # a worker process: the parent reports the interruption
         if in_sweep and distributed.is_main():  # the same sweep started twice: one runs a job
             lock = dirlock.acquire(
-                run_dir, wait=lambda holder: _waiting(hydra_cfg, holder), command=claim.command
+                run_dir, wait=lambda holder: _waiting(info, holder), command=invocation.command
             )
         action = multirun.prepare_job(run_dir, overrides) if in_sweep else "run"
         if action == "skip":
-            print(f"job {hydra_cfg.job.num}: completed earlier, skipped ({' '.join(overrides)})")
+            print(f"job {info.job_num}: completed earlier, skipped ({' '.join(overrides)})")
             return multirun.objective(run_dir)
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
         # an unwritable directory or a full disk fails here, not later
-        files.probe(run_dir, claim.elsewhere(bool(config.resume) or action == "resume"))
+        files.probe(run_dir, callbacks.elsewhere(bool(config.resume) or action == "resume"))
         if config.logger.mlflow.enabled:  # an unusable store: one line, before any work
             from dlrun.tracking import mlflow_run as tracking
 
@@ -110,11 +101,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             RunDir(run_dir).remove_stale_temps()
         from dlrun.runs.stages import execute  # imports torch: only once there is work to do
 
-        objective = execute(cfg, config)
-        _ran.append(run_dir)
+        objective = execute(config, schema.plain(cfg), info)
+        invocation.ran.append(run_dir)
         return objective
     except KeyboardInterrupt as exc:
-        if in_sweep and os.getpid() != _MAIN_PID[0]:
+        if in_sweep and not invocation.in_main:
             interrupt.hand_on(getattr(exc, "signum", None))  # SIGUSR2: submitit requeues
             if multirun.slurm_requeues(exc):
                 # requeued by SLURM: the job has saved last.pt and recorded `interrupted`;
@@ -133,36 +124,39 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             exc = failures.blamed(exc) or exc  # the user's own task code: their file and line
         if in_sweep:
             multirun.record_failure(run_dir, overrides, exc)
-            print(f"job {hydra_cfg.job.num} failed: {one_line(exc)}", file=sys.stderr)
-        _failures.append(exc)
+            print(f"job {info.job_num} failed: {one_line(exc)}", file=sys.stderr)
+        invocation.failures.append(exc)
         return None
     finally:
         if in_sweep:
             if lock is not None:  # a worker process runs other jobs next
                 lock.release()
-            multirun.update_manifest(Path(hydra_cfg.sweep.dir))
-        elif (run_dir.parent / multirun.MANIFEST).is_file():  # a sweep's job resumed on its own
+            multirun.update_manifest(info.sweep_dir)
+        elif (run_dir.parent / rundir.MANIFEST).is_file():  # a sweep's job resumed on its own
             multirun.update_manifest(run_dir.parent)
 
 
-def _waiting(hydra_cfg: DictConfig, holder: dict) -> None:
+def _waiting(info: RunInfo, holder: dict) -> None:
     print(
-        f"job {hydra_cfg.job.num}: {dirlock.describe(holder)} is running it; waiting for it to end",
+        f"job {info.job_num}: {dirlock.describe(holder)} is running it; waiting for it to end",
         flush=True,
     )
 
 
-def invoke(argv: list[str]) -> list[Path]:
-    """The `dlrun` command, run in this process: returns the run directories of the jobs it ran
-    here, and raises a DlrunError carrying the one line the command prints for a user mistake
-    (``exit_code`` set). Hydra's global state and sys.argv are left as they were, so the Python
-    API can call it many times in one process."""
+def invoke(argv: list[str]) -> Ran:
+    """The `dlrun` command, run in this process: returns what it ran, and raises a DlrunError
+    carrying the one line the command prints for a user mistake (``exit_code`` set). Hydra's
+    global state and sys.argv are left as they were, so the Python API can call it many times
+    in one process."""
+    with started(shlex.join(["dlrun", *argv])) as invocation:
+        return _invoke(argv, invocation)
+
+
+def _invoke(argv: list[str], invocation: Invocation) -> Ran:
     typed = argv  # as given: what the commands dlrun prints repeat
-    claim.command = shlex.join(["dlrun", *argv])
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved_argv = sys.argv
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's report
-    claim.before = None
     try:
         check_arguments([a for a in argv if a != rundir.TRUST_TASK_FILE])
         argv = hydra_quoted(argv)
@@ -170,15 +164,11 @@ def invoke(argv: list[str]) -> list[Path]:
         # (a run directory's recorded task_file only when named, or with --trust-task-file)
         overrides = [a for a in resume_argv(argv) if a != rundir.TRUST_TASK_FILE]
         argv = [a for a in argv if a != rundir.TRUST_TASK_FILE]
-        overrides = tasks.prepare(overrides)
+        overrides = task_args.prepare(overrides)
         sys.argv = [saved_argv[0], *overrides, *distributed.hydra_overrides(argv)]
-        _failures.clear()
-        _ran.clear()
-        multirun.current_dir, multirun.created = None, False
-        _MAIN_PID[0] = os.getpid()
         is_multirun = bool({"-m", "--multirun"} & set(argv))
-        stop = interrupt.SweepStop(lambda: multirun.current_dir, multirun.STOP)
-        _SWEEP_STOP[:] = [stop]
+        stop = interrupt.SweepStop(lambda: invocation.sweep_dir, rundir.STOP)
+        invocation.sweep_stop = stop
         try:
             with logging_restored():
                 if HELP_FLAGS & set(argv):
@@ -190,7 +180,7 @@ def invoke(argv: list[str]) -> list[Path]:
                         _hydra_main()
             if stop.signum is not None:  # every job has ended: now the sweep stops
                 raise Interrupted(stop.signum)
-        except multirun.Refused as refused:
+        except callbacks.Refused as refused:
             raise refused.error from None
         except BrokenPipeError:  # our output's reader went away: not the run directory's fault
             raise
@@ -202,41 +192,43 @@ def invoke(argv: list[str]) -> list[Path]:
             if not isinstance(cause, OSError) or isinstance(exc, TypeError):
                 raise
             # logging could not open dlrun.log in the run directory (below, as an OSError)
-            raise _unwritable(cause, argv) from exc
+            raise _unwritable(cause, argv, invocation) from exc
         except OSError as exc:
             # Hydra making the run directory or writing its .hydra/ record
             if isinstance(exc, HydraException):
                 raise  # a missing config is an IOError too
-            raise _unwritable(exc, argv) from exc
-        if multirun.current_dir is not None:  # a sweep: jobs may have run in other processes
-            print(multirun.finish(multirun.current_dir))  # raises when a recorded job failed
-        if _failures:  # e.g. a job refused to overwrite another sweep's job directory
-            raise _failures[0]
-        return list(_ran)
+            raise _unwritable(exc, argv, invocation) from exc
+        sweep_dir = invocation.sweep_dir
+        if sweep_dir is not None:  # a sweep: jobs may have run in other processes
+            print(multirun.finish(sweep_dir))  # raises when a recorded job failed
+        if invocation.failures:  # e.g. a job refused to overwrite another sweep's job directory
+            raise invocation.failures[0]
+        return Ran(list(invocation.ran), sweep_dir)
     except (DlrunError, HydraException, OmegaConfBaseException) as exc:
-        made = multirun.created or not isinstance(exc, DlrunError)
-        if multirun.current_dir is not None and made:  # never a sweep directory found there
-            multirun.discard_if_empty(multirun.current_dir)
+        sweep_dir, before = invocation.sweep_dir, invocation.before
+        made = invocation.made_sweep_dir or not isinstance(exc, DlrunError)
+        if sweep_dir is not None and made:  # never a sweep directory found there
+            multirun.discard_if_empty(sweep_dir)
         refused = not isinstance(exc, UserCodeError)  # a failed run keeps its log
-        if claim.before is not None and multirun.current_dir is None and refused:
-            claim.before.remove_created()
+        if before is not None and sweep_dir is None and refused:
+            before.remove_created()
         if full_error:
             raise
         explained = DlrunError(multirun.missing_plugin(str(exc)) or one_line(exc))
         explained.exit_code = getattr(exc, "exit_code", 2)
         raise explained from exc
     except KeyboardInterrupt:
-        before = claim.before
-        if multirun.current_dir is None and before is not None:  # a single run
+        sweep_dir, before = invocation.sweep_dir, invocation.before
+        if sweep_dir is None and before is not None:  # a single run
             if not (before.run_dir / rundir.SUMMARY).exists():  # stopped before its record
                 before.remove_created()
-        if multirun.current_dir is not None:
-            multirun.end_interrupted(multirun.current_dir)
-            manifest = multirun.update_manifest(multirun.current_dir)
-            multirun.end_tracking(multirun.current_dir, manifest, "interrupted")
+        if sweep_dir is not None:
+            multirun.end_interrupted(sweep_dir)
+            manifest = multirun.update_manifest(sweep_dir)
+            end_sweep(sweep_dir, manifest, "interrupted")
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
-                + multirun.continue_command(typed, multirun.current_dir),
+                + multirun.continue_command(typed, sweep_dir),
                 file=sys.stderr,
             )
         raise
@@ -297,14 +289,15 @@ def logging_restored() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _unwritable(cause: OSError, argv: list[str]) -> DlrunError:
+def _unwritable(cause: OSError, argv: list[str], invocation: Invocation) -> DlrunError:
     # the disk that failed: the file's, else the run's (or sweep's) directory, not the cwd
-    target = claim.before.run_dir if claim.before is not None else multirun.current_dir
+    before = invocation.before
+    target = before.run_dir if before is not None else invocation.sweep_dir
     where = Path(cause.filename).parent if cause.filename else (target or Path.cwd())
     resuming = any(a.startswith("resume=") for a in argv)
     return DlrunError(
         f"cannot write the run directory: {files.describe(cause)}; "
-        f"{files.remedy(cause, where)}, or {claim.elsewhere(resuming)}"
+        f"{files.remedy(cause, where)}, or {callbacks.elsewhere(resuming)}"
     )
 
 

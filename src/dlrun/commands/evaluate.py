@@ -23,7 +23,8 @@ from dlrun.errors import DlrunError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
 from dlrun.rundir import lock as dirlock
-from dlrun.rundir.layout import RunDir, quote
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.records import quote
 from dlrun.rundir.summary import shortest
 
 if TYPE_CHECKING:
@@ -77,8 +78,8 @@ def compose(
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlrun import tasks
-    from dlrun.cli.main import one_line
+    from dlrun.cli import task_args
+    from dlrun.cli.args import one_line
     from dlrun.config import schema
 
     def key(override: str) -> str:
@@ -91,7 +92,7 @@ def compose(
     overrides = [o for o in overrides if o != rundir.TRUST_TASK_FILE]  # the Python API's way
     flags = ["--config-dir", config_dir] if config_dir else []
     # the tasks found, a run's task file, and those beside the user's configs
-    prepared = tasks.prepare([*flags, *base, *overrides])[len(flags) :]
+    prepared = task_args.prepare([*flags, *base, *overrides])[len(flags) :]
     if config_dir:
         prepared.append(f"hydra.searchpath=[{quote('file://' + str(Path(config_dir).absolute()))}]")
     try:
@@ -129,7 +130,7 @@ def load(
     from dlrun import tasks
     from dlrun.engine import checkpoint
     from dlrun.engine import device as devices
-    from dlrun.runs.stages import seed_everything
+    from dlrun.runs.setup import seed_everything
 
     try:
         state = checkpoint.load(path)

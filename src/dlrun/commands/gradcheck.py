@@ -46,10 +46,10 @@ def compose(overrides: list[str]) -> schema.Config:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlrun import tasks
-    from dlrun.cli.main import one_line
+    from dlrun.cli import task_args
+    from dlrun.cli.args import one_line
 
-    overrides = tasks.prepare(overrides)  # registers the tasks found and loads task=PATH.py
+    overrides = task_args.prepare(overrides)  # registers the tasks found and loads task=PATH.py
     try:
         with initialize_config_module(config_module="dlrun.conf", version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
@@ -75,7 +75,7 @@ def check(
     import torch
 
     from dlrun import tasks
-    from dlrun.runs.stages import seed_everything
+    from dlrun.runs.setup import seed_everything
 
     name = config.task.name
     if not isinstance(config.task, schema.ImplTaskConfig):

@@ -18,18 +18,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dlrun.cli import main as cli
+from dlrun.cli.args import PATH_KEYS
 from dlrun.cli.closed_pipe import ends_quietly_on_closed_pipe
 from dlrun.errors import DlrunError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
-from dlrun.rundir.layout import RunDir, Summary, quote, unquote
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.records import quote, unquote
+from dlrun.rundir.summary import Summary
+from dlrun.runs.info import REPRODUCES_ENV  # the source run, for its tracking's tags
 
 PROG = "dlrun-rerun"
 ACCELERATOR_RTOL = 1e-4  # relative tolerance on CUDA/MPS (and between different devices)
 ACCELERATOR_ATOL = 1e-7  # for values near zero
-# the source run directory, for the run's tracking (logger=mlflow tags the run it reproduces)
-REPRODUCES_ENV = "DLRUN_REPRODUCES"
-
 
 # train-row columns a later dlrun writes on every run (the learning rate): a source recorded
 # before them lacks them, and that alone is no difference
@@ -101,7 +103,6 @@ def shown(argv: list[str]) -> str:
     """A command as a shell would quote it: a path recorded in Hydra's quotes
     (``task_file='/my dir/t.py'``) is shown as typed, ``'task_file=/my dir/t.py'``, which
     dlrun quotes for Hydra again itself."""
-    from dlrun.cli.args import PATH_KEYS
 
     paths = (*PATH_KEYS, "task_file")
 
@@ -142,7 +143,6 @@ def rerun(source: Path, extra: list[str], verify: bool, rtol: float | None) -> i
             "it in one go with its latest settings",
             flush=True,
         )
-    from dlrun.cli import main as cli  # the `dlrun` command itself, run in this process
 
     os.environ[REPRODUCES_ENV] = str(source.resolve())
     try:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from dlrun.config.schema import TrainerConfig
+    from dlrun.config.trainer import TrainerConfig
 
 
 def world_size() -> int:

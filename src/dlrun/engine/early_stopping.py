@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dlrun.config.schema import EarlyStoppingConfig
+from dlrun.config.trainer import EarlyStoppingConfig
 
 
 class EarlyStopping:

@@ -26,7 +26,7 @@ from dlrun.runs.interrupt import Interrupted
 if TYPE_CHECKING:
     from torch import nn
 
-    from dlrun.config.schema import TrainerConfig
+    from dlrun.config.trainer import TrainerConfig
     from dlrun.engine.early_stopping import EarlyStopping
     from dlrun.engine.profiling import Profiler
     from dlrun.engine.schedules import Schedule

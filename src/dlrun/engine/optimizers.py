@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch
 
 from dlrun import compat
-from dlrun.config.schema import (
+from dlrun.config.optimizers import (
     AdamConfig,
     AdamWConfig,
     OptimizerConfig,

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim import lr_scheduler
 
-from dlrun.config import schema
+from dlrun.config.trainer import (
+    CosineSchedulerConfig,
+    ExponentialSchedulerConfig,
+    MultiStepSchedulerConfig,
+    OneCycleSchedulerConfig,
+    PlateauSchedulerConfig,
+    SchedulerConfig,
+    StepSchedulerConfig,
+)
 
 if TYPE_CHECKING:
     from dlrun.engine.steps.batches import Step
@@ -74,7 +82,7 @@ class Schedule:
 
 
 def build(
-    cfg: schema.SchedulerConfig,
+    cfg: SchedulerConfig,
     optimizer: torch.optim.Optimizer | None,
     epochs: int,
     updates_per_epoch: int,
@@ -90,15 +98,15 @@ def build(
         "ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before", category=UserWarning
     )
     made: lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
-    if isinstance(cfg, schema.StepSchedulerConfig):
+    if isinstance(cfg, StepSchedulerConfig):
         made = lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
-    elif isinstance(cfg, schema.MultiStepSchedulerConfig):
+    elif isinstance(cfg, MultiStepSchedulerConfig):
         made = lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
-    elif isinstance(cfg, schema.ExponentialSchedulerConfig):
+    elif isinstance(cfg, ExponentialSchedulerConfig):
         made = lr_scheduler.ExponentialLR(optimizer, cfg.gamma)
-    elif isinstance(cfg, schema.CosineSchedulerConfig):
+    elif isinstance(cfg, CosineSchedulerConfig):
         made = _cosine(cfg, optimizer, epochs)
-    elif isinstance(cfg, schema.OneCycleSchedulerConfig):
+    elif isinstance(cfg, OneCycleSchedulerConfig):
         assert cfg.max_lr is not None  # refused at compose time
         made = lr_scheduler.OneCycleLR(
             optimizer,
@@ -107,7 +115,7 @@ def build(
             pct_start=cfg.pct_start,
             cycle_momentum=cfg.cycle_momentum,
         )
-    elif isinstance(cfg, schema.PlateauSchedulerConfig):
+    elif isinstance(cfg, PlateauSchedulerConfig):
         made = lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="max" if maximize else "min",
@@ -122,7 +130,7 @@ def build(
 
 
 def _cosine(
-    cfg: schema.CosineSchedulerConfig, optimizer: torch.optim.Optimizer, epochs: int
+    cfg: CosineSchedulerConfig, optimizer: torch.optim.Optimizer, epochs: int
 ) -> lr_scheduler.LRScheduler:
     """Cosine to min_lr at the run's last epoch, after warmup_epochs of LinearLR."""
     cosine_epochs = max(1, epochs - cfg.warmup_epochs)

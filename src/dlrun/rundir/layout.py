@@ -36,48 +36,20 @@ from typing import Any
 
 from dlrun.errors import DlrunError
 from dlrun.rundir import atomic as files
-
-# the records' readers and writers and summary.json's Summary, defined beside this module and
-# used (by everyone) through it: dlrun.rundir.layout stays the one name for the run directory
+from dlrun.rundir import lock as dirlock
+from dlrun.rundir.lock import NAME as LOCK  # the writer's lock: who writes here now
 from dlrun.rundir.records import (
     REMEDY_SUMMARY,
     REMEDY_YAML,
     Damaged,
     json_text,
-    metrics_line,
-    quote,
-    read_json,
     read_metrics,
     read_record,
     read_yaml,
-    token,
     unquote,
     write_json,
 )
-from dlrun.rundir.summary import Summary, error_line, run_name, shortest
-
-__all__ = [
-    "REMEDY_SUMMARY",
-    "REMEDY_YAML",
-    "Damaged",
-    "RunDir",
-    "RunDirGone",
-    "Summary",
-    "error_line",
-    "json_text",
-    "latest",
-    "metrics_line",
-    "quote",
-    "read_json",
-    "read_metrics",
-    "read_record",
-    "read_yaml",
-    "run_name",
-    "shortest",
-    "token",
-    "unquote",
-    "write_json",
-]
+from dlrun.rundir.summary import Summary
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -92,11 +64,14 @@ RESUME_PREFIX = "resume-"
 # the flag that lets a run directory's recorded task_file= be imported without naming it
 TRUST_TASK_FILE = "--trust-task-file"
 MLFLOW = "mlflow.json"  # logger=mlflow: {"tracking_uri", "run_id"}, so a resume continues it
-LOCK = ".dlrun.lock"  # the writer's lock (dirlock.py): who writes here now
 TEMP = ".*.tmp"  # files.replace()'s temp files: left behind only by a killed writer
 # all that a run refused before it started leaves in its directory
 REFUSAL_RECORDS = frozenset({HYDRA, LOG, SUMMARY, LOCK})
 EVAL = "eval"  # dlrun-eval's records, one JSON file per evaluation
+# in a sweep directory, beside its job directories
+MANIFEST = "sweep.json"  # every job, its overrides and status (dlrun.sweeps.manifest)
+MLFLOW_PARENT = "mlflow-parent.json"  # logger=mlflow: the sweep's parent run, made by a job
+STOP = ".stop-requested"  # written by an interrupted sweep's parent (dlrun.runs.interrupt)
 OUTPUTS = "outputs"  # where a run's directory goes by default (conf/config.yaml, hydra.run.dir)
 LATEST = "latest"  # resume=latest, dlrun-eval latest, dlrun-rerun latest: the newest run
 # what a sweep job that never reached a checkpoint clears before it starts over
@@ -190,16 +165,12 @@ class RunDir:
         return self.summary.is_file() or self.config.is_file()
 
     def writer(self) -> dict[str, Any] | None:
-        """The live process writing here (its pid, host, command), or None: see dirlock.py."""
-        from dlrun.rundir import lock as dirlock
-
+        """The live process writing here (its pid, host, command), or None: see rundir/lock.py."""
         return dirlock.holder(self.path)
 
     def check_present(self) -> None:
         """Raise RunDirGone when the directory was removed or moved away while this process
         writes it (a write now would recreate a partial run directory)."""
-        from dlrun.rundir import lock as dirlock
-
         lock = dirlock.held(self.path)
         if not (lock.intact() if lock is not None else self.path.is_dir()):
             raise RunDirGone(
@@ -243,7 +214,7 @@ class RunDir:
         """eval/<time>.json: one evaluation's record, the only file dlrun-eval writes into a run
         directory; named to the microsecond, so the names sort in time order and a second
         evaluation never overwrites the first."""
-        # (the caller holds the directory's writer lock: dirlock.py)
+        # (the caller holds the directory's writer lock: rundir/lock.py)
         self.evals.mkdir(exist_ok=True)
         while True:
             now = time.time()

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import DlrunError
-from dlrun.rundir.layout import LOCK as NAME
+
+NAME = ".dlrun.lock"  # in the run directory: who writes here now
 
 # a reader tests the lock with a shared lock for a few microseconds: a writer retries that long
 _TRIES, _PAUSE = 20, 0.01

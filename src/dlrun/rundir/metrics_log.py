@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.rundir import atomic as files
-from dlrun.rundir import layout as rundir
+from dlrun.rundir.records import metrics_line
 
 PACKAGES = (
     "dlrun",
@@ -45,7 +45,7 @@ class MetricsLog:
         self.rows: list[dict[str, Any]] = list(kept or [])
         if kept is not None and path is not None and path.exists():
             with files.replace(path) as f:
-                f.writelines(rundir.metrics_line(r) for r in self.rows)
+                f.writelines(metrics_line(r) for r in self.rows)
         self._file = open(path, "a") if path is not None else None  # noqa: SIM115 - for the run
         self.loggers: list[Any] = []  # dlrun.tracking.loggers: each gets every row written here
 
@@ -54,7 +54,7 @@ class MetricsLog:
         self.rows.append(row)
         if self._file is not None:
             with self._naming_the_file():
-                self._file.write(rundir.metrics_line(row))
+                self._file.write(metrics_line(row))
                 self._file.flush()
         for logger in self.loggers:
             logger.append(row)

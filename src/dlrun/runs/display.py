@@ -14,7 +14,7 @@ import torch
 from dlrun import plots as figures
 from dlrun.engine import device as devices
 from dlrun.engine.profiling import WAIT, WARMUP, Profiler
-from dlrun.rundir.layout import Summary
+from dlrun.rundir.summary import Summary
 from dlrun.runs import stop_reasons as failures
 from dlrun.runs.console import Console, metrics_text
 from dlrun.tasks.base import Task

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dlrun.rundir.metrics_log import MetricsLog
     from dlrun.runs.console import Console
     from dlrun.runs.interrupt import StopRequest
-    from dlrun.runs.stages import Setup
+    from dlrun.runs.setup import Setup
 
 
 # how often an epoch that writes nothing looks for its run directory (a checkpoint always does):

@@ -15,6 +15,7 @@ import torch
 
 from dlrun import compat, tasks
 from dlrun.config import schema
+from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import device as devices
 from dlrun.engine import early_stopping as stopping
 from dlrun.engine import optimizers as optim
@@ -22,12 +23,12 @@ from dlrun.engine import schedules as schedule
 from dlrun.engine import steps
 from dlrun.engine.distributed import Strategy
 from dlrun.errors import ConfigError
-from dlrun.rundir.layout import Summary
+from dlrun.rundir.summary import Summary
 from dlrun.runs import stop_reasons as failures
 from dlrun.tasks.base import CONTRACTS, Task
 
 if TYPE_CHECKING:
-    from dlrun.runs.stages import RunInfo
+    from dlrun.runs.info import RunInfo
 
 
 def seed_everything(seed: int) -> None:
@@ -46,7 +47,7 @@ class Setup:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer | None
     generator: torch.Generator  # the loop's shuffling, checkpointed
-    trainer: schema.TrainerConfig  # as the strategy runs it
+    trainer: TrainerConfig  # as the strategy runs it
     schedule: schedule.Schedule | None = None  # the scheduler group, checkpointed
     stopper: stopping.EarlyStopping | None = None  # trainer.early_stopping, checkpointed
 
@@ -136,11 +137,11 @@ def open_tracking(
 ) -> Any:
     """The run's MLflow run (only the writing rank's logs: the others' do nothing), named
     ``name``; a sweep's parent is named by what the sweep varies (``sine-bp sweep lr=0.1,0.3``)."""
-    from dlrun.rundir import layout as rundir
+    from dlrun.rundir.summary import run_name
     from dlrun.tracking import mlflow_run as tracking
 
     varied = [o for o in info.sweep_overrides if o not in info.overrides]
-    parent_name = rundir.run_name(f"{parts.task.name} sweep", varied) if info.sweep_dir else None
+    parent_name = run_name(f"{parts.task.name} sweep", varied) if info.sweep_dir else None
 
     tags = {
         "task": parts.task.name,

@@ -1,8 +1,8 @@
 """One run, start to finish, in named stages: setup, resume, fit, finish.
 
-The Hydra task function (cli.py) hands the composed config to :func:`execute`, the one place
-that reads Hydra's runtime settings; a :class:`Run` gets them as plain values (:class:`RunInfo`),
-so a test can build and run one without a Hydra app. The run directory's files are
+The Hydra task function (:mod:`dlrun.cli.main`) hands the checked config to :func:`execute`
+with Hydra's runtime settings read once, as plain values (:class:`~dlrun.runs.info.RunInfo`), so
+a test can build and run one without a Hydra app. The run directory's files are
 :mod:`dlrun.rundir.layout`'s, the loop's hooks :mod:`dlrun.runs.recorder`'s, data parallelism the
 :class:`~dlrun.engine.distributed.Strategy`'s.
 """
@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shlex
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
-from dlrun.commands import rerun
 from dlrun.config import schema
 from dlrun.engine import checkpoint, distributed, loop, steps
 from dlrun.engine import device as devices
@@ -32,71 +27,28 @@ from dlrun.errors import Diverged, DlrunError
 from dlrun.rundir import layout as rundir
 from dlrun.rundir import lock as dirlock
 from dlrun.rundir import metrics_log as metrics
-from dlrun.rundir.layout import RunDir, Summary
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.summary import Summary, run_name
 from dlrun.runs import display as run_output
 from dlrun.runs import setup as run_setup
 from dlrun.runs import stop_reasons as failures
 from dlrun.runs.console import Console
+from dlrun.runs.info import RunInfo
 from dlrun.runs.interrupt import StopRequest
 from dlrun.runs.recorder import Recorder
-from dlrun.runs.setup import Setup, seed_everything
-from dlrun.sweeps import manifest as multirun
+from dlrun.runs.setup import Setup
 from dlrun.tracking import loggers
 
 log = logging.getLogger("dlrun")
 
-# Setup and seed_everything live in run_setup.py; their old home still names them
-__all__ = ["Run", "RunInfo", "Setup", "execute", "seed_everything"]
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run takes from Hydra, as plain values."""
-
-    run_dir: Path
-    choices: dict[str, Any] = field(default_factory=dict)  # config group -> option chosen
-    overrides: list[str] = field(default_factory=list)  # as typed (a sweep job's included)
-    in_sweep: bool = False  # the sweep, not the run, says how to go on after an interrupt
-    record_subdir: str | None = None  # where Hydra wrote this invocation's .hydra record
-    sweep_dir: Path | None = None  # a sweep's job: its MLflow run is the sweep's parent's child
-    sweep_overrides: list[str] = field(default_factory=list)  # the whole sweep's, as typed
-    reproduces: Path | None = None  # dlrun-rerun: the run directory this one runs again
-    stop_file: Path | None = None  # a sweep's: its parent asks the job to stop (interrupt.py)
-    job_num: int | None = None  # a sweep's job: its number (the first one shows the header)
-
-
-def execute(cfg: DictConfig, config: schema.Config) -> float | None:
-    """The Hydra task function's body: returns the objective (what sweepers optimise)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hydra_cfg = HydraConfig.get()
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    sweep_dir = Path(hydra_cfg.sweep.dir) if in_sweep else None
-    reproduces = os.environ.get(rerun.REPRODUCES_ENV)
+def execute(config: schema.Config, plain: dict[str, Any], info: RunInfo) -> float | None:
+    """A job's run, as the command hands it over: returns the objective (what sweepers
+    optimise). ``plain``: the resolved config as plain data."""
     # dlrun.log is best effort: on a full disk each line it cannot write would print a traceback
     logging.raiseExceptions = False
-    info = RunInfo(
-        run_dir=Path(hydra_cfg.runtime.output_dir),
-        choices=dict(hydra_cfg.runtime.choices),
-        overrides=[str(o) for o in hydra_cfg.overrides.task],
-        in_sweep=in_sweep,
-        record_subdir=hydra_cfg.output_subdir,
-        sweep_dir=sweep_dir,
-        sweep_overrides=(
-            multirun.sweep_overrides(sweep_dir, dict(hydra_cfg.sweeper.get("params") or {}))
-            if sweep_dir is not None
-            else []
-        ),
-        reproduces=Path(reproduces) if reproduces else None,
-        stop_file=sweep_dir / multirun.STOP if sweep_dir is not None else None,
-        job_num=int(hydra_cfg.job.num)
-        if in_sweep and hydra_cfg.job.get("num") is not None
-        else None,
-    )
     strategy = distributed.strategy()
     try:
-        objective = Run(config, schema.plain(cfg), info, strategy).main()
+        objective = Run(config, plain, info, strategy).main()
     except BaseException:
         strategy.teardown()
         raise
@@ -137,7 +89,7 @@ class Run:
             overrides=list(info.overrides),
         )
         # a resumed run keeps its name: one run directory, one name (MLflow's, TensorBoard's)
-        self.summary.name = (previous.name if previous else None) or rundir.run_name(
+        self.summary.name = (previous.name if previous else None) or run_name(
             config.task.name, info.overrides, info.sweep_overrides if info.in_sweep else None
         )
         self._wall_before = float((previous.wall_s if previous else None) or 0.0)

@@ -17,7 +17,7 @@ from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
 
 if TYPE_CHECKING:
-    from dlrun.config.schema import TrainerConfig
+    from dlrun.config.trainer import TrainerConfig
 
 
 def explain(

@@ -20,19 +20,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from dlrun import compat
 from dlrun.errors import DlrunError
 from dlrun.rundir import layout as rundir
-from dlrun.rundir.layout import RunDir, Summary, read_json, write_json
-
-MANIFEST = "sweep.json"  # in the sweep directory, beside the job directories
-MLFLOW_PARENT = "mlflow-parent.json"  # logger=mlflow: the sweep's parent run, made by a job
-STOP = ".stop-requested"  # written there by an interrupted sweep's parent (dlrun.runs.interrupt)
-
-current_dir: Path | None = None  # the sweep directory of this process's multirun
+from dlrun.rundir.layout import MANIFEST, STOP, RunDir
+from dlrun.rundir.lock import NAME as LOCK
+from dlrun.rundir.records import read_json, write_json
+from dlrun.rundir.summary import Summary
 
 log = logging.getLogger("dlrun")
 
@@ -58,79 +54,8 @@ def missing_plugin(message: str) -> str | None:
     return None
 
 
-class Refused(BaseException):  # noqa: N818 - carries the DlrunError out of Hydra
-    """A sweep refused before its first job. Hydra turns a callback's Exception into a warning
-    and goes on; this is not an Exception, so it stops the sweep and main() reports .error."""
-
-    def __init__(self, error: DlrunError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class SweepFailed(DlrunError):
     """Some jobs failed; the others ran and are recorded."""
-
-
-created = False  # this invocation made current_dir (its sweep directory)
-
-
-def _claim(sweep_dir: Path) -> None:
-    """Hold the sweep directory's lock while this sweep runs. The same sweep command started
-    again meanwhile shares it (each job has one writer: cli.py); another sweep is refused here,
-    before Hydra writes any job's record (it would rewrite the records of the jobs the first
-    one runs)."""
-    from dlrun.cli import rundir_claim as claim
-    from dlrun.rundir import lock as dirlock
-
-    try:
-        dirlock.acquire(sweep_dir, command=claim.command)
-    except dirlock.Busy:
-        holder = dirlock.holder(sweep_dir) or {}
-        if holder.get("command") != claim.command:
-            raise Refused(
-                DlrunError(
-                    f"{sweep_dir} is being written by another sweep, "
-                    f"{dirlock.describe(holder)}; give this one a new hydra.sweep.dir, or wait "
-                    "for that one to end"
-                )
-            ) from None
-    except OSError:
-        return  # an unwritable sweep directory is said in one line by the sweep's first write
-
-
-class ManifestCallback(Callback):
-    """Hydra calls this in the process that runs the sweeper: the manifest exists from the start
-    (with every planned job when the sweep's jobs are known up front) and is final at the end."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global current_dir, created
-        if str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.dlrun_study."):
-            from hydra_plugins.dlrun_study import shared_optuna
-
-            shared_optuna.register()  # before Hydra instantiates the sweeper
-            problem = shared_optuna.storage_problem(config.hydra.sweeper.get("storage"))
-            if problem:
-                raise Refused(DlrunError(problem))
-        sweep_dir = Path(config.hydra.sweep.dir)
-        created = not sweep_dir.exists()  # a refusal may then remove what it made there
-        _claim(sweep_dir)
-        current_dir = sweep_dir
-        planned = planned_jobs(config)
-        for num, overrides in enumerate(planned):  # before Hydra writes into any job directory
-            try:
-                job_records(sweep_dir / str(num), overrides)
-            except DlrunError as exc:
-                raise Refused(exc) from exc
-        current_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / STOP).unlink(missing_ok=True)  # an earlier, interrupted attempt's
-        # a full disk: Hydra would print a callback's error as a warning, and the sweep's own
-        # first write (multirun.yaml) fails next, in one line; the manifest is rewritten later
-        with contextlib.suppress(OSError):
-            update_manifest(current_dir, planned=planned)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        end_tracking(sweep_dir, update_manifest(sweep_dir))
 
 
 def sweep_overrides(sweep_dir: Path, params: dict[str, Any]) -> list[str]:
@@ -141,37 +66,6 @@ def sweep_overrides(sweep_dir: Path, params: dict[str, Any]) -> list[str]:
     recorded = sweep_dir / "multirun.yaml"  # Hydra's basic sweeper writes it before any job
     typed = list(OmegaConf.load(recorded).hydra.overrides.task) if recorded.is_file() else []
     return [*map(str, typed), *(f"{k}={v}" for k, v in params.items())]
-
-
-def end_tracking(sweep_dir: Path, manifest: dict[str, Any], status: str | None = None) -> None:
-    """End the sweep's MLflow parent run (when a job made one) with the best job's objective;
-    FAILED if a job failed. A store failing here is a warning: the sweep's records stand."""
-    if not (sweep_dir / MLFLOW_PARENT).is_file():
-        return
-    scored = []
-    for entry in manifest["jobs"]:
-        summary = RunDir(sweep_dir / entry["dir"]).read_summary()
-        if summary is not None and summary.status == "completed" and summary.objective is not None:
-            scored.append((summary, sweep_dir / entry["dir"]))
-    best, best_dir = None, None
-    if scored:
-        pick = max if scored[0][0].maximize else min
-        best, best_dir = pick(scored, key=lambda s: s[0].objective)
-    if status is None:
-        status = "failed" if manifest["counts"].get("failed") else "completed"
-    from dlrun.tracking import mlflow_run as tracking
-
-    try:
-        tracking.finish_sweep(
-            sweep_dir,
-            best.objective if best else None,
-            best.objective_name if best else None,
-            status,
-            best_dir,
-            best.maximize if best else None,
-        )
-    except Exception as exc:  # the store went away during the sweep
-        log.warning("mlflow: the sweep's parent run was not ended: %s", exc)
 
 
 def planned_jobs(config: DictConfig) -> list[list[str]]:
@@ -251,7 +145,7 @@ def end_interrupted(sweep_dir: Path) -> None:
 
     for job_dir in _job_dirs(sweep_dir):
         names = {p.name for p in job_dir.iterdir()}
-        if names <= {rundir.HYDRA, rundir.LOG, rundir.LOCK} and dirlock.holder(job_dir) is None:
+        if names <= {rundir.HYDRA, rundir.LOG, LOCK} and dirlock.holder(job_dir) is None:
             shutil.rmtree(job_dir, ignore_errors=True)
 
 
@@ -360,7 +254,7 @@ def update_manifest(sweep_dir: Path, planned: list[list[str]] | None = None) -> 
 def discard_if_empty(sweep_dir: Path) -> None:
     """A sweep refused at compose time (before any job) leaves no directory behind."""
     if sweep_dir.is_dir() and not _job_dirs(sweep_dir):
-        for name in (MANIFEST, ".sweep.lock", "multirun.yaml", rundir.LOCK):
+        for name in (MANIFEST, ".sweep.lock", "multirun.yaml", LOCK):
             (sweep_dir / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # and multirun/<date>/, multirun/ when left empty
             for path in (sweep_dir, *list(sweep_dir.parents)[:2]):

@@ -18,7 +18,9 @@ from omegaconf import OmegaConf
 
 from dlrun.errors import DlrunError
 from dlrun.rundir import layout as rundir
-from dlrun.rundir.layout import Damaged, RunDir, Summary, read_record
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.records import REMEDY_YAML, Damaged, read_record, read_yaml
+from dlrun.rundir.summary import Summary
 from dlrun.sweeps import manifest as multirun
 
 # sweep.json is derived from the job directories: losing it loses nothing
@@ -131,13 +133,13 @@ def _parse(overrides: list[str]) -> dict[str, str]:
 
 
 def _load_yaml(path: Path) -> Any:
-    data = rundir.read_yaml(path)  # checked: a damaged record is one line naming it
+    data = read_yaml(path)  # checked: a damaged record is one line naming it
     if not isinstance(data, dict):
         return None
     try:
         return OmegaConf.create(data)
     except Exception as exc:  # e.g. a YAML date or a key OmegaConf does not take
-        raise Damaged(path, f"not a config ({type(exc).__name__})", rundir.REMEDY_YAML) from None
+        raise Damaged(path, f"not a config ({type(exc).__name__})", REMEDY_YAML) from None
 
 
 def load_job(path: Path, name: str) -> Job:
@@ -212,7 +214,7 @@ def fill_objectives(jobs: list[Job]) -> None:
 
 def _sweep_manifest(root: Path, jobs: list[Job]) -> list[Job]:
     """Jobs listed in a sweep.json manifest that have no directory yet (not started)."""
-    where = root / multirun.MANIFEST
+    where = root / rundir.MANIFEST
     manifest = read_record(where, MANIFEST_REMEDY) or {}
     entries = manifest.get("jobs", [])
     if not isinstance(entries, list) or not all(

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlrun.config.schema import LoggerConfig
+from dlrun.config.loggers import LoggerConfig
 from dlrun.rundir import atomic as files
 from dlrun.rundir.layout import RunDir
 

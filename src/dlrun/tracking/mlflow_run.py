@@ -8,13 +8,14 @@ checked here, before training, so an unusable store stops the run in one line; a
 later is logged in dlrun.log and kept in ``error`` while the run goes on: metrics.jsonl stays the
 record of truth.
 
-The run id is kept in the run directory (rundir.MLFLOW), so a resumed run continues its MLflow
-run; a sweep's parent run id is kept in the sweep directory (multirun.MLFLOW_PARENT, created once
+The run id is kept in the run directory (layout.MLFLOW), so a resumed run continues its MLflow
+run; a sweep's parent run id is kept in the sweep directory (layout.MLFLOW_PARENT, created once
 under a file lock by the first job), so jobs in other processes (joblib, submitit, Optuna trials)
-find it, and the sweep's end (multirun.ManifestCallback) ends it with the best objective.
+find it, and the sweep's end (:func:`end_sweep`, called by the command) ends it with the best
+objective.
 
-The run (dlrun.run) opens an :class:`MlflowRun` when the loop starts, feeds it metrics.jsonl's
-rows, and finishes it once summary.json and plots/ are final.
+The run (dlrun.runs.stages) opens an :class:`MlflowRun` when the loop starts, feeds it
+metrics.jsonl's rows, and finishes it once summary.json and plots/ are final.
 """
 
 from __future__ import annotations
@@ -30,14 +31,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dlrun.config.schema import MLflowConfig
+from dlrun.config.loggers import MLflowConfig
 from dlrun.errors import DlrunError
-from dlrun.rundir.layout import RunDir
-from dlrun.sweeps import manifest as multirun
+from dlrun.rundir.layout import MLFLOW_PARENT, RunDir
 from dlrun.tracking import worker as tracking_worker
 from dlrun.tracking.worker import STATUS, sqlite_path, stored_run_id
-
-__all__ = ["STATUS", "MlflowRun", "check_store", "finish_sweep", "parent_run_id", "run_id"]
 
 log = logging.getLogger("dlrun")
 
@@ -51,7 +49,7 @@ def run_id(run_dir: Path) -> str | None:
 
 def parent_run_id(sweep_dir: Path) -> str | None:
     """A sweep's parent run (None when no job logged to MLflow)."""
-    return stored_run_id(sweep_dir / multirun.MLFLOW_PARENT)
+    return stored_run_id(sweep_dir / MLFLOW_PARENT)
 
 
 def finish_sweep(
@@ -66,11 +64,40 @@ def finish_sweep(
     it (``best_dir``: that job's directory), FINISHED/FAILED/KILLED.
 
     It imports mlflow in this process: it runs once, after the sweep's last job."""
-    parent = sweep_dir / multirun.MLFLOW_PARENT
+    parent = sweep_dir / MLFLOW_PARENT
     if not parent.is_file():
         return None
     best_file = RunDir(best_dir).mlflow if best_dir is not None else None
     return tracking_worker.finish_sweep(parent, best, objective_name, status, best_file, maximize)
+
+
+def end_sweep(sweep_dir: Path, manifest: dict[str, Any], status: str | None = None) -> None:
+    """End the sweep's MLflow parent run (when a job made one) with the best job's objective;
+    FAILED if a job failed. A store failing here is a warning: the sweep's records stand."""
+    if not (sweep_dir / MLFLOW_PARENT).is_file():
+        return
+    scored = []
+    for entry in manifest["jobs"]:
+        summary = RunDir(sweep_dir / entry["dir"]).read_summary()
+        if summary is not None and summary.status == "completed" and summary.objective is not None:
+            scored.append((summary, sweep_dir / entry["dir"]))
+    best, best_dir = None, None
+    if scored:
+        pick = max if scored[0][0].maximize else min
+        best, best_dir = pick(scored, key=lambda s: s[0].objective)
+    if status is None:
+        status = "failed" if manifest["counts"].get("failed") else "completed"
+    try:
+        finish_sweep(
+            sweep_dir,
+            best.objective if best else None,
+            best.objective_name if best else None,
+            status,
+            best_dir,
+            best.maximize if best else None,
+        )
+    except Exception as exc:  # the store went away during the sweep
+        log.warning("mlflow: the sweep's parent run was not ended: %s", exc)
 
 
 def tracking_uri(settings: MLflowConfig, cwd: Path | None = None) -> str:
@@ -188,7 +215,7 @@ class MlflowRun:
             "name": name,
             "parent_name": parent_name,
             "argv0": sys.argv[0],
-            "parent_file": str(sweep_dir / multirun.MLFLOW_PARENT) if sweep_dir else None,
+            "parent_file": str(sweep_dir / MLFLOW_PARENT) if sweep_dir else None,
             "sweep_overrides": sweep_overrides or [],
             "reproduces": str(reproduces) if reproduces else None,
             "reproduces_file": str(RunDir(reproduces).mlflow) if reproduces else None,

@@ -35,7 +35,7 @@ from dlrun.errors import DlrunError
 if TYPE_CHECKING:
     from torch import nn
 
-    from dlrun.config.schema import TrainerConfig
+    from dlrun.config.trainer import TrainerConfig
     from dlrun.engine.schedules import Schedule
     from dlrun.tasks.base import Task
 

@@ -16,7 +16,7 @@ import torch
 from dlrun import compat
 
 if TYPE_CHECKING:
-    from dlrun.config.schema import GradClipConfig
+    from dlrun.config.trainer import GradClipConfig
 
 Clip = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 EPS = 1e-6  # clip_grad_norm_'s: grad * min(max_norm / (norm + 1e-6), 1)

@@ -12,7 +12,7 @@ import torch
 if TYPE_CHECKING:
     from torch import nn
 
-    from dlrun.config.schema import TrainerConfig
+    from dlrun.config.trainer import TrainerConfig
     from dlrun.engine.steps.batches import Batch, Step
     from dlrun.tasks.base import Task
 

@@ -33,7 +33,7 @@ from dlrun.engine.steps.fused import Update, fused_kind
 from dlrun.engine.steps.mlp_maths import AugmentedSGD, clip, gradients
 
 if TYPE_CHECKING:
-    from dlrun.config.schema import TrainerConfig
+    from dlrun.config.trainer import TrainerConfig
     from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")

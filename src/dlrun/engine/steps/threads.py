@@ -13,7 +13,7 @@ from dlrun.engine.steps import mlp_kernel
 if TYPE_CHECKING:
     from torch import nn
 
-    from dlrun.config.schema import TrainerConfig
+    from dlrun.config.trainer import TrainerConfig
 
 SMALL_MODEL = 1_000_000  # parameters
 

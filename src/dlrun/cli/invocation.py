@@ -1,29 +1,31 @@
-"""A single run's claim on its directory, made before Hydra writes anything into it.
+"""One `dlrun` command's own state, from its start to its end, as one value.
 
-Hydra makes the run directory and writes its .hydra/ record before dlrun's task function runs.
-A callback Hydra calls first notes what exists there (a refusal then removes only what this
-invocation created, never a directory that was there before it) and takes the directory's
-writer lock (:mod:`dlrun.rundir.lock`): a second writer is refused having changed nothing.
-Torch-free.
+Hydra calls the task function and the callbacks with the config alone, so what they share with
+the command (the command as typed, what was on disk before Hydra made the run directory, the
+sweep directory and whether this command made it, the jobs run here and their failures) is an
+:class:`Invocation` that :func:`started` makes for one call of the command and sets in a
+ContextVar for that call only: nothing of one command is left for the next. A launcher's worker
+process, which runs jobs for a command started elsewhere, gets a fresh one of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import shlex
+import os
 import shutil
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
-
-from dlrun.engine import distributed
-from dlrun.errors import DlrunError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
 from dlrun.rundir import lock as dirlock
-from dlrun.rundir.layout import RunDir
-from dlrun.sweeps import manifest as multirun
+
+if TYPE_CHECKING:
+    from dlrun.runs.interrupt import SweepStop
 
 
 @dataclasses.dataclass
@@ -80,50 +82,41 @@ def _identity(path: Path) -> tuple[int, ...] | None:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-before: Before | None = None  # this invocation's, once Hydra has composed its config
-command: str | None = None  # the command as typed: what a lock's holder record shows
+@dataclass
+class Invocation:
+    command: str | None = None  # as typed: what a lock's holder record shows
+    main_pid: int = 0  # the process the command runs in (a launcher's workers run jobs in others)
+    before: Before | None = None  # a single run's, once Hydra has composed its config
+    sweep_dir: Path | None = None  # a sweep's directory, once Hydra has chosen it
+    made_sweep_dir: bool = False  # this command made sweep_dir (a refusal may remove it)
+    sweep_stop: SweepStop | None = None  # during a sweep, in the command's process
+    ran: list[Path] = field(default_factory=list)  # the run directories of the jobs run here
+    failures: list[BaseException] = field(default_factory=list)
+
+    @property
+    def in_main(self) -> bool:
+        """Running in the command's own process (not a launcher's worker)."""
+        return os.getpid() == self.main_pid
 
 
-class RunDirCallback(Callback):
-    """Before Hydra writes anything into a single run's directory: note what exists, take the
-    directory's writer lock (a second writer is refused here, having changed nothing) and
-    refuse a new run into a directory that holds a run (checked again under the lock)."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        global before
-        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))  # ${now:} is cached
-        before = Before.look(run_dir)
-        if not distributed.is_main():  # under torchrun rank 0 holds the lock for all ranks
-            return
-        try:
-            dirlock.acquire(run_dir, command=command)
-            if config.get("resume") is None and RunDir(run_dir).holds_run():
-                raise used(run_dir)
-        except DlrunError as exc:
-            raise multirun.Refused(exc) from None
-        except OSError as exc:
-            resuming = config.get("resume") is not None
-            raise multirun.Refused(unwritable(exc, resuming, run_dir)) from None
+_CURRENT: ContextVar[Invocation | None] = ContextVar("dlrun_invocation", default=None)
 
 
-def elsewhere(resuming: bool) -> str:
-    """The way out of a run directory that cannot be written, besides fixing the disk."""
-    if resuming:
-        return "copy the run directory to a writable disk and resume the copy"
-    return "choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
+def current() -> Invocation:
+    """The command's state; in a launcher's worker process, that process's own."""
+    invocation = _CURRENT.get()
+    if invocation is None:
+        invocation = Invocation()
+        _CURRENT.set(invocation)
+    return invocation
 
 
-def unwritable(exc: OSError, resuming: bool = False, run_dir: Path | None = None) -> DlrunError:
-    """``exc`` writing ``run_dir`` as one line, naming the disk that failed (not the cwd's)."""
-    where = Path(exc.filename).parent if exc.filename else (run_dir or Path.cwd())
-    return DlrunError(
-        f"cannot write the run directory: {files.describe(exc)}; {files.remedy(exc, where)}, "
-        f"or {elsewhere(resuming)}"
-    )
-
-
-def used(run_dir: Path) -> DlrunError:
-    return DlrunError(
-        f"hydra.run.dir={shlex.quote(str(run_dir))} already holds a run; continue it with "
-        f"{shlex.quote(f'resume={run_dir}')}, or choose a new directory"
-    )
+@contextlib.contextmanager
+def started(command: str) -> Iterator[Invocation]:
+    """A new command's state, current until it ends."""
+    invocation = Invocation(command=command, main_pid=os.getpid())
+    token = _CURRENT.set(invocation)
+    try:
+        yield invocation
+    finally:
+        _CURRENT.reset(token)
