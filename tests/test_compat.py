@@ -215,3 +215,21 @@ def test_unstore_drops_a_stored_config_and_tolerates_a_missing_one() -> None:
     assert "gone.yaml" not in cs.repo["scratchpad"]["inner"]
     compat.unstore("scratchpad/inner", "gone")  # twice: nothing to drop, no error
     compat.unstore("no/such/group", "x")
+
+
+def test_child_node_keeps_a_nested_config_and_falls_back_to_reading_it() -> None:
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = OmegaConf.create({"trainer": {"epochs": 3}, "later": "${oc.env:DLRUN_NO_SUCH_VAR}"})
+    assert isinstance(compat.child_node(cfg, "trainer"), DictConfig)
+    assert compat.child_node(cfg, "later") is not None  # not resolved, so no error
+
+    class Plain(dict):  # a config without omegaconf's private accessor: the public reading
+        def __getitem__(self, key: str) -> object:
+            if key == "later":
+                raise KeyError(key)
+            return super().__getitem__(key)
+
+    plain = Plain(trainer={"epochs": 3}, later=None)
+    assert compat.child_node(plain, "trainer") == {"epochs": 3}
+    assert compat.child_node(plain, "later") is None

@@ -20,7 +20,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def objects(*overrides: str) -> schema.Config:
-    store.register()
+    store.register(tasks.found().values())
     with initialize_config_module("dlrun.conf", version_base=None):
         return schema.to_objects(compose("config", overrides=list(overrides)))
 

@@ -26,7 +26,7 @@
       checks it instead.
 
 (b) docs/architecture.md's module map names every .py module under src/dlrun, by its path
-    there (`cli.py`, `tasks/base.py`, a package's `__init__.py` too), and nothing else.
+    there (`cli/main.py`, `tasks/base.py`, a package's `__init__.py` too), and nothing else.
 
 (c) Every relative link in README.md and docs/*.md points at a file that exists, and a
     `#fragment` at one of that page's headings.

@@ -71,7 +71,8 @@ def test_a_workers_own_signal_after_the_stop_file_is_not_taken_for_a_second_one(
     """A sweep's worker can read the parent's stop file before the handler for its own copy of
     the terminal's signal runs, and submitit's controller forwards another copy: copies that
     arrive together only ask to stop; a signal REPEAT_S later aborts."""
-    from dlrun.runs.interrupt import Interrupted, StopRequest
+    from dlrun.errors import Interrupted
+    from dlrun.runs.interrupt import StopRequest
 
     monkeypatch.setattr(StopRequest, "REPEAT_S", 0.3)
     flag = tmp_path / ".stop-requested"

@@ -60,7 +60,9 @@ def test_a_task_files_data_schema_is_typed_too(dlrun, tmp_path: Path) -> None:
         "DATA = WaveData\n\n\nclass Wave(Task):",
     )
     path = tmp_path / "wave_data.py"
-    path.write_text(source.replace("import Task, TaskConfig", "import DataConfig, Task, TaskConfig"))
+    path.write_text(
+        source.replace("import Task, TaskConfig", "import DataConfig, Task, TaskConfig")
+    )
     r = dlrun("--cfg", "job", f"task={path}", "data.noise=0.5")
     assert r.code == 0, r.err
     assert "noise: 0.5" in r.out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlrun.cli.closed_pipe import CLOSED_PIPE_EXIT
+from dlrun.terminal import CLOSED_PIPE_EXIT
 
 OLD_RUN = Path(__file__).parent / "data" / "old-run-sine-bp"
 

@@ -49,7 +49,7 @@ class Before:
 
     def remove_created(self) -> None:
         """The refused run's traces: its new directories, or in a directory that was there
-        before, the records it added (a refused resume's own record is run.py's to remove).
+        before, the records it added (a refused resume's own record is runs/stages.py's to remove).
         Only while this process's lock file is provably still there: a directory removed and
         made again (by hand or by another run) is not this process's to touch."""
         if not dirlock.owns(self.run_dir) or not self.run_dir.is_dir():

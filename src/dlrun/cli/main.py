@@ -36,11 +36,10 @@ from dlrun.cli.args import (
     one_line,
     resume_argv,
 )
-from dlrun.cli.closed_pipe import ends_quietly_on_closed_pipe
 from dlrun.cli.invocation import Invocation, current, started
 from dlrun.config import schema
 from dlrun.engine import distributed
-from dlrun.errors import DlrunError, UserCodeError
+from dlrun.errors import DlrunError, Interrupted, UserCodeError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
 from dlrun.rundir import lock as dirlock
@@ -48,8 +47,8 @@ from dlrun.rundir.layout import RunDir
 from dlrun.runs import interrupt
 from dlrun.runs import stop_reasons as failures
 from dlrun.runs.info import RunInfo
-from dlrun.runs.interrupt import Interrupted
 from dlrun.sweeps import manifest as multirun
+from dlrun.terminal import ends_quietly_on_closed_pipe
 from dlrun.tracking.mlflow_run import end_sweep
 
 

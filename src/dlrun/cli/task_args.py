@@ -37,7 +37,7 @@ def prepare(argv: list[str]) -> list[str]:
     `task=PATH.py` becomes `task=NAME task_file=PATH` (an absolute path, so that resume and rerun,
     which replay the recorded overrides, load the file again from any directory)."""
     _forget_task_files()  # before register(), which stores every task found
-    store.register()
+    store.register(tasks.found().values())
 
     beside = [load(f, beside_configs=True) for d in _config_dirs(argv) for f in _task_files(d)]
     out, files = [], []

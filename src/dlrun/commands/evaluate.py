@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from dlrun.cli.closed_pipe import ends_quietly_on_closed_pipe
 from dlrun.errors import DlrunError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
@@ -26,6 +25,7 @@ from dlrun.rundir import lock as dirlock
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.records import quote
 from dlrun.rundir.summary import shortest
+from dlrun.terminal import ends_quietly_on_closed_pipe
 
 if TYPE_CHECKING:
     import torch

@@ -18,9 +18,10 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
-from dlrun.cli.closed_pipe import ends_quietly_on_closed_pipe
 from dlrun.config import schema
 from dlrun.errors import DlrunError
+from dlrun.terminal import Terminal as Console
+from dlrun.terminal import ends_quietly_on_closed_pipe
 
 PROG = "dlrun-gradcheck"
 
@@ -132,7 +133,6 @@ def check(
 def show(task: str, checks: list[Check]) -> None:
     from rich.table import Table
 
-    from dlrun.runs.console import Terminal as Console
 
     table = Table(title=f"{task}: hand-written gradients (float64)")
     for column in (

@@ -20,7 +20,6 @@ from typing import Any
 
 from dlrun.cli import main as cli
 from dlrun.cli.args import PATH_KEYS
-from dlrun.cli.closed_pipe import ends_quietly_on_closed_pipe
 from dlrun.errors import DlrunError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
@@ -28,6 +27,7 @@ from dlrun.rundir.layout import RunDir
 from dlrun.rundir.records import quote, unquote
 from dlrun.rundir.summary import Summary
 from dlrun.runs.info import REPRODUCES_ENV  # the source run, for its tracking's tags
+from dlrun.terminal import ends_quietly_on_closed_pipe
 
 PROG = "dlrun-rerun"
 ACCELERATOR_RTOL = 1e-4  # relative tolerance on CUDA/MPS (and between different devices)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from dlrun import compat
 from dlrun.config.loggers import LoggerConfig
 from dlrun.config.trainer import (
     SchedulerConfig,
@@ -86,7 +87,7 @@ class Config:
     device: str = "auto"
     seed: int = 0
     resume: str | None = None
-    # a loose task file, set by `task=./my_task.py` (dlrun.tasks.from_argv): recorded with the
+    # a loose task file, set by `task=./my_task.py` (dlrun.cli.task_args.prepare): recorded with the
     # run's overrides, so that resume and rerun load the file again
     task_file: str | None = None
 
@@ -119,7 +120,7 @@ def _refuse_unknown_keys(node: Any, prefix: str = "") -> None:
                 f"{prefix}{key}: no such key (known: {', '.join(sorted(known))}); "
                 "see `dlrun --cfg job`"
             )
-        _refuse_unknown_keys(node._get_node(key), f"{prefix}{key}.")
+        _refuse_unknown_keys(compat.child_node(node, key), f"{prefix}{key}.")
 
 
 def to_objects(cfg: DictConfig) -> Config:

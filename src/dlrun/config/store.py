@@ -4,32 +4,45 @@ YAML beside its module checked line by line before Hydra reads it). Torch-free."
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from dlrun import tasks
 from dlrun.config.optimizers import OPTIMIZER_SCHEMAS
 from dlrun.config.schema import Config, DataConfig
 from dlrun.config.trainer import SCHEDULER_SCHEMAS, TrainerConfig
 from dlrun.errors import ConfigError
 
 
-def register() -> None:
+class TaskSchemas(Protocol):
+    """What the store takes from a task found (:class:`dlrun.tasks.Found`)."""
+
+    name: str
+    config: type
+    data: type | None
+    yaml: Path | None
+
+    @property
+    def tutorial(self) -> bool: ...
+
+
+def register(found: Iterable[TaskSchemas]) -> None:
     """Put the schemas where the YAML in conf/ finds them (idempotent): the shared ones here, and
     each task's, derived from the tasks found (dlrun.tasks)."""
     cs = ConfigStore.instance()
     cs.store(name="dlrun_schema", node=Config)
     for name, schema in OPTIMIZER_SCHEMAS.items():
         cs.store(group="schema/optimizer", name=name, node=schema)
-    for task in tasks.found().values():
+    for task in found:
         store_task(task)
     for scheduler in SCHEDULER_SCHEMAS:
         cs.store(group="schema/scheduler", name=scheduler.kind, node=scheduler)
 
 
-def store_task(task: tasks.Found, with_yaml: bool = True) -> None:
+def store_task(task: TaskSchemas, with_yaml: bool = True) -> None:
     """A task's typed schemas (schema/task/<name>, schema/data/<name>) and, for a task whose YAML
     sits beside its module (or that has none), its `task=<name>` config with those schemas
     (``with_yaml=False``: a config dir's task/<name>.yaml that Hydra reads itself)."""
@@ -49,7 +62,7 @@ def store_task(task: tasks.Found, with_yaml: bool = True) -> None:
     cs.store(group="task", name=task.name, node={"defaults": defaults, **node}, package="_global_")
 
 
-def _read_task_yaml(task: tasks.Found) -> dict[str, Any]:
+def _read_task_yaml(task: TaskSchemas) -> dict[str, Any]:
     """A task's YAML, refused before any work in one line naming its file and line: a syntax
     error (with its column), a key its schema lacks (with the keys it could be), a value of the
     wrong type (with the type expected). Hydra would say these without the file."""

@@ -58,7 +58,7 @@ class SchedulerConfig:
     """Base of the ``scheduler`` group (conf/scheduler/): the learning rate over the run.
 
     ``kind`` names the option; the schedules are built on torch.optim.lr_scheduler
-    (src/dlrun/schedule.py)."""
+    (src/dlrun/engine/schedules.py)."""
 
     kind: ClassVar[str] = "none"
 
@@ -217,13 +217,14 @@ class TrainerConfig:
     progress: bool = True
     plots: bool = True
     detect_anomaly: bool = False  # torch's autograd anomaly mode: slow, names the NaN's origin
-    # the fast path (src/dlrun/fastpath.py): fused/foreach optimizer kernels called directly,
-    # one gather per epoch, no per-step Python bookkeeping; false: the textbook eager step
+    # the fast path (src/dlrun/engine/steps/fused.py): fused/foreach optimizer kernels called
+    # directly, one gather per epoch, no per-step Python bookkeeping; false: the textbook step
     fast: bool = True
     # with fast: a small MLP (Linear layers and activations) with a shared loss on the CPU takes
-    # its forward and backward passes in NumPy (src/dlrun/mlp_kernel.py); false: autograd
+    # its forward and backward passes in NumPy (src/dlrun/engine/steps/mlp_kernel.py); false:
+    # autograd
     mlp_kernel: bool = True
-    compile: bool = False  # torch.compile the model's forward/backward
+    compile: bool = False  # torch.compile the task's loss (the model's forward inside it)
     cuda_graph: bool = False  # CUDA: capture the whole train step in one graph (else eager)
     precision: str = "fp32"  # fp32 | bf16 (bf16 autocast, CUDA only)
     # CPU threads for torch's ops; 0: one thread for a model under a million parameters (its

@@ -19,9 +19,7 @@ import torch
 from dlrun import compat
 from dlrun.engine import steps
 from dlrun.engine.distributed import Strategy
-from dlrun.errors import ConfigError, NonFiniteLoss
-from dlrun.runs import stop_reasons as failures
-from dlrun.runs.interrupt import Interrupted
+from dlrun.errors import ConfigError, Interrupted, NonFiniteLoss, defined_at
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,7 +64,7 @@ def validate(task: Task, model: nn.Module) -> dict[str, float]:
     if task.objective not in metrics:  # else the run would end `completed` with no objective
         raise ConfigError(
             f"task {task.name}: its objective {task.objective!r} "
-            f"({failures.defined_at(type(task))}) "
+            f"({defined_at(type(task))}) "
             f"is not a key of what evaluate() returns ({', '.join(metrics) or 'nothing'}); "
             "set objective to one of them, or return it from evaluate()"
         )

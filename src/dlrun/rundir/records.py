@@ -1,6 +1,6 @@
 """How the run directory's records are read and written: the strict readers of the records
 written whole (a damaged one is :class:`Damaged`, naming the file and what to do), metrics.jsonl's
-lines, atomic JSON, and overrides as Hydra tokens. The policy is rundir.py's docstring; its names
+lines, atomic JSON, and overrides as Hydra tokens. The policy is layout.py's docstring; its names
 (and these) are used through dlrun.rundir.layout, which owns the file names.
 
 Torch-free: the CLI, the report and sweeps use it before (or without) importing torch.

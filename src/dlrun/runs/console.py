@@ -5,19 +5,17 @@ Everything shown also goes to the run log (the "dlrun" logger, which Hydra write
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dlrun.cli.closed_pipe import detach_stdout
 from dlrun.rundir.layout import LOG as LOG_NAME
+from dlrun.terminal import Terminal, detach_stdout
 
 log = logging.getLogger("dlrun")
 
@@ -30,15 +28,6 @@ def _fmt(value: Any) -> str:
 
 def metrics_text(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "time_s")
-
-
-class Terminal(RichConsole):
-    """rich's console, except that a closed output pipe raises BrokenPipeError for the caller to
-    handle (rich's own default exits 1 on the spot, in the middle of whatever was going on)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError(errno.EPIPE, "the output pipe closed")
 
 
 # the most epochs shown as plain lines (a notebook, a file, a pipe), whatever trainer.log_every:

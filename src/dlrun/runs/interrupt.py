@@ -22,11 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 
-
-class Interrupted(KeyboardInterrupt):
-    def __init__(self, signum: int = signal.SIGINT) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+from dlrun.errors import Interrupted
 
 
 class StopRequest:

@@ -22,9 +22,8 @@ from dlrun.engine import optimizers as optim
 from dlrun.engine import schedules as schedule
 from dlrun.engine import steps
 from dlrun.engine.distributed import Strategy
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, defined_at
 from dlrun.rundir.summary import Summary
-from dlrun.runs import stop_reasons as failures
 from dlrun.tasks.base import CONTRACTS, Task
 
 if TYPE_CHECKING:
@@ -117,7 +116,7 @@ def check_first_batch(task: Task, model: torch.nn.Module, batch_size: int) -> No
         problem = CONTRACTS[name](output, batch)
         shape = str(tuple(output.shape))
     if problem:
-        where = failures.defined_at(type(task).build_model)
+        where = defined_at(type(task).build_model)
         raise ConfigError(
             f"task {task.name}: the model (build_model() at {where}) gives an output of "
             f"shape {shape} for targets of shape {tuple(batch[1].shape)} on the first batch; "

@@ -211,14 +211,3 @@ def blamed(exc: BaseException) -> UserCodeError | None:
     error = UserCodeError(f"{where}: {said(exc)} (in your task's code; {then})")
     error.dlrun_log = log  # type: ignore[attr-defined]
     return error
-
-
-def defined_at(obj: object) -> str:
-    """``FILE:LINE`` where a class or function of the user's task is written (its name when
-    the source cannot be found)."""
-    import inspect
-
-    try:
-        return f"{inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]}"
-    except (OSError, TypeError):
-        return getattr(obj, "__qualname__", repr(obj))

@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-from dlrun.cli.closed_pipe import ends_quietly_on_closed_pipe
 from dlrun.errors import DlrunError
 from dlrun.sweeps.report_jobs import Job, collect
 from dlrun.sweeps.report_rows import (
@@ -28,6 +27,8 @@ from dlrun.sweeps.report_rows import (
     stat_text,
     value_of,
 )
+from dlrun.terminal import Terminal as Console
+from dlrun.terminal import ends_quietly_on_closed_pipe
 
 PROG = "dlrun-report"
 
@@ -35,7 +36,6 @@ PROG = "dlrun-report"
 def show_table(keys: list[str], rows: list[Row], group: bool, title: str) -> None:
     from rich.table import Table
 
-    from dlrun.runs.console import Terminal as Console
 
     names = {r.objective_name for r in rows}
     one = next(iter(names)) if len(names) == 1 else None

@@ -1,4 +1,5 @@
-"""A closed output pipe (`dlrun --help | head`) ends a command quietly, as other tools end.
+"""What goes to the terminal, torch-free: a closed output pipe (`dlrun --help | head`) ends a
+command quietly, as other tools end, and :class:`Terminal` is rich's console made to let it.
 
 Python ignores SIGPIPE, so a write to a pipe whose reader has gone raises BrokenPipeError; left
 alone it surfaces as an error about whatever was being done, or as a traceback in the
@@ -8,12 +9,15 @@ later write or flush can fail again, and exit.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
+
+from rich.console import Console as RichConsole
 
 CLOSED_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool that SIGPIPE ended
 
@@ -58,3 +62,12 @@ def ends_quietly_on_closed_pipe(main: F) -> F:
             sys.exit(CLOSED_PIPE_EXIT)
 
     return entry  # type: ignore[return-value]
+
+
+class Terminal(RichConsole):
+    """rich's console, except that a closed output pipe raises BrokenPipeError for the caller to
+    handle (rich's own default exits 1 on the spot, in the middle of whatever was going on)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the output pipe closed")
