@@ -19,7 +19,7 @@ from dlrun.engine.last_good import LastGood
 from dlrun.engine.steps import fused, mlp_kernel
 from dlrun.errors import DlrunError, NonFiniteLoss
 from dlrun.tasks.base import classification_loss
-from tests.test_steps import QUICK
+from tests.engine.test_steps import QUICK
 
 FUSED = ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")
 

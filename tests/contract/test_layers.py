@@ -48,7 +48,7 @@ def imports(path: Path, top_level_only: bool = False) -> list[tuple[int, str]]:
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     found = []
     for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "dlrun":
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "dlrun":
             for a in node.names:
                 sub = f"{node.module}.{a.name}"
                 found.append((node.lineno, sub if is_module(sub) else node.module))

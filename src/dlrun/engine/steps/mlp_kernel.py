@@ -12,8 +12,8 @@ It applies to ``nn.Sequential`` stacks of ``Linear`` layers (with biases) and Re
 Sigmoid or Identity, optionally after a ``Flatten``; a task whose loss is one of the shared
 criteria (cross-entropy, MSE/2); SGD, Adam or AdamW with fused kernels, whose update the kernel
 calls on the NumPy gradients; float32 or float64 on the CPU. Anything else trains through the
-autograd step. ``tests/test_steps_mlp_kernel.py`` holds the kernel to autograd and torch.optim
-(the sums run in NumPy's BLAS, so the two agree to rounding, not bit for bit).
+autograd step. ``tests/engine/test_steps_mlp_kernel.py`` holds the kernel to autograd and
+torch.optim (the sums run in NumPy's BLAS, so the two agree to rounding, not bit for bit).
 ``trainer.mlp_kernel=false`` turns it off. The arithmetic is in ``mlp_maths.py``; the loop
 calls the step's ``epoch`` once an epoch (plain SGD then trains on ``[W | b]`` weights).
 """

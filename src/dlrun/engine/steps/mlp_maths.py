@@ -18,7 +18,7 @@ Two drivers share the activation and loss pieces:
   product (a third of a small step's time) are gone, and the weights are copied in and out once
   an epoch.
 
-``tests/test_steps_mlp_kernel.py`` holds both to autograd and torch.optim (the sums run in
+``tests/engine/test_steps_mlp_kernel.py`` holds both to autograd and torch.optim (the sums run in
 NumPy's BLAS, so they agree to rounding, not bit for bit).
 """
 
