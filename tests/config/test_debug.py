@@ -13,6 +13,7 @@ from dlrun import tasks
 from dlrun.config import schema
 from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import loop
+from dlrun.engine.training import Training
 from dlrun.rundir.layout import RunDir
 from dlrun.runs.setup import seed_everything
 from dlrun.tasks.fizzbuzz import FizzBuzzConfig
@@ -48,8 +49,8 @@ def test_limit_batches_trains_each_epoch_on_its_first_batches(fast: bool) -> Non
     trainer.mlp_kernel = False
     oracle = copy.deepcopy(model)
     hooks = Collect()
-    loop.fit(task, model, torch.optim.SGD(model.parameters(), lr=0.05), trainer,
-             torch.Generator().manual_seed(5), hooks)  # fmt: skip
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+    loop.fit(Training(CPU, task, model, sgd, torch.Generator().manual_seed(5), trainer), hooks)
 
     draws = torch.Generator().manual_seed(5)
     orders = [torch.randperm(len(task.train_data[0]), generator=draws) for _ in range(3)]
@@ -59,8 +60,8 @@ def test_limit_batches_trains_each_epoch_on_its_first_batches(fast: bool) -> Non
     assert len(hooks.train) == 3
     # a full epoch moves the weights further than its first two batches do
     task2, full, trainer2 = fizzbuzz(epochs=3, batch_size=32, fast=fast)
-    loop.fit(task2, full, torch.optim.SGD(full.parameters(), lr=0.05), trainer2,
-             torch.Generator().manual_seed(5), Collect())  # fmt: skip
+    sgd = torch.optim.SGD(full.parameters(), lr=0.05)
+    loop.fit(Training(CPU, task2, full, sgd, torch.Generator().manual_seed(5), trainer2), Collect())
     assert not torch.equal(full.state_dict()["0.weight"], model.state_dict()["0.weight"])
 
 
@@ -69,8 +70,8 @@ def test_overfit_batches_takes_the_same_first_batch_every_epoch() -> None:
     oracle = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(5)
     state = generator.get_state()
-    loop.fit(task, model, torch.optim.SGD(model.parameters(), lr=0.05), trainer, generator,
-             Collect())  # fmt: skip
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+    loop.fit(Training(CPU, task, model, sgd, generator, trainer), Collect())
     n = len(task.train_data[0])
     textbook(task, oracle, lambda _: torch.arange(n), epochs=4, bs=32, batches=1, lr=0.05)
     for a, b in zip(model.state_dict().values(), oracle.state_dict().values(), strict=True):

@@ -54,9 +54,7 @@ def test_single_bit_flips_are_damaged_or_harmless(saved: Path, tmp_path: Path) -
         damaged[at] ^= 1 << bit
         flipped.write_bytes(bytes(damaged))
         try:
-            checkpoint.restore(
-                flipped, "sine-bp", 20, parts.model, parts.optimizer, parts.generator, {}
-            )
+            checkpoint.restore(flipped, parts)
         except DlrunError as exc:
             line = str(exc)
             assert "damaged" in line and "\n" not in line, (at, bit, line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from dlrun.config.trainer import GradClipConfig, OneCycleSchedulerConfig, Traine
 from dlrun.engine import optimizers as optim
 from dlrun.engine import steps
 from dlrun.engine.steps import fused, mlp_kernel
+from dlrun.engine.training import Training
 from dlrun.tasks.base import Task
 
 
@@ -303,5 +305,6 @@ def test_the_loop_trains_whole_epochs_in_one_call_but_steps_for_a_per_update_sch
         if onecycle:
             cfg = OneCycleSchedulerConfig(max_lr=0.2)
             schedule = build_schedule(cfg, optimizer, 3, 5, False, "loss")
-        loop.fit(task, model, optimizer, trainer, torch.Generator(), _Hooks(), schedule=schedule)
+        training = Training(task.device, task, model, optimizer, torch.Generator(), trainer)
+        loop.fit(dataclasses.replace(training, schedule=schedule), _Hooks())
         assert calls["epoch"] == (0 if onecycle else 3)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import torch
 
+from dlrun.engine.training import Training
 from dlrun.rundir.layout import RunDir
 from dlrun.runs import display as run_output
 from dlrun.runs.console import Console
+from dlrun.runs.info import RunInfo
 
 CPU = torch.device("cpu")
 QUIET = ("trainer.progress=false", "device=cpu")
@@ -33,7 +35,9 @@ def test_a_deep_model_is_cut_short_on_screen_and_whole_in_the_log(capsys, caplog
     model[0].weight.requires_grad_(False)
     caplog.set_level("INFO", logger="dlrun")
     plain = {"task": {"hidden": 3}, "optimizer": {"betas": [0.9, 0.99]}, "trainer": {}, "data": {}}
-    run_output.header(Console(False, 1), {"task": "x"}, plain, 0, CPU, Path("r"), model)
+    info = RunInfo(Path("r"), choices={"task": "x"})
+    training = Training(CPU, None, model, None, None, None)  # the header shows the model alone
+    run_output.header(Console(False, 1), info, {**plain, "seed": 0}, training)
     out = capsys.readouterr().out
     assert "240 parameters, 9 frozen" in out  # 20 x (9 + 3), the first weight frozen
     assert f"... {21 - run_output.SHOWN_LAYERS + 1} more (all in dlrun.log)" in out

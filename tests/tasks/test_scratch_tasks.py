@@ -14,6 +14,7 @@ from dlrun import tasks
 from dlrun.config import schema
 from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import loop
+from dlrun.engine.training import Training
 from dlrun.runs.setup import seed_everything
 from dlrun.scratch import layers
 from dlrun.tasks.housing import HousingDataConfig
@@ -96,7 +97,7 @@ def trajectory(
     trainer = TrainerConfig(epochs=epochs, batch_size=batch, checkpoint_every=0)
     generator = torch.Generator().manual_seed(0)
     hooks = Collect()
-    loop.fit(task, model, optimizer, trainer, generator, hooks)
+    loop.fit(Training(task.device, task, model, optimizer, generator, trainer), hooks)
     return hooks
 
 

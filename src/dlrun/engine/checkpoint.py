@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from dlrun.engine.training import Training
+
 FORMAT = "dlrun-checkpoint"
 VERSION = 1
 
@@ -310,27 +312,21 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def make_state(
-    task: str,
-    epoch: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    generator: torch.Generator,
-    best: dict[str, Any] | None,
-    config: dict[str, Any],
-    extra: dict[str, Any] | None = None,
+    training: Training, epoch: int, best: dict[str, Any] | None, config: dict[str, Any]
 ) -> dict[str, Any]:
-    """What a checkpoint holds (``config``: the resolved config, for the record; ``extra``:
-    the training recipe's states, ``scheduler`` and ``early_stopping``, when they are on)."""
+    """What a checkpoint holds (``config``: the resolved config, for the record), the training
+    recipe's states (``scheduler``, ``early_stopping``) among it when they are on."""
+    optimizer = training.optimizer
     return {
-        **(extra or {}),
+        **{k: v.state_dict() for k, v in training.recipe().items() if v is not None},
         "format": FORMAT,
         "version": VERSION,
-        "task": task,
+        "task": training.task.name,
         "epoch": epoch,
-        "model": model.state_dict(),
+        "model": training.model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "optimizer_type": type(optimizer).__name__ if optimizer is not None else None,
-        "rng": rng_state(generator),
+        "rng": rng_state(training.generator),
         "best": best,
         "config": config,
     }
@@ -350,39 +346,23 @@ class Restored:
         return self.path.resolve() == run_dir.last.resolve()
 
 
-def restore(
-    path: Path,
-    task: str,
-    epochs: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    generator: torch.Generator,
-    recipe: dict[str, Any] | None = None,
-) -> Restored:
+def restore(path: Path, training: Training) -> Restored:
     """Load a checkpoint into this run's model, optimizer and RNGs, refusing one from another
     task, of another model shape, or from beyond ``trainer.epochs`` in one line.
 
-    ``recipe``: this run's schedule and early stopping by checkpoint key (``scheduler``,
-    ``early_stopping``); each continues from its saved state. A checkpoint without one (an older
-    run, or one without that option) starts it afresh, with a note."""
+    The training's schedule and early stopping each continue from their saved state; a
+    checkpoint without one (an older run, or one without that option) starts it afresh, with a
+    note."""
     try:
-        return _restore(path, task, epochs, model, optimizer, generator, recipe)
+        return _restore(path, training)
     except Damaged as exc:
         raise offering_other(path, exc) from None
 
 
-def _restore(
-    path: Path,
-    task: str,
-    epochs: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    generator: torch.Generator,
-    recipe: dict[str, Any] | None,
-) -> Restored:
+def _restore(path: Path, training: Training) -> Restored:
     state = load(path)
     try:
-        return _restore_state(path, state, task, epochs, model, optimizer, generator, recipe)
+        return _restore_state(path, state, training)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, AssertionError) as exc:
         # past a verified checksum the content is as written: an older checkpoint's damage
         raise Damaged(
@@ -390,16 +370,9 @@ def _restore(
         ) from None
 
 
-def _restore_state(
-    path: Path,
-    state: dict[str, Any],
-    task: str,
-    epochs: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    generator: torch.Generator,
-    recipe: dict[str, Any] | None,
-) -> Restored:
+def _restore_state(path: Path, state: dict[str, Any], training: Training) -> Restored:
+    task, epochs = training.task.name, training.trainer.epochs
+    model, optimizer = training.model, training.optimizer
     if state["task"] != task:
         raise DlrunError(
             f"checkpoint {path}: is from task {state['task']}, this run is task {task} "
@@ -423,11 +396,11 @@ def _restore_state(
                 f"optimizer changed ({state.get('optimizer_type')} -> "
                 f"{type(optimizer).__name__}): its state starts fresh"
             )
-    for key, part in (recipe or {}).items():
+    for key, part in training.recipe().items():
         if part is None:
             continue
         saved = state.get(key)
         if saved is None or part.load_state_dict(saved) is False:
             restored.notes.append(f"{key}: not in the checkpoint (or another kind); starts afresh")
-    set_rng_state(state["rng"], generator)
+    set_rng_state(state["rng"], training.generator)
     return restored

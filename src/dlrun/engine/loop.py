@@ -24,10 +24,8 @@ from dlrun.errors import ConfigError, Interrupted, NonFiniteLoss, defined_at
 if TYPE_CHECKING:
     from torch import nn
 
-    from dlrun.config.trainer import TrainerConfig
-    from dlrun.engine.early_stopping import EarlyStopping
     from dlrun.engine.profiling import Profiler
-    from dlrun.engine.schedules import Schedule
+    from dlrun.engine.training import Training
     from dlrun.tasks.base import Task
 
 
@@ -151,25 +149,22 @@ def train_row(
 
 
 def fit(
-    task: Task,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    trainer: TrainerConfig,
-    generator: torch.Generator,
+    training: Training,
     hooks: Hooks,
     start_epoch: int = 0,
     validated_epoch: int | None = None,
     strategy: Strategy | None = None,
-    schedule: Schedule | None = None,
-    stopper: EarlyStopping | None = None,
     profiler: Profiler | None = None,
 ) -> int:
     """Train epochs start_epoch+1 .. trainer.epochs; returns the last epoch completed.
 
     ``strategy`` shares the epoch out among data-parallel processes (default: one process);
-    ``schedule`` sets the learning rate between epochs (or updates); ``stopper`` ends the run
-    early when the monitored validation value stops improving; ``profiler``
-    (``trainer.profile_steps``) records the first steps of the run."""
+    the training's ``schedule`` sets the learning rate between epochs (or updates) and its
+    ``stopper`` ends the run early when the monitored validation value stops improving;
+    ``profiler`` (``trainer.profile_steps``) records the first steps of the run."""
+    task, model, optimizer = training.task, training.model, training.optimizer
+    trainer, generator = training.trainer, training.generator
+    schedule, stopper = training.schedule, training.stopper
     strategy = strategy or Strategy()
     data = task.train_data
     total = data[0].shape[0] if data else 0

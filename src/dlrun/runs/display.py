@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,21 +19,24 @@ from dlrun.runs import stop_reasons as failures
 from dlrun.runs.console import Console, metrics_text
 from dlrun.tasks.base import Task
 
+if TYPE_CHECKING:
+    from dlrun.engine.training import Training
+    from dlrun.runs.info import RunInfo
+
 log = logging.getLogger("dlrun")
 
 
 def header(
     console: Console,
-    choices: dict[str, Any],
+    info: RunInfo,
     plain: dict[str, Any],
-    seed: int,
-    device: torch.device,
-    run_dir: Path,
-    model: torch.nn.Module,
+    training: Training,
     name: str | None = None,
 ) -> None:
     """The run's name, the command as composed, the model, each config group's values, and
-    where it writes."""
+    where it writes (``plain``: the resolved config as plain data)."""
+    choices, seed, run_dir = info.choices, plain.get("seed"), info.run_dir
+    device, model = training.device, training.model
     if name:
         console.print(f"run: {name}", style="bold")
     console.print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,10 +22,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from dlrun.engine.distributed import Strategy
+    from dlrun.engine.training import Training
     from dlrun.rundir.metrics_log import MetricsLog
     from dlrun.runs.console import Console
     from dlrun.runs.interrupt import StopRequest
-    from dlrun.runs.setup import Setup
 
 
 # how often an epoch that writes nothing looks for its run directory (a checkpoint always does):
@@ -32,28 +33,37 @@ if TYPE_CHECKING:
 CHECK_EVERY_S = 0.25
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run's records go: its directory, its metrics log and the console."""
+
+    run_dir: rundir.RunDir
+    history: MetricsLog
+    console: Console
+
+
 class Recorder:
     def __init__(
         self,
-        run_dir: rundir.RunDir,
-        setup: Setup,
-        history: MetricsLog,
-        console: Console,
+        outputs: Outputs,
+        training: Training,
         strategy: Strategy,
         stop: StopRequest,
         config: dict[str, Any],
         resumed: checkpoint.Restored | None = None,
     ) -> None:
-        self.run_dir, self.setup, self.history = run_dir, setup, history
-        self.console, self.strategy, self.stop, self.config = console, strategy, stop, config
-        self.task = setup.task
+        """``config``: the resolved config as plain data, recorded in every checkpoint."""
+        self.run_dir, self.history, self.console = outputs.run_dir, outputs.history, outputs.console
+        self.training, self.strategy, self.stop, self.config = training, strategy, stop, config
+        run_dir = self.run_dir
+        self.task = training.task
         self.writes = strategy.is_main  # under torchrun only rank 0 writes checkpoints
         self.epoch = resumed.epoch if resumed else 0  # the last epoch completed
         self.best = resumed.best if resumed else None
         # the epoch in this run's last.pt (a resume from a .pt file elsewhere has none yet)
         self.saved_epoch = resumed.epoch if resumed and resumed.continues(run_dir) else None
         self.best_state: dict[str, Any] | None = None  # best.pt's content, not yet written
-        self.last_good = LastGood(setup.model, setup.optimizer, setup.generator)
+        self.last_good = LastGood(training.model, training.optimizer, training.generator)
         self._next_check = 0.0  # time.monotonic() of the next look for the run directory
         if self.saved_epoch is None:
             self.last_good.keep(self.epoch)
@@ -135,11 +145,7 @@ class Recorder:
             ) from exc
 
     def state(self, epoch: int) -> dict[str, Any]:
-        s = self.setup
-        extra = {k: v.state_dict() for k, v in s.recipe().items() if v is not None}
-        return checkpoint.make_state(
-            self.task.name, epoch, s.model, s.optimizer, s.generator, self.best, self.config, extra
-        )
+        return checkpoint.make_state(self.training, epoch, self.best, self.config)
 
 
 def _copied(obj: Any) -> Any:

@@ -6,8 +6,6 @@ stages.py so that the stages read in one sitting.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,13 +13,13 @@ import torch
 
 from dlrun import compat, tasks
 from dlrun.config import schema
-from dlrun.config.trainer import TrainerConfig
 from dlrun.engine import device as devices
 from dlrun.engine import early_stopping as stopping
 from dlrun.engine import optimizers as optim
 from dlrun.engine import schedules as schedule
 from dlrun.engine import steps
 from dlrun.engine.distributed import Strategy
+from dlrun.engine.training import Training
 from dlrun.errors import ConfigError, defined_at
 from dlrun.rundir.summary import Summary
 from dlrun.tasks.base import CONTRACTS, Task
@@ -36,26 +34,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class Setup:
-    """What one run trains, built once by :meth:`dlrun.runs.stages.Run.setup` and handed to
-    every later stage."""
-
-    device: torch.device
-    task: Task
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer | None
-    generator: torch.Generator  # the loop's shuffling, checkpointed
-    trainer: TrainerConfig  # as the strategy runs it
-    schedule: schedule.Schedule | None = None  # the scheduler group, checkpointed
-    stopper: stopping.EarlyStopping | None = None  # trainer.early_stopping, checkpointed
-
-    def recipe(self) -> dict[str, Any]:
-        """The training recipe's parts with a state, by their checkpoint key."""
-        return {"scheduler": self.schedule, "early_stopping": self.stopper}
-
-
-def build(config: schema.Config, strategy: Strategy, summary: Summary) -> Setup:
+def build(config: schema.Config, strategy: Strategy, summary: Summary) -> Training:
     """The parts one run trains (:meth:`dlrun.runs.stages.Run.setup`); its device and objective go
     into ``summary``."""
     trainer = strategy.trainer_settings(config.trainer)
@@ -90,7 +69,7 @@ def build(config: schema.Config, strategy: Strategy, summary: Summary) -> Setup:
         config.scheduler, optimizer, trainer.epochs, updates, task.maximize, task.objective
     )
     stopper = stopping.build(trainer.early_stopping, task.objective, task.maximize)
-    return Setup(device, task, model, optimizer, generator, trainer, schedule_, stopper)
+    return Training(device, task, model, optimizer, generator, trainer, schedule_, stopper)
 
 
 def check_first_batch(task: Task, model: torch.nn.Module, batch_size: int) -> None:
@@ -127,9 +106,8 @@ def check_first_batch(task: Task, model: torch.nn.Module, batch_size: int) -> No
 def open_tracking(
     config: schema.Config,
     info: RunInfo,
-    run_dir: Path,
     plain: dict[str, Any],
-    parts: Setup,
+    training: Training,
     resume_epoch: int | None,
     active: bool,
     name: str | None = None,
@@ -140,20 +118,20 @@ def open_tracking(
     from dlrun.tracking import mlflow_run as tracking
 
     varied = [o for o in info.sweep_overrides if o not in info.overrides]
-    parent_name = run_name(f"{parts.task.name} sweep", varied) if info.sweep_dir else None
+    parent_name = run_name(f"{training.task.name} sweep", varied) if info.sweep_dir else None
 
     tags = {
-        "task": parts.task.name,
+        "task": training.task.name,
         "optimizer": info.choices.get("optimizer"),
-        "device": devices.describe(parts.device),  # the real one, not device=auto
+        "device": devices.describe(training.device),  # the real one, not device=auto
         "seed": config.seed,
     }
     return tracking.MlflowRun(
         config.logger.mlflow,
-        run_dir,
+        info.run_dir,
         plain,
         tags,
-        experiment=parts.task.name,
+        experiment=training.task.name,
         sweep_dir=info.sweep_dir,
         sweep_overrides=info.sweep_overrides,
         reproduces=info.reproduces,

@@ -10,6 +10,7 @@ a test can build and run one without a Hydra app. The run directory's files are
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shlex
 import shutil
@@ -23,6 +24,7 @@ from dlrun.config import schema
 from dlrun.engine import checkpoint, distributed, loop, steps
 from dlrun.engine import device as devices
 from dlrun.engine.distributed import Strategy
+from dlrun.engine.training import Training
 from dlrun.errors import Diverged, DlrunError
 from dlrun.rundir import layout as rundir
 from dlrun.rundir import lock as dirlock
@@ -35,8 +37,7 @@ from dlrun.runs import stop_reasons as failures
 from dlrun.runs.console import Console
 from dlrun.runs.info import RunInfo
 from dlrun.runs.interrupt import StopRequest
-from dlrun.runs.recorder import Recorder
-from dlrun.runs.setup import Setup
+from dlrun.runs.recorder import Outputs, Recorder
 from dlrun.tracking import loggers
 
 log = logging.getLogger("dlrun")
@@ -128,10 +129,10 @@ class Run:
         self._write_summary()
         try:
             try:
-                parts = self.setup()
-                kept = self.resume(parts) if self.config.resume else None
-                history = self.fit(parts, kept)
-                return self.finish(parts, history)
+                training = self.setup()
+                kept = self.resume(training) if self.config.resume else None
+                history = self.fit(training, kept)
+                return self.finish(training, history)
             except Exception as exc:
                 explained = self._explain(exc)
                 if explained is None:
@@ -164,23 +165,15 @@ class Run:
                 failures.log_traceback(exc)
             raise
 
-    def setup(self) -> Setup:
+    def setup(self) -> Training:
         """Device, task, model, optimizer and the loop's generator, seeded; bad sizes refused."""
         return run_setup.build(self.config, self.strategy, self.summary)
 
-    def resume(self, parts: Setup) -> list[dict[str, Any]]:
+    def resume(self, training: Training) -> list[dict[str, Any]]:
         """Load the checkpoint and the metrics rows up to its epoch; only then is the run's record
         changed (a refused resume adds one line to the run's log and nothing else)."""
         path, resumed_dir = checkpoint.locate(str(self.config.resume))
-        self.resumed = checkpoint.restore(
-            path,
-            parts.task.name,
-            self.config.trainer.epochs,
-            parts.model,
-            parts.optimizer,
-            parts.generator,
-            parts.recipe(),
-        )
+        self.resumed = checkpoint.restore(path, training)
         for note in self.resumed.notes:
             self.console.print(note)
         # rank 0 keeps its own file; the other ranks read the resumed run's (the same one)
@@ -199,24 +192,14 @@ class Run:
         self._write_summary()
         return kept
 
-    def fit(self, parts: Setup, kept: list[dict[str, Any]] | None) -> metrics.MetricsLog:
+    def fit(self, training: Training, kept: list[dict[str, Any]] | None) -> metrics.MetricsLog:
         """The header and env.json, then the loop until trainer.epochs (or a stop)."""
-        seed, choices = self.config.seed, self.info.choices
         # a sweep shows its header once, with its first job; each job then says one line
         if not self.info.in_sweep or not self.info.job_num:
-            run_output.header(
-                self.console,
-                choices,
-                self.plain,
-                seed,
-                parts.device,
-                self.dir.path,
-                parts.model,
-                self.summary.name,
-            )
+            run_output.header(self.console, self.info, self.plain, training, self.summary.name)
         if self.writes:
             self.dir.write_env(
-                metrics.environment(devices.describe(parts.device)), kept is not None
+                metrics.environment(devices.describe(training.device)), kept is not None
             )
         resume_epoch = self.epoch if kept is not None else None
         history = metrics.MetricsLog(self.dir.metrics if self.writes else None, kept)
@@ -233,47 +216,35 @@ class Run:
             self.tracking = run_setup.open_tracking(
                 self.config,
                 self.info,
-                self.dir.path,
                 self.plain,
-                parts,
+                training,
                 resume_epoch,
                 self.writes,
                 self.summary.name,
             )
             history.loggers.append(self.tracking)
+        outputs = Outputs(self.dir, history, self.console)
         self.recorder = Recorder(
-            self.dir,
-            parts,
-            history,
-            self.console,
-            self.strategy,
-            self.stop,
-            self.plain,
-            self.resumed,
+            outputs, training, self.strategy, self.stop, self.plain, self.resumed
         )
         last_val = history.last("val")
-        trainer = parts.trainer
+        trainer = training.trainer
         profiler = None
         if trainer.profile_steps and self.writes:
             from dlrun.engine.profiling import Profiler
 
-            profiler = Profiler(trainer.profile_steps, parts.device)
+            profiler = Profiler(trainer.profile_steps, training.device)
+        wrapped = self.strategy.wrap(training.model, training.device)  # the model the loop trains
         self.console.start(self.epoch)
         try:
             anomaly = torch.autograd.set_detect_anomaly(trainer.detect_anomaly)
-            with self.stop, anomaly, steps.cpu_threads(trainer, parts.model, parts.device):
+            with self.stop, anomaly, steps.cpu_threads(trainer, training.model, training.device):
                 loop.fit(
-                    parts.task,
-                    self.strategy.wrap(parts.model, parts.device),
-                    parts.optimizer,
-                    trainer,
-                    parts.generator,
+                    dataclasses.replace(training, model=wrapped),
                     self.recorder,
                     start_epoch=self.epoch,
                     validated_epoch=last_val["epoch"] if last_val else None,
                     strategy=self.strategy,
-                    schedule=parts.schedule,
-                    stopper=parts.stopper,
                     profiler=profiler,
                 )
         finally:
@@ -281,12 +252,12 @@ class Run:
             history.close()
         if profiler is not None:
             run_output.profile(self.console, profiler, self.dir.profile_trace)
-        self.summary.record_ranks(self.strategy.describe(parts.model))
-        if parts.stopper is not None:
-            self.summary.record_stop(parts.stopper.record())
+        self.summary.record_ranks(self.strategy.describe(training.model))
+        if training.stopper is not None:
+            self.summary.record_stop(training.stopper.record())
         return history
 
-    def finish(self, parts: Setup, history: metrics.MetricsLog) -> float | None:
+    def finish(self, training: Training, history: metrics.MetricsLog) -> float | None:
         """summary.json completed, the task's report, the final table and the plots."""
         if self.writes:
             self.dir.check_present()
@@ -295,13 +266,13 @@ class Run:
         if self.info.in_sweep:
             run_output.job_line(self.console, self.info.job_num, self.summary, best, self.dir.path)
         else:
-            run_output.closing(self.console, parts.task, parts.model, self.summary, best)
+            run_output.closing(self.console, training.task, training.model, self.summary, best)
         try:
             if self.config.trainer.plots and self.writes:
                 run_output.plots(
                     self.console,
-                    parts.task,
-                    parts.model,
+                    training.task,
+                    training.model,
                     history.rows,
                     self.dir.plots,
                     self.summary.name,
