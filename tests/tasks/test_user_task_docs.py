@@ -101,4 +101,4 @@ def test_each_case_is_a_row_of_the_docs_that_a_test_runs(page: str, case: str, t
     file that runs it exists."""
     text = (ROOT / "docs" / page).read_text()
     assert f"| {case}" in text or f"- {case}" in text, case
-    assert (ROOT / "tests" / test).is_file()
+    assert (ROOT / "tests" / "tasks" / test).is_file()

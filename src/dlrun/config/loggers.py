@@ -1,4 +1,4 @@
-"""Where the metrics rows go: the loggers' typed settings. Re-exported by dlrun.config.schema.
+"""Where the metrics rows go: the loggers' typed settings (the ``logger`` group).
 
 Torch-free, as dlrun.config.schema: config errors are answered in well under a second.
 """

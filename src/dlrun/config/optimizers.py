@@ -1,4 +1,4 @@
-"""The optimizers' typed settings (the ``optimizer`` group). Re-exported by dlrun.config.schema.
+"""The optimizers' typed settings (the ``optimizer`` group).
 
 Torch-free, as dlrun.config.schema: config errors are answered in well under a second.
 """

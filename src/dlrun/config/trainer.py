@@ -1,5 +1,5 @@
 """The training recipe's typed settings: the trainer, early stopping, gradient clipping and the
-learning-rate schedules (the ``scheduler`` group). Re-exported by dlrun.config.schema.
+learning-rate schedules (the ``scheduler`` group).
 
 Torch-free, as dlrun.config.schema: config errors are answered in well under a second.
 """

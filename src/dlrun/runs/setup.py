@@ -1,6 +1,6 @@
 """What a run builds before its loop (:meth:`dlrun.runs.stages.Run.setup`): the device, task, model,
-optimizer and recipe, seeded (:class:`Setup`), and its MLflow run. Kept beside
-stages.py so that the stages read in one sitting.
+optimizer and recipe, seeded (a :class:`~dlrun.engine.training.Training`), and its MLflow
+run. Kept beside stages.py so that the stages read in one sitting.
 """
 
 from __future__ import annotations
