@@ -29,6 +29,7 @@ from dlrun.errors import Diverged, DlrunError
 from dlrun.rundir import layout as rundir
 from dlrun.rundir import lock as dirlock
 from dlrun.rundir import metrics_log as metrics
+from dlrun.rundir.environment import environment
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.summary import Summary, run_name
 from dlrun.runs import display as run_output
@@ -199,7 +200,7 @@ class Run:
             run_output.header(self.console, self.info, self.plain, training, self.summary.name)
         if self.writes:
             self.dir.write_env(
-                metrics.environment(devices.describe(training.device)), kept is not None
+                environment(devices.describe(training.device)), kept is not None
             )
         resume_epoch = self.epoch if kept is not None else None
         history = metrics.MetricsLog(self.dir.metrics if self.writes else None, kept)

@@ -198,7 +198,7 @@ def _values(row: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def open_run(mlflow: Any, start: dict[str, Any]) -> str:
     """Create the run (a sweep's child, a rerun's copy), or continue the one the directory has."""
-    from dlrun.rundir.metrics_log import git_commit
+    from dlrun.rundir.environment import git_commit
 
     uri, run_dir = start["uri"], Path(start["run_dir"])
     params: dict[str, str] = start["params"]
