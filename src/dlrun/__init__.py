@@ -21,7 +21,7 @@ _API = ("run", "sweep", "Result")
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        from dlrun import api
+        from dlrun import api  # keeps Hydra off `import dlrun`
 
         return getattr(api, name)
     raise AttributeError(f"module 'dlrun' has no attribute {name!r}")

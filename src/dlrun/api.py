@@ -71,7 +71,7 @@ class Result:
     def plot(self) -> Curves:
         """The run's learning curves (plots/curves.png's figure), titled with the run's name;
         a notebook shows it as an image, ``.figure`` is matplotlib's Figure."""
-        from dlrun import plots
+        from dlrun import plots  # matplotlib: only for a plot
 
         s = self.summary
         objective = (s.objective_name if s else None) or "loss"
@@ -80,7 +80,7 @@ class Result:
     def load_model(self, which: str = "best", *overrides: str) -> nn.Module:
         """The trained model from checkpoints/best.pt (``which="last"``: last.pt), in eval mode,
         built from the run's recorded config (``overrides`` change it, e.g. ``device=cpu``)."""
-        from dlrun.commands import evaluate as evaluation
+        from dlrun.commands import evaluate as evaluation  # imports torch: only to load a model
 
         if which not in evaluation.WHICH:
             raise DlrunError(f"which={which!r}: expected one of {', '.join(evaluation.WHICH)}")

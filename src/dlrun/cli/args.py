@@ -17,7 +17,7 @@ from typing import NoReturn
 from hydra.errors import MissingConfigException
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import compat
+from dlrun import compat, tasks
 from dlrun.cli import callbacks
 from dlrun.config import store
 from dlrun.errors import DlrunError
@@ -131,8 +131,6 @@ def one_line(exc: BaseException) -> str:
 def _own_task_yaml(text: str, exc: BaseException) -> str | None:
     """A key of a task's own YAML (beside its module) that Hydra refused while composing, e.g.
     ``optimizer.lrr`` for the optimizer chosen: the line names that file and line."""
-    from dlrun import tasks
-
     composing = re.match(r"In 'task/([\w.-]+)': (\w+) raised while composing", text)
     key = re.search(r"full_key: (\S+)", text + "\n" + str(exc.__cause__ or ""))
     one = tasks.found().get(composing.group(1)) if composing and tasks.is_scanned() else None
@@ -172,7 +170,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     at = next((i for i, a in enumerate(argv) if a.startswith("resume=")), None)
     if at is None:
         return argv
-    from dlrun.engine.checkpoint import locate
+    from dlrun.engine.checkpoint import locate  # imports torch: only for resume=
 
     value = unquote(argv[at].split("=", 1)[1])
     if value == rundir.LATEST and not Path(value).exists():

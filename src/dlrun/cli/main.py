@@ -49,6 +49,7 @@ from dlrun.runs import stop_reasons as failures
 from dlrun.runs.info import RunInfo
 from dlrun.sweeps import manifest as multirun
 from dlrun.terminal import ends_quietly_on_closed_pipe
+from dlrun.tracking import mlflow_run as tracking
 from dlrun.tracking.mlflow_run import end_sweep
 
 
@@ -91,8 +92,6 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         # an unwritable directory or a full disk fails here, not later
         files.probe(run_dir, callbacks.elsewhere(bool(config.resume) or action == "resume"))
         if config.logger.mlflow.enabled:  # an unusable store: one line, before any work
-            from dlrun.tracking import mlflow_run as tracking
-
             tracking.check_store(tracking.tracking_uri(config.logger.mlflow))
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from dlrun import tasks
+from dlrun.cli import task_args
+from dlrun.cli.args import one_line
+from dlrun.config import schema
 from dlrun.errors import DlrunError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
@@ -25,6 +29,7 @@ from dlrun.rundir import lock as dirlock
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.records import quote
 from dlrun.rundir.summary import shortest
+from dlrun.runs.console import Console, metrics_text
 from dlrun.terminal import ends_quietly_on_closed_pipe
 
 if TYPE_CHECKING:
@@ -78,10 +83,6 @@ def compose(
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlrun.cli import task_args
-    from dlrun.cli.args import one_line
-    from dlrun.config import schema
-
     def key(override: str) -> str:
         return override.split("=", 1)[0].lstrip("+~")
 
@@ -127,7 +128,7 @@ def load(
 ) -> Loaded:
     """Build the task and model under the (recomposed) config and load the checkpoint's
     weights; another task's checkpoint or another model shape is one line."""
-    from dlrun import tasks
+    # these import torch: only once there is work
     from dlrun.engine import checkpoint
     from dlrun.engine import device as devices
     from dlrun.runs.setup import seed_everything
@@ -156,7 +157,7 @@ def load(
 
 def score(loaded: Loaded) -> dict[str, float]:
     """The task's evaluate() through the loop's validate(), as the run scored its epochs."""
-    from dlrun.engine import loop, steps
+    from dlrun.engine import loop, steps  # imports torch: once there is work
 
     with steps.cpu_threads(loaded.config.trainer, loaded.model, loaded.device):
         metrics = loop.validate(loaded.task, loaded.model)
@@ -193,8 +194,6 @@ def evaluate(
 def _evaluate(
     path: Path, run: RunDir | None, overrides: list[str], config_dir: str | None, trust: list[str]
 ) -> tuple[dict[str, float], Path | None]:
-    from dlrun.runs.console import Console, metrics_text
-
     loaded = load(path, run, overrides, config_dir, trust)
     metrics = score(loaded)
     epoch = loaded.state.get("epoch")

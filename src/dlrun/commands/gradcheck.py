@@ -18,6 +18,9 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
+from dlrun import tasks
+from dlrun.cli import task_args
+from dlrun.cli.args import one_line
 from dlrun.config import schema
 from dlrun.errors import DlrunError
 from dlrun.terminal import Terminal as Console
@@ -47,9 +50,6 @@ def compose(overrides: list[str]) -> schema.Config:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlrun.cli import task_args
-    from dlrun.cli.args import one_line
-
     overrides = task_args.prepare(overrides)  # registers the tasks found and loads task=PATH.py
     try:
         with initialize_config_module(config_module="dlrun.conf", version_base=None):
@@ -75,8 +75,7 @@ def check(
     """Compare the hand-written gradients of the task in `config` on its first rows."""
     import torch
 
-    from dlrun import tasks
-    from dlrun.runs.setup import seed_everything
+    from dlrun.runs.setup import seed_everything  # imports torch: once there is work
 
     name = config.task.name
     if not isinstance(config.task, schema.ImplTaskConfig):

@@ -21,6 +21,7 @@ from dlrun.config.optimizers import (
     ScratchSGDConfig,
     SGDConfig,
 )
+from dlrun.scratch import optim as scratch
 
 
 def build(
@@ -74,8 +75,6 @@ def build_scratch(
     params: list[torch.nn.Parameter],
 ) -> torch.optim.Optimizer:
     """The hand-written optimizers of dlrun.scratch.optim."""
-    from dlrun.scratch import optim as scratch
-
     if isinstance(cfg, ScratchAdamConfig):
         return scratch.ScratchAdam(
             params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from dlrun.errors import DlrunError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -79,8 +81,6 @@ def probe(directory: Path, elsewhere: str) -> None:
     """Write, fsync and delete a 1 MiB file in ``directory``: an unwritable directory or a full
     disk is reported before any training, not at the first checkpoint. ``elsewhere``: the
     other way out the message offers."""
-    from dlrun.errors import DlrunError
-
     path = directory / ".dlrun-write-test"
     try:
         directory.mkdir(parents=True, exist_ok=True)

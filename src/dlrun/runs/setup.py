@@ -21,8 +21,9 @@ from dlrun.engine import steps
 from dlrun.engine.distributed import Strategy
 from dlrun.engine.training import Training
 from dlrun.errors import ConfigError, defined_at
-from dlrun.rundir.summary import Summary
+from dlrun.rundir.summary import Summary, run_name
 from dlrun.tasks.base import CONTRACTS, Task
+from dlrun.tracking import mlflow_run as tracking
 
 if TYPE_CHECKING:
     from dlrun.runs.info import RunInfo
@@ -114,9 +115,6 @@ def open_tracking(
 ) -> Any:
     """The run's MLflow run (only the writing rank's logs: the others' do nothing), named
     ``name``; a sweep's parent is named by what the sweep varies (``sine-bp sweep lr=0.1,0.3``)."""
-    from dlrun.rundir.summary import run_name
-    from dlrun.tracking import mlflow_run as tracking
-
     varied = [o for o in info.sweep_overrides if o not in info.overrides]
     parent_name = run_name(f"{training.task.name} sweep", varied) if info.sweep_dir else None
 

@@ -24,6 +24,7 @@ from dlrun.config import schema
 from dlrun.engine import checkpoint, distributed, loop, steps
 from dlrun.engine import device as devices
 from dlrun.engine.distributed import Strategy
+from dlrun.engine.profiling import Profiler
 from dlrun.engine.training import Training
 from dlrun.errors import Diverged, DlrunError
 from dlrun.rundir import layout as rundir
@@ -232,8 +233,6 @@ class Run:
         trainer = training.trainer
         profiler = None
         if trainer.profile_steps and self.writes:
-            from dlrun.engine.profiling import Profiler
-
             profiler = Profiler(trainer.profile_steps, training.device)
         wrapped = self.strategy.wrap(training.model, training.device)  # the model the loop trains
         self.console.start(self.epoch)

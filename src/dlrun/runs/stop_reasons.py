@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dlrun import tasks
 from dlrun.errors import Diverged, DlrunError, NonFiniteLoss, UserCodeError
 from dlrun.rundir import atomic as files
 from dlrun.rundir import layout as rundir
@@ -166,8 +167,6 @@ def user_code(exc: BaseException) -> str | None:
     user's own task: beside a task file (its helpers too), or in an installed task's package
     (not the libraries of a virtual environment kept in the same directory); None when no
     frame is."""
-    from dlrun import tasks
-
     roots = []
     for one in tasks.found().values() if tasks.is_scanned() else ():
         file = getattr(one.module, "__file__", None)

@@ -120,7 +120,7 @@ def _cell(value: float | None) -> str:
 
 def write_plot(path: Path, jobs: list[Job], keys: list[str]) -> int:
     """Validation curves of every job on one figure; returns how many jobs had a curve."""
-    from dlrun import plots
+    from dlrun import plots  # matplotlib: only for --plot
 
     fig, ax = plots.figure(width=8.0, height=5.0)
     drawn = 0

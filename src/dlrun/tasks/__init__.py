@@ -42,7 +42,7 @@ from dlrun.errors import ConfigError, check
 if TYPE_CHECKING:
     import torch
 
-    from dlrun.tasks.base import Task
+    from dlrun.tasks.base import Task  # imports torch: only for a task's code
 
 __all__ = ["DataConfig", "ImplTaskConfig", "Task", "TaskConfig", "check"]
 
@@ -190,7 +190,7 @@ def _is_config(obj: object) -> bool:
 
 
 def _is_task(obj: object) -> bool:
-    from dlrun.tasks.base import Task
+    from dlrun.tasks.base import Task  # imports torch: only for a task's code
 
     return isinstance(obj, type) and issubclass(obj, Task) and not isabstract(obj)
 
@@ -348,7 +348,7 @@ def _check_config_dir_yaml(one: Found) -> None:
 
 def task_class(name: str) -> type[Task]:
     """The Task class of a task (imported now: the built-ins' import torch)."""
-    from dlrun.tasks.base import Task
+    from dlrun.tasks.base import Task  # imports torch: only for a task's code
 
     one = found().get(name)
     if one is None:

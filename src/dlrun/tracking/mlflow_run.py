@@ -35,6 +35,7 @@ from dlrun.config.loggers import MLflowConfig
 from dlrun.errors import DlrunError
 from dlrun.rundir.layout import MLFLOW_PARENT, RunDir
 from dlrun.tracking import worker as tracking_worker
+from dlrun.tracking.loggers import flat_settings
 from dlrun.tracking.worker import STATUS, sqlite_path, stored_run_id
 
 log = logging.getLogger("dlrun")
@@ -149,8 +150,6 @@ def flatten(config: dict[str, Any], in_use: dict[str, str] | None = None) -> dic
     """A nested config as MLflow params: ``{"trainer.batch_size": "64", ...}``, without the
     unset (None) values and the loggers not chosen; ``in_use`` replaces settings by the values
     the run used (the store, the experiment)."""
-    from dlrun.tracking.loggers import flat_settings
-
     return {k: str(v) for k, v in {**flat_settings(config), **(in_use or {})}.items()}
 
 

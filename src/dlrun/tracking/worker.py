@@ -24,6 +24,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dlrun.rundir import atomic as files
+from dlrun.rundir.environment import git_commit
+from dlrun.rundir.summary import shortest
+
 log = logging.getLogger("dlrun.mlflow")
 
 # dlrun's end states -> MLflow's run status
@@ -49,8 +53,6 @@ def stored_run_id(path: Path) -> str | None:
 
 
 def _keep(path: Path, uri: str, run_id: str) -> None:
-    from dlrun.rundir import atomic as files
-
     with files.replace(path) as f:
         json.dump({"tracking_uri": uri, "run_id": run_id}, f)
         f.write("\n")
@@ -178,8 +180,6 @@ def backfill(mlflow: Any, run_id: str, run_dir: Path, upto: int) -> int:
     if missing:
         from mlflow.entities import Metric
 
-        from dlrun.rundir.summary import shortest
-
         stamp = int(time.time() * 1000)
         metrics = [Metric(k, float(shortest(v)), stamp, r["epoch"]) for r, k, v in missing]
         for i in range(0, len(metrics), METRICS_CHUNK):
@@ -198,8 +198,6 @@ def _values(row: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def open_run(mlflow: Any, start: dict[str, Any]) -> str:
     """Create the run (a sweep's child, a rerun's copy), or continue the one the directory has."""
-    from dlrun.rundir.environment import git_commit
-
     uri, run_dir = start["uri"], Path(start["run_dir"])
     params: dict[str, str] = start["params"]
     commit = git_commit()
@@ -253,8 +251,6 @@ def log_rows(mlflow: Any, run_id: str, rows: list[list[Any]]) -> None:
     metrics: one per epoch while the store keeps up, fewer, larger ones when epochs wait."""
     from mlflow.entities import Metric
 
-    from dlrun.rundir.summary import shortest
-
     metrics = [
         Metric(key, float(shortest(value)), stamp, row["epoch"])
         for row, stamp in rows
@@ -292,8 +288,6 @@ def finish_sweep(
 ) -> str | None:
     """End a sweep's parent run with its best objective and the child that reached it
     (``best_file``: that job's run-id file) (the sweep's end calls this)."""
-    from dlrun.rundir.summary import shortest
-
     run_id = stored_run_id(parent_file)
     if run_id is None:
         return None

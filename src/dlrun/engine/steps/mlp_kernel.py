@@ -31,11 +31,10 @@ from dlrun import compat
 from dlrun.engine.steps.batches import EPOCH_GATHER_BYTES, Batch, Step
 from dlrun.engine.steps.fused import Update, fused_kind
 from dlrun.engine.steps.mlp_maths import AugmentedSGD, clip, gradients
+from dlrun.tasks.base import Task
 
 if TYPE_CHECKING:
     from dlrun.config.trainer import TrainerConfig
-    from dlrun.tasks.base import Task
-
 log = logging.getLogger("dlrun")
 
 ACTIVATIONS = {nn.Identity: None, nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
@@ -88,8 +87,6 @@ def why_not(task: Task, model: nn.Module, trainer: TrainerConfig) -> str | None:
         return f"device {task.device.type} (the kernel is for the CPU)"
     if trainer.compile or trainer.precision != "fp32" or trainer.detect_anomaly:
         return "trainer.compile, trainer.precision or trainer.detect_anomaly is set"
-    from dlrun.tasks.base import Task
-
     own_loss = type(task).loss is not Task.loss  # a task (or a test) that overrides loss()
     if task.criterion not in CRITERIA or task.hand_gradients or own_loss:
         return "the task's loss is its own"

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlrun import plots
 from dlrun.errors import DlrunError
+from dlrun.scratch.kmeans import lloyd_step
 from dlrun.tasks.base import Task
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
 from dlrun.tasks.kmeans.lloyd import lloyd_sums
@@ -300,8 +302,6 @@ class KMeans(Task):
 
     def numpy_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """impl=scratch: the same iteration in numpy (one host round trip per iteration)."""
-        from dlrun.scratch.kmeans import lloyd_step
-
         offset = self.offset.double().cpu().numpy()
         old = model.centers.double().cpu().numpy()
         step = lloyd_step(x.double().cpu().numpy(), old - offset)
@@ -349,8 +349,6 @@ class KMeans(Task):
         )
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
-        from dlrun import plots
-
         n = self.xc.shape[0]
         step = max(1, n // 20000)  # at most ~20k points drawn
         points = (self.xc[::step] + self.offset).cpu().numpy()
