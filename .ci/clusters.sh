@@ -19,7 +19,7 @@ case "${1:-}" in
         sa="$(mktemp -d)"
         trap 'rm -rf "$sa"' EXIT
         python -m pip install -q --no-deps --target "$sa" 'sqlalchemy<2' 'alembic<1.14'
-        PYTHONPATH="$sa${PYTHONPATH:+:$PYTHONPATH}" python -m pytest -q -m slow tests/test_cluster_optuna.py
+        PYTHONPATH="$sa${PYTHONPATH:+:$PYTHONPATH}" python -m pytest -q -m slow tests/sweeps/test_cluster_optuna.py
         ;;
     *)
         echo "usage: $0 install | study" >&2

@@ -449,7 +449,7 @@ def _fizzbuzz_baselines(x, y, px, py, epochs, device):
 def case_kmeans(args, device: torch.device, work: Path) -> None:
     from sklearn.cluster import KMeans as SKKMeans
 
-    from dlrun.run import seed_everything
+    from dlrun.runs.setup import seed_everything
     from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
     from dlrun.tasks.kmeans import task as kmeans
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dlrun import cli
+from dlrun.cli import main as cli
 
 
 def needs(module: str) -> pytest.MarkDecorator:

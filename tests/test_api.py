@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 
 import dlrun
-from dlrun import cli
+from dlrun.cli import main as cli
 
 QUIET = ("trainer.plots=false", "trainer.progress=false", "device=cpu")
 SINE = ("task=sine-bp", "trainer.validate_every=50", "trainer.log_every=50", *QUIET)

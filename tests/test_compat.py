@@ -10,12 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import cli, compat, loop, optim, schema
+from dlrun import compat
+from dlrun.cli.args import check_arguments
+from dlrun.config.optimizers import AdamConfig, AdamWConfig, SGDConfig
+from dlrun.engine import loop
+from dlrun.engine import optimizers as optim
+from dlrun.engine.last_good import LastGood
+from dlrun.engine.steps import fused, mlp_kernel
 from dlrun.errors import DlrunError, NonFiniteLoss
-from dlrun.snapshot import LastGood
-from dlrun.steps import fused, mlp_kernel
 from dlrun.tasks.base import classification_loss
-from tests.test_steps import QUICK
+from tests.engine.test_steps import QUICK
 
 FUSED = ("_fused_sgd_", "_fused_adam_", "_fused_adamw_")
 
@@ -31,7 +35,7 @@ def _losses(result) -> list[tuple[int, str, float]]:
 
 @pytest.mark.parametrize(
     "cfg",
-    [schema.SGDConfig(lr=0.1, momentum=0.9), schema.AdamConfig(lr=0.01), schema.AdamWConfig()],
+    [SGDConfig(lr=0.1, momentum=0.9), AdamConfig(lr=0.01), AdamWConfig()],
     ids=repr,
 )
 def test_without_fused_kernels_the_step_trains_as_torch_optim(
@@ -69,7 +73,7 @@ def test_without_fused_kernels_the_step_trains_as_torch_optim(
 
 def test_a_kernel_missing_after_the_optimizer_was_built_leaves_its_step() -> None:
     model = nn.Linear(3, 2)
-    sgd = optim.build(schema.SGDConfig(), model.parameters(), fused=True)
+    sgd = optim.build(SGDConfig(), model.parameters(), fused=True)
     assert fused.direct_update(sgd) is not None
     with pytest.MonkeyPatch.context() as mp:
         mp.delattr(torch, "_fused_sgd_")
@@ -96,8 +100,8 @@ def test_adam_without_foreach_add_updates_bit_for_bit(monkeypatch) -> None:
     torch.manual_seed(0)
     params = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))]
     twins = [nn.Parameter(p.detach().clone()) for p in params]
-    ours = optim.build(schema.AdamConfig(lr=0.01), params, fused=True)
-    theirs = optim.build(schema.AdamConfig(lr=0.01), twins, fused=True)
+    ours = optim.build(AdamConfig(lr=0.01), params, fused=True)
+    theirs = optim.build(AdamConfig(lr=0.01), twins, fused=True)
     update = fused.direct_update(ours)
     assert update is not None
     for _ in range(3):
@@ -127,7 +131,7 @@ def test_epoch_loss_without_foreach_norm(monkeypatch) -> None:
 def test_last_good_without_foreach_copy(monkeypatch) -> None:
     monkeypatch.delattr(torch, "_foreach_copy_")
     model = nn.Linear(3, 2)
-    sgd = optim.build(schema.SGDConfig(lr=0.5, momentum=0.9), model.parameters(), fused=True)
+    sgd = optim.build(SGDConfig(lr=0.5, momentum=0.9), model.parameters(), fused=True)
     snapshot = LastGood(model, sgd, torch.Generator())
     for epoch in (1, 2):  # the second keep copies into the buffers made by the first
         model(torch.randn(4, 3)).sum().backward()
@@ -157,22 +161,22 @@ def test_skip_compiler_import_leaves_unwrapped_methods_alone(monkeypatch) -> Non
     monkeypatch.setattr(torch.optim.Optimizer, "state_dict", plain)
     compat.skip_compiler_import()
     assert not hasattr(plain, "__dynamo_disable")
-    assert optim.build(schema.SGDConfig(), nn.Linear(2, 1).parameters()).state_dict() == {}
+    assert optim.build(SGDConfig(), nn.Linear(2, 1).parameters()).state_dict() == {}
 
 
 def test_without_hydras_parser_a_used_run_dir_is_still_refused(monkeypatch, tmp_path: Path):
     import hydra._internal.utils
 
-    cli.check_arguments([f"hydra.run.dir={tmp_path}"])
+    check_arguments([f"hydra.run.dir={tmp_path}"])
     with pytest.raises(DlrunError, match="unrecognized arguments"):
-        cli.check_arguments(["--no-such-option"])
+        check_arguments(["--no-such-option"])
     monkeypatch.delattr(hydra._internal.utils, "get_args_parser")
     assert compat.hydra_args_parser() is None
-    cli.check_arguments(["--no-such-option"])  # left to Hydra
+    check_arguments(["--no-such-option"])  # left to Hydra
     (tmp_path / "summary.json").write_text("{}")
     with pytest.raises(DlrunError, match="already holds a run"):
-        cli.check_arguments([f"hydra.run.dir={tmp_path}"])
-    cli.check_arguments(["-m", f"hydra.run.dir={tmp_path}"])
+        check_arguments([f"hydra.run.dir={tmp_path}"])
+    check_arguments(["-m", f"hydra.run.dir={tmp_path}"])
 
 
 def test_one_config_repository_shares_one_and_restores_hydra(monkeypatch) -> None:
@@ -211,3 +215,21 @@ def test_unstore_drops_a_stored_config_and_tolerates_a_missing_one() -> None:
     assert "gone.yaml" not in cs.repo["scratchpad"]["inner"]
     compat.unstore("scratchpad/inner", "gone")  # twice: nothing to drop, no error
     compat.unstore("no/such/group", "x")
+
+
+def test_child_node_keeps_a_nested_config_and_falls_back_to_reading_it() -> None:
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = OmegaConf.create({"trainer": {"epochs": 3}, "later": "${oc.env:DLRUN_NO_SUCH_VAR}"})
+    assert isinstance(compat.child_node(cfg, "trainer"), DictConfig)
+    assert compat.child_node(cfg, "later") is not None  # not resolved, so no error
+
+    class Plain(dict):  # a config without omegaconf's private accessor: the public reading
+        def __getitem__(self, key: str) -> object:
+            if key == "later":
+                raise KeyError(key)
+            return super().__getitem__(key)
+
+    plain = Plain(trainer={"epochs": 3}, later=None)
+    assert compat.child_node(plain, "trainer") == {"epochs": 3}
+    assert compat.child_node(plain, "later") is None

@@ -12,7 +12,7 @@ import pytest
 
 import dlrun
 from dlrun import plots
-from dlrun.rundir import shortest
+from dlrun.rundir.summary import shortest
 
 
 def test_shortest_keeps_float32_values_and_leaves_float64_ones() -> None:

@@ -11,8 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from dlrun.schema import TaskConfig, check
-from dlrun.tasks.base import Task
+from dlrun.tasks import Task, TaskConfig, check
 
 
 @dataclass

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import DlrunError
@@ -23,21 +21,7 @@ _API = ("run", "sweep", "Result")
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        from dlrun import api
+        from dlrun import api  # keeps Hydra off `import dlrun`
 
         return getattr(api, name)
     raise AttributeError(f"module 'dlrun' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """``dlrun.run`` stays the API's function once the module dlrun/run.py is imported: the
-    import system would bind that submodule over it (``from dlrun.run import X`` still works,
-    it finds the submodule in sys.modules)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,10 +1,10 @@
 """The Python API: ``dlrun.run(...)`` and ``dlrun.sweep(...)`` for a notebook or a script.
 
-Each call is the `dlrun` command run in this process (cli.invoke: the same overrides, the same
-checks, the same run directory), so a mistake raises DlrunError with the line the command would
-print. Nothing is left behind for the next call: sys.argv and Hydra's global state are restored
-by cli.invoke, as are the logging handlers (a notebook's own log lines never land in a finished
-run's dlrun.log). Torch-free at import.
+Each call is the `dlrun` command run in this process (:func:`dlrun.cli.main.invoke`: the same
+overrides, the same checks, the same run directory), so a mistake raises DlrunError with the
+line the command would print. Nothing is left behind for the next call: sys.argv and Hydra's
+global state are restored by it, as are the logging handlers (a notebook's own log lines never
+land in a finished run's dlrun.log). Torch-free at import.
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import DlrunError
-from dlrun.rundir import RunDir, Summary, quote, read_json
+from dlrun.rundir.layout import MANIFEST, RunDir
+from dlrun.rundir.records import quote, read_json
+from dlrun.rundir.summary import Summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import nn
+
+    from dlrun.cli.main import Ran
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class Result:
     def plot(self) -> Curves:
         """The run's learning curves (plots/curves.png's figure), titled with the run's name;
         a notebook shows it as an image, ``.figure`` is matplotlib's Figure."""
-        from dlrun import plots
+        from dlrun import plots  # matplotlib: only for a plot
 
         s = self.summary
         objective = (s.objective_name if s else None) or "loss"
@@ -76,7 +80,7 @@ class Result:
     def load_model(self, which: str = "best", *overrides: str) -> nn.Module:
         """The trained model from checkpoints/best.pt (``which="last"``: last.pt), in eval mode,
         built from the run's recorded config (``overrides`` change it, e.g. ``device=cpu``)."""
-        from dlrun import evaluation
+        from dlrun.commands import evaluate as evaluation  # imports torch: only to load a model
 
         if which not in evaluation.WHICH:
             raise DlrunError(f"which={which!r}: expected one of {', '.join(evaluation.WHICH)}")
@@ -110,7 +114,7 @@ def run(*overrides: str, run_dir: str | Path | None = None) -> Result:
     argv = list(overrides)
     if run_dir is not None:
         argv.append(f"hydra.run.dir={quote(str(run_dir))}")
-    ran = _invoke(argv)
+    ran = _invoke(argv).run_dirs
     if not ran:  # e.g. --cfg job: nothing ran
         raise DlrunError(f"dlrun {' '.join(argv)} ran nothing: expected overrides of one run")
     return Result(ran[-1])
@@ -119,20 +123,18 @@ def run(*overrides: str, run_dir: str | Path | None = None) -> Result:
 def sweep(*overrides: str, sweep_dir: str | Path | None = None) -> list[Result]:
     """A multirun, as ``dlrun -m OVERRIDES...``: every job's result, in job order (jobs run by
     a parallel launcher in other processes included, from the sweep's manifest)."""
-    from dlrun import multirun
-
     argv = ["-m", *overrides]
     if sweep_dir is not None:
         argv.append(f"hydra.sweep.dir={quote(str(sweep_dir))}")
-    _invoke(argv)
-    where = multirun.current_dir
-    manifest = read_json(where / multirun.MANIFEST) if where is not None else None
+    where = _invoke(argv).sweep_dir
+    manifest = read_json(where / MANIFEST) if where is not None else None
     if where is None or manifest is None:
         raise DlrunError(f"dlrun {' '.join(argv)} made no sweep")
     return [Result((where / job["dir"]).absolute()) for job in manifest.get("jobs", [])]
 
 
-def _invoke(argv: list[str]) -> list[Path]:
-    from dlrun import cli
+def _invoke(argv: list[str]) -> Ran:
+    # Hydra is imported by the first call, not by naming dlrun.run (test_import_dlrun_is_light)
+    from dlrun.cli.main import invoke
 
-    return cli.invoke(argv)
+    return invoke(argv)

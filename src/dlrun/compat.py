@@ -214,3 +214,19 @@ def unstore(group: str, name: str) -> None:
         node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, dict):
         node.pop(f"{name}.yaml", None)
+
+
+# --------------------------------------------------------------------------- omegaconf
+
+
+def child_node(node: Any, key: Any) -> Any:
+    """``node``'s child under ``key`` as stored (omegaconf's private ``_get_node``): a nested
+    config stays a config and an interpolation is not resolved, so a value that cannot be
+    resolved yet raises nothing. Where that is gone: the child as read, None if reading fails."""
+    get_node = getattr(node, "_get_node", None)
+    if get_node is not None:
+        return get_node(key)
+    try:
+        return node[key]
+    except Exception:
+        return None

@@ -1,5 +1,9 @@
 """Errors that dlrun explains to the user in one line instead of a traceback."""
 
+from __future__ import annotations
+
+import signal
+
 
 class DlrunError(Exception):
     """A problem the user can fix (bad config, missing data, unusable checkpoint)."""
@@ -12,7 +16,7 @@ class ConfigError(DlrunError):
 
 
 def check(ok: bool, key: str, expected: str, value: object) -> None:
-    """Refuse a config value in the words every schema uses (dlrun.schema.check, for tasks)."""
+    """Refuse a config value in the words every schema uses (dlrun.tasks.check, for tasks)."""
     if not ok:
         raise ConfigError(f"{key}={value} is not allowed: expected {expected}")
 
@@ -41,3 +45,22 @@ class UserCodeError(DlrunError):
     the line names their file and line, not dlrun, and the log that holds the traceback."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM (``signum``) stopped a run or a sweep (dlrun.runs.interrupt)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def defined_at(obj: object) -> str:
+    """``FILE:LINE`` where a class or function of the user's task is written (its name when
+    the source cannot be found)."""
+    import inspect
+
+    try:
+        return f"{inspect.getsourcefile(obj)}:{inspect.getsourcelines(obj)[1]}"
+    except (OSError, TypeError):
+        return getattr(obj, "__qualname__", repr(obj))

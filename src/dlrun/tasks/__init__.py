@@ -34,13 +34,26 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from dlrun.errors import ConfigError
+# the task API (docs/extending.md): a task's config builds on these, and checks its values with
+# check(); Task, the class a task's code subclasses, imports torch, so it is loaded on first use
+from dlrun.config.schema import DataConfig, ImplTaskConfig, TaskConfig
+from dlrun.errors import ConfigError, check
 
 if TYPE_CHECKING:
     import torch
 
-    from dlrun.schema import DataConfig, TaskConfig
-    from dlrun.tasks.base import Task
+    from dlrun.tasks.base import Task  # imports torch: only for a task's code
+
+__all__ = ["DataConfig", "ImplTaskConfig", "Task", "TaskConfig", "check"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Task":
+        from dlrun.tasks.base import Task  # imports torch: only for a task's code
+
+        return Task
+    raise AttributeError(f"module 'dlrun.tasks' has no attribute {name!r}")
+
 
 GROUP = "dlrun.tasks"  # the entry-point group
 OWN = "dlrun"  # the distribution that declares the tutorials
@@ -178,7 +191,7 @@ def _is_config(obj: object) -> bool:
 
 
 def _is_task(obj: object) -> bool:
-    from dlrun.tasks.base import Task
+    from dlrun.tasks.base import Task  # imports torch: only for a task's code
 
     return isinstance(obj, type) and issubclass(obj, Task) and not isabstract(obj)
 
@@ -208,15 +221,16 @@ def _builtin_yaml(name: str) -> bool:
 
 
 def load_file(path: str | Path, beside_configs: bool = False) -> Found:
-    """Import a loose task file (once per file) and register its schemas and YAML.
+    """Import a loose task file (once per file); its schemas and YAML are stored by
+    :func:`dlrun.cli.task_args.load`.
 
     ``beside_configs``: the file is ``DIR/task/NAME.py`` of a ``--config-dir DIR``, where Hydra
     itself composes ``DIR/task/NAME.yaml``; that YAML must then be written as a tutorial's
     (``# @package _global_`` and ``- /schema/task@task: NAME`` in its defaults)."""
     path = Path(path).expanduser().resolve()
-    for one in found().values():
-        if one.module.__file__ and Path(one.module.__file__).resolve() == path:
-            return one
+    one = loaded(path)
+    if one is not None:
+        return one
     origin = f"task file {path}"
     if not path.is_file():
         raise ConfigError(f"{origin}: no such file")
@@ -245,10 +259,23 @@ def load_file(path: str | Path, beside_configs: bool = False) -> Found:
         raise ConfigError(f"{origin}: cannot be imported: {_said(exc)}{at}") from exc
     if beside_configs and one.yaml is not None:
         _check_config_dir_yaml(one)
-    from dlrun import schema
-
-    schema.store_task(one, with_yaml=not beside_configs)  # Hydra finds DIR/task/NAME.yaml
     return one
+
+
+def loaded(path: Path) -> Found | None:
+    """The task of a task file this process has loaded already."""
+    for one in found().values():
+        if one.module.__file__ and Path(one.module.__file__).resolve() == path:
+            return one
+    return None
+
+
+def forget_files() -> list[str]:
+    """Forget the task files loaded (their modules too): the names of their tasks."""
+    names = [n for n, one in found().items() if one.dist is None]
+    for name in names:
+        sys.modules.pop(_found.pop(name).module.__name__, None)
+    return names
 
 
 class _Installed(ConfigError):
@@ -320,95 +347,9 @@ def _check_config_dir_yaml(one: Found) -> None:
         )
 
 
-def _value(override: str) -> str:
-    value = override.split("=", 1)[1].strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
-    return value
-
-
-def prepare(argv: list[str]) -> list[str]:
-    """Before Hydra composes: register every task found and load the task files `argv` names.
-    `task=PATH.py` becomes `task=NAME task_file=PATH` (an absolute path, so that resume and rerun,
-    which replay the recorded overrides, load the file again from any directory)."""
-    from dlrun import schema
-    from dlrun.rundir import quote
-
-    _forget_task_files()  # before register(), which stores every task found
-    schema.register()
-
-    beside = [load_file(f, beside_configs=True) for d in _config_dirs(argv) for f in _task_files(d)]
-    out, files = [], []
-    for arg in argv:
-        key = arg.split("=", 1)[0] if "=" in arg and not arg.startswith("-") else None
-        if key == "task" and _value(arg).endswith(".py"):
-            one = load_file(_value(arg))
-            out.append(f"task={one.name}")
-            if one.dist is None:  # not a file whose task an installed package has
-                files.append(one)
-                out.append(f"task_file={quote(str(one.module.__file__))}")
-        elif key == "task" and (one := next((f for f in beside if f.name == _value(arg)), None)):
-            files.append(one)  # DIR/task/NAME.py beside DIR/task/NAME.yaml (--config-dir DIR)
-            out += [arg, f"task_file={quote(str(one.module.__file__))}"]
-        elif key in ("task_file", "+task_file") and _value(arg) not in ("", "null"):
-            one = _recorded_file(_value(arg), argv)
-            if one is not None and one.dist is None:
-                files.append(one)
-                out.append(f"task_file={quote(str(one.module.__file__))}")
-        else:
-            out.append(arg)
-    launcher = [_value(a) for a in argv if a.startswith("hydra/launcher=")]
-    if files and launcher and launcher[-1] != "basic":
-        # a launcher's worker processes import the config's classes by module name, and a task
-        # file's module exists only in the process that loaded it
-        raise ConfigError(
-            f"hydra/launcher={launcher[-1]}: a task file ({files[0].module.__file__}) "
-            "runs in dlrun's own process only; install it as a package with a dlrun.tasks "
-            "entry point for other launchers (docs/extending.md)"
-        )
-    return out
-
-
-def _recorded_file(path: str, argv: list[str]) -> Found | None:
-    """``task_file=PATH`` (as a run records it): the file's task, or, when the file is gone
-    and an installed package has the run's ``task=NAME``, that package's (the task moved)."""
-    named = [_value(a) for a in argv if a.split("=", 1)[0] == "task"]
-    installed = found().get(named[-1]) if named else None
-    if not Path(path).expanduser().is_file() and installed and installed.dist not in (None, OWN):
-        return installed
-    return load_file(path)
-
-
-def _config_dirs(argv: list[str]) -> list[Path]:
-    """The directories of the user's own configs (Hydra's ``--config-dir DIR``, ``-cd DIR``)."""
-    dirs = []
-    for i, arg in enumerate(argv):
-        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
-            dirs.append(argv[i + 1])
-        elif arg.startswith("--config-dir="):
-            dirs.append(arg.split("=", 1)[1])
-    return [Path(d).expanduser() for d in dirs]
-
-
-def _task_files(config_dir: Path) -> list[Path]:
-    return sorted((config_dir / "task").glob("*.py")) if (config_dir / "task").is_dir() else []
-
-
-def _forget_task_files() -> None:
-    """Task files are loaded per command: in one process (a notebook, the tests) each command
-    loads the files it names afresh, so an edited file, or another file of the same name, is the
-    one that runs."""
-    from dlrun import compat
-
-    for name in [n for n, one in found().items() if one.dist is None]:
-        sys.modules.pop(_found.pop(name).module.__name__, None)
-        for group in ("task", "schema/task", "schema/data"):
-            compat.unstore(group, name)
-
-
 def task_class(name: str) -> type[Task]:
     """The Task class of a task (imported now: the built-ins' import torch)."""
-    from dlrun.tasks.base import Task
+    from dlrun.tasks.base import Task  # imports torch: only for a task's code
 
     one = found().get(name)
     if one is None:

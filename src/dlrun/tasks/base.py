@@ -9,12 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dlrun.scratch.layers import from_torch
+from dlrun.scratch.losses import half_mse, hand_loss, softmax_cross_entropy
+
 if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
     from torch import nn
 
-    from dlrun.schema import DataConfig, TaskConfig
+    from dlrun.config.schema import DataConfig, TaskConfig
 
 
 class Task(ABC):
@@ -97,8 +100,6 @@ class Task(ABC):
         """The model itself, or under impl=scratch its hand-written twin with the same weights."""
         if self.impl != "scratch":
             return model
-        from dlrun.scratch.layers import from_torch
-
         return from_torch(model)
 
     @abstractmethod
@@ -134,8 +135,6 @@ def classification_loss(
     import torch.nn.functional as F
 
     if by_hand:
-        from dlrun.scratch.losses import hand_loss, softmax_cross_entropy
-
         return hand_loss(model, batch, softmax_cross_entropy)
     x, y = batch
     return F.cross_entropy(model(x), y)
@@ -148,8 +147,6 @@ def half_mse_loss(
     import torch
 
     if by_hand:
-        from dlrun.scratch.losses import half_mse, hand_loss
-
         return hand_loss(model, batch, half_mse)
     x, y = batch
     return 0.5 * torch.mean((model(x) - y) ** 2)

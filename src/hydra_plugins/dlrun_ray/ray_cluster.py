@@ -77,8 +77,10 @@ def record_lost(job_dir: Path, overrides: list[str], exc: BaseException) -> str 
     """A job whose worker or node died: its summary (left `running`, or never written: the task
     never started) says failed, and the manifest follows. Returns the error recorded; None when
     the run had recorded its own end."""
-    from dlrun import multirun
-    from dlrun.rundir import RunDir, Summary, write_json
+    from dlrun.rundir.layout import RunDir
+    from dlrun.rundir.records import write_json
+    from dlrun.rundir.summary import Summary
+    from dlrun.sweeps import manifest as multirun
 
     said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     reason = said.split(". ")[0].rstrip(".")[:160]  # Ray's first sentence

@@ -1,5 +1,5 @@
 """The Optuna sweeper of dlrun's search presets: hydra-optuna-sweeper's, and with a storage one
-study shared by every process that names it (dlrun.study). Hydra imports this module at every
+study shared by every process that names it (dlrun.sweeps.study). Hydra imports this module at every
 start: it imports nothing more than the plugin's own light module."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ if OptunaSweeper is not None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if self.sweeper.storage:
-                from dlrun.study import SharedStudy
+                from dlrun.sweeps.study import SharedStudy
 
                 self.sweeper.__class__ = SharedStudy
 

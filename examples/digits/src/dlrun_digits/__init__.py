@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlrun.schema import ImplTaskConfig, check
+from dlrun.tasks import ImplTaskConfig, check
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlrun import plots
 from dlrun.tasks.base import Task, classification_metrics
 from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 
@@ -75,8 +76,6 @@ class FizzBuzz(Task):
         )
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
-        from dlrun import plots
-
         predicted = model(self.play_x).argmax(1).cpu().numpy()
         truth = self.play_y.cpu().numpy()
         numbers = self.numbers.cpu().numpy()

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlrun import plots
 from dlrun.errors import DlrunError
-from dlrun.tables import check_size, number, squared_limit
 from dlrun.tasks.base import Task
 from dlrun.tasks.housing import HousingDataConfig, HousingRegressionConfig
+from dlrun.tasks.numeric_cells import check_size, number, squared_limit
 
 FEATURES = (
     "MedInc",
@@ -160,8 +161,6 @@ class HousingRegression(Task):
         return {"loss": 0.5 * mse, "mse": mse, "r2": r2}
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
-        from dlrun import plots
-
         truth = self.y_test.squeeze(1).cpu().numpy()
         predicted = model(self.x_test).squeeze(1).cpu().numpy()
         fig, ax = plots.figure(width=5, height=5)

@@ -7,7 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlrun.schema import DataConfig, ImplTaskConfig, check
+from dlrun.config.schema import DataConfig, ImplTaskConfig
+from dlrun.errors import check
 
 KMEANS_INITS = ("k-means++", "random")
 KMEANS_DATA_KINDS = ("uniform", "blobs")

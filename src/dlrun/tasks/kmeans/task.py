@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlrun import plots
 from dlrun.errors import DlrunError
-from dlrun.tables import check_size, number, squared_limit
+from dlrun.scratch.kmeans import lloyd_step
 from dlrun.tasks.base import Task
 from dlrun.tasks.kmeans import KMeansConfig, KMeansDataConfig
 from dlrun.tasks.kmeans.lloyd import lloyd_device, lloyd_sums
+from dlrun.tasks.numeric_cells import check_size, number, squared_limit
 
 CHUNK = 2**20  # (point, centre) pairs whose distances are computed at once (4 MB: cache-sized)
 # On a GPU a chunk is a kernel launch, so chunks are large: 256 MB of float32 scores (1M points
@@ -307,8 +309,6 @@ class KMeans(Task):
 
     def numpy_loss(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """impl=scratch: the same iteration in numpy (one host round trip per iteration)."""
-        from dlrun.scratch.kmeans import lloyd_step
-
         offset = self.offset.double().cpu().numpy()
         old = model.centers.double().cpu().numpy()
         step = lloyd_step(x.double().cpu().numpy(), old - offset)
@@ -356,8 +356,6 @@ class KMeans(Task):
         )
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
-        from dlrun import plots
-
         n = self.xc.shape[0]
         step = max(1, n // 20000)  # at most ~20k points drawn
         points = (self.xc[::step] + self.offset).cpu().numpy()

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlrun.schema import DataConfig, ImplTaskConfig, check
+from dlrun.config.schema import DataConfig, ImplTaskConfig
+from dlrun.errors import check
 
 MNIST_NAMES = ("MNIST", "FashionMNIST", "KMNIST")  # torchvision classes with MNIST's format
 

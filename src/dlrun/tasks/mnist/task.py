@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun import files
+from dlrun import plots
 from dlrun.errors import DlrunError
+from dlrun.rundir import atomic as files
 from dlrun.tasks.base import Task, classification_metrics
 from dlrun.tasks.mnist import MNISTDataConfig, MNISTMLPConfig
 
@@ -162,8 +163,6 @@ class MNISTMLP(Task):
         return dict(classification_metrics(model(self.test_x), self.test_y))
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
-        from dlrun import plots
-
         counts = confusion(model(self.test_x).argmax(1), self.test_y).cpu().numpy()
         fig, ax = plots.figure(width=6.4, height=5.6)
         image = ax.imshow(counts, cmap="Blues")

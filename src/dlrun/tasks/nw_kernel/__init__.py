@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlrun.schema import TaskConfig, check
+from dlrun.config.schema import TaskConfig
+from dlrun.errors import check
 
 
 @dataclass

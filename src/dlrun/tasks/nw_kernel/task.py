@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlrun import plots
 from dlrun.tasks.base import Task
 from dlrun.tasks.nw_kernel import NWKernelConfig
 
@@ -115,8 +116,6 @@ class NWKernelRegression(Task):
         return f"learned kernel width w = {w:.4g} (a Gaussian kernel with sd 1/|w|)"
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
-        from dlrun import plots
-
         x_test = self.x_test.cpu().numpy()
         mse = history[-1].get("mse") if history else None
         fig, ax = plots.figure()

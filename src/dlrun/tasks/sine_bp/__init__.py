@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dlrun.schema import ImplTaskConfig, check
+from dlrun.config.schema import ImplTaskConfig
+from dlrun.errors import check
 
 
 @dataclass

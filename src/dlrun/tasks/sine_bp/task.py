@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlrun import plots
 from dlrun.tasks.base import Task
 from dlrun.tasks.sine_bp import SineBPConfig
 
@@ -45,8 +46,6 @@ class SineBP(Task):
         return {"loss": 0.5 * mse, "mse": mse}
 
     def figures(self, model: nn.Module, history: list[dict[str, Any]]) -> dict[str, Any]:
-        from dlrun import plots
-
         grid = torch.linspace(0, 1, 400, device=self.device)[:, None]
         fig, ax = plots.figure()
         ax.plot(

@@ -1,0 +1,1 @@
+"""The commands beside dlrun: dlrun-rerun, dlrun-eval and dlrun-gradcheck."""

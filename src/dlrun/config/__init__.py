@@ -1,0 +1,1 @@
+"""The typed config: the schema every run is checked against, torch-free."""

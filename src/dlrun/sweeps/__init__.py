@@ -1,0 +1,1 @@
+"""Sweeps (dlrun -m): the manifest, skipping and resuming jobs, the study, dlrun-report."""

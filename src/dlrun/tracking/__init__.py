@@ -1,0 +1,1 @@
+"""Metrics destinations beside the run directory: TensorBoard, CSV and MLflow."""
