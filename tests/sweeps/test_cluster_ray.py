@@ -227,7 +227,7 @@ def test_sweep_runs_on_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
     assert {node_of(sweep / str(n)) for n in range(4)} == {cluster.head_id, cluster.worker_id}
 
     report = subprocess.run(
-        [sys.executable, "-m", "dlrun.report", str(sweep), "--no-group"],
+        [sys.executable, "-m", "dlrun.sweeps.report", str(sweep), "--no-group"],
         env=cluster.env,
         capture_output=True,
         text=True,
