@@ -15,12 +15,13 @@ from dlrun.config.optimizers import AdamConfig, AdamWConfig, RMSpropConfig, SGDC
 from dlrun.errors import ConfigError
 from dlrun.tasks.fizzbuzz import FizzBuzzConfig
 from dlrun.tasks.sine_bp import SineBPConfig
+from dlrun.tracking import registry
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def objects(*overrides: str) -> schema.Config:
-    store.register(tasks.found().values())
+    store.register(tasks.found().values(), registry.found().values(), registry.config_schema())
     with initialize_config_module("dlrun.conf", version_base=None):
         return schema.to_objects(compose("config", overrides=list(overrides)))
 

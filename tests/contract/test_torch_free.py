@@ -25,6 +25,10 @@ TORCH_FREE_MODULES = (
     "dlrun.sweeps.report_jobs",
     "dlrun.tracking.mlflow_run",
     "dlrun.tracking.loggers",
+    "dlrun.tracking.registry",
+    "dlrun.tracking.csv_logger",
+    "dlrun.tracking.tensorboard_logger",
+    "dlrun.tracking.mlflow_logger",
     # the parts of a run that the command uses before there is work to do
     "dlrun.runs.console",
     "dlrun.runs.info",

@@ -20,10 +20,10 @@ mlflow = pytest.importorskip("mlflow")  # one import for the whole file: it is s
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from dlrun.commands import rerun  # noqa: E402
-from dlrun.config.loggers import MLflowConfig  # noqa: E402
 from dlrun.errors import DlrunError  # noqa: E402
 from dlrun.rundir.summary import shortest  # noqa: E402
 from dlrun.tracking import mlflow_run as tracking  # noqa: E402
+from dlrun.tracking.mlflow_logger import MLflowConfig  # noqa: E402
 from dlrun.tracking.store_check import check_store  # noqa: E402
 from tests.conftest import call_main, run_cli  # noqa: E402
 
@@ -195,7 +195,7 @@ JOB = """
 import os, sys
 from pathlib import Path
 from dlrun.tracking import mlflow_run as tracking  # noqa: E402
-from dlrun.config.loggers import MLflowConfig
+from dlrun.tracking.mlflow_logger import MLflowConfig
 root, name, crash = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "crash"
 d = root / "sweep" / name
 d.mkdir(parents=True)

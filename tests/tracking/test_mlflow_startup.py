@@ -14,9 +14,9 @@ pytest.importorskip("mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dlrun.config.loggers import MLflowConfig  # noqa: E402
 from dlrun.tracking import early as tracking_early  # noqa: E402
 from dlrun.tracking import mlflow_run as tracking  # noqa: E402
+from dlrun.tracking.mlflow_logger import MLflowConfig  # noqa: E402
 
 
 def tables(db: Path) -> set[str]:

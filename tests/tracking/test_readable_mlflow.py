@@ -14,9 +14,9 @@ mlflow = pytest.importorskip("mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dlrun.config.loggers import MLflowConfig  # noqa: E402
 from dlrun.rundir.summary import shortest  # noqa: E402
 from dlrun.tracking import mlflow_run as tracking  # noqa: E402
+from dlrun.tracking.mlflow_logger import MLflowConfig  # noqa: E402
 
 
 def test_the_command_names_the_run_and_says_where_it_is(dlrun, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from dlrun.rundir import layout as rundir
 from dlrun.rundir import lock as dirlock
 from dlrun.rundir.layout import RunDir
 from dlrun.sweeps import manifest as multirun
-from dlrun.tracking.mlflow_run import end_sweep
+from dlrun.tracking import registry as loggers
 
 
 class Refused(BaseException):  # noqa: N818 - carries the DlrunError out of Hydra
@@ -100,7 +100,7 @@ class ManifestCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        end_sweep(sweep_dir, multirun.update_manifest(sweep_dir))
+        loggers.end_sweep(sweep_dir, multirun.update_manifest(sweep_dir))
 
 
 class RunDirCallback(Callback):

@@ -50,8 +50,7 @@ from dlrun.runs import stop_reasons as failures
 from dlrun.runs.info import RunInfo
 from dlrun.sweeps import manifest as multirun
 from dlrun.terminal import ends_quietly_on_closed_pipe
-from dlrun.tracking import early as tracking_early
-from dlrun.tracking.mlflow_run import end_sweep
+from dlrun.tracking import registry as loggers
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         config = schema.to_objects(cfg)  # refuse bad values before importing torch
         # an unwritable directory or a full disk fails here, not later
         files.probe(run_dir, callbacks.elsewhere(bool(config.resume) or action == "resume"))
-        if config.logger.mlflow.enabled:  # an unusable store: one line, before any work; then
-            # the store opens in a worker started now, while the run imports torch and sets up
-            worker = tracking_early.prepare(config.logger.mlflow, distributed.is_main())
-            info = dataclasses.replace(info, mlflow_worker=worker)
+        # an unusable destination: one line, before any work; what a logger starts now (MLflow's
+        # worker opens its store) works while the run imports torch and sets up
+        info = dataclasses.replace(
+            info, early=loggers.prepare(config.logger, distributed.is_main())
+        )
         if action == "resume":
             config = dataclasses.replace(config, resume=str(run_dir))
         if lock is not None:  # under the lock no live writer owns a temp file here
@@ -104,9 +104,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
         try:
             objective = execute(config, schema.plain(cfg), info)
-        finally:  # a run that failed before its loop leaves its early MLflow worker unused
-            if info.mlflow_worker is not None:
-                info.mlflow_worker.release()
+        finally:  # a run that failed before its loop leaves what they started unused
+            loggers.release(info.early)
         invocation.ran.append(run_dir)
         return objective
     except KeyboardInterrupt as exc:
@@ -234,7 +233,7 @@ def _invoke(argv: list[str], invocation: Invocation) -> Ran:
         if sweep_dir is not None:
             multirun.end_interrupted(sweep_dir)
             manifest = multirun.update_manifest(sweep_dir)
-            end_sweep(sweep_dir, manifest, "interrupted")
+            loggers.end_sweep(sweep_dir, manifest, "interrupted")
             print(
                 "sweep interrupted; finished jobs are kept and skipped when you continue it with: "
                 + multirun.continue_command(typed, sweep_dir),

@@ -11,6 +11,7 @@ from dlrun import compat, tasks
 from dlrun.config import store
 from dlrun.errors import ConfigError
 from dlrun.rundir.records import quote
+from dlrun.tracking import registry
 
 
 def load(path: str | Path, beside_configs: bool = False) -> tasks.Found:
@@ -37,7 +38,7 @@ def prepare(argv: list[str]) -> list[str]:
     `task=PATH.py` becomes `task=NAME task_file=PATH` (an absolute path, so that resume and rerun,
     which replay the recorded overrides, load the file again from any directory)."""
     _forget_task_files()  # before register(), which stores every task found
-    store.register(tasks.found().values())
+    store.register(tasks.found().values(), registry.found().values(), registry.config_schema())
 
     beside = [load(f, beside_configs=True) for d in _config_dirs(argv) for f in _task_files(d)]
     out, files = [], []

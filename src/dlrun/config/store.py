@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from dlrun.config.loggers import LoggerSchema
 from dlrun.config.optimizers import OPTIMIZER_SCHEMAS
 from dlrun.config.schema import Config, DataConfig
 from dlrun.config.trainer import SCHEDULER_SCHEMAS, TrainerConfig
@@ -29,17 +30,43 @@ class TaskSchemas(Protocol):
     def tutorial(self) -> bool: ...
 
 
-def register(found: Iterable[TaskSchemas]) -> None:
-    """Put the schemas where the YAML in conf/ finds them (idempotent): the shared ones here, and
-    each task's, derived from the tasks found (dlrun.tasks)."""
+def register(
+    found: Iterable[TaskSchemas], loggers: Iterable[LoggerYaml] = (), config: type = Config
+) -> None:
+    """Put the schemas where the YAML in conf/ finds them (idempotent): the shared ones here
+    (``config``: Config with each logger's field, dlrun.tracking.registry's), and each task's
+    and logger's YAML, derived from those found (dlrun.tasks, dlrun.tracking.registry)."""
     cs = ConfigStore.instance()
-    cs.store(name="dlrun_schema", node=Config)
+    cs.store(name="dlrun_schema", node=config)
+    for one in loggers:
+        if one.yaml is not None:  # dlrun's own are conf/logger/<name>.yaml
+            cs.store(group="logger", name=one.name, node=_read_logger_yaml(one), package="logger")
     for name, schema in OPTIMIZER_SCHEMAS.items():
         cs.store(group="schema/optimizer", name=name, node=schema)
     for task in found:
         store_task(task)
     for scheduler in SCHEDULER_SCHEMAS:
         cs.store(group="schema/scheduler", name=scheduler.kind, node=scheduler)
+
+
+class LoggerYaml(LoggerSchema, Protocol):
+    """What the store takes from a logger found (:class:`dlrun.tracking.registry.Found`)."""
+
+    yaml: Path | None
+
+
+def _read_logger_yaml(one: LoggerYaml) -> dict[str, Any]:
+    """A logger's YAML (its settings under ``<name>:``, as conf/logger/*.yaml), refused in
+    one line naming its file when it is not a mapping."""
+    import yaml
+
+    try:
+        node = yaml.safe_load(one.yaml.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{one.yaml}: not valid YAML: {exc}") from None
+    if not isinstance(node, dict):
+        raise ConfigError(f"{one.yaml}: expected a mapping ({one.name}: ...)")
+    return node
 
 
 def store_task(task: TaskSchemas, with_yaml: bool = True) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from dlrun.tracking.early import Early
+from typing import Any
 
 # dlrun-rerun names the run directory that a run reproduces in this variable
 REPRODUCES_ENV = "DLRUN_REPRODUCES"
@@ -28,4 +25,5 @@ class RunInfo:
     reproduces: Path | None = None  # dlrun-rerun: the run directory this one runs again
     stop_file: Path | None = None  # a sweep's: its parent asks the job to stop (interrupt.py)
     job_num: int | None = None  # a sweep's job: its number (the first one shows the header)
-    mlflow_worker: Early | None = None  # started by the command: the run takes it over
+    # logger -> what its prepare() started with the command (MLflow's worker): the run takes it
+    early: dict[str, Any] = field(default_factory=dict)

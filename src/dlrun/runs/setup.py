@@ -1,11 +1,12 @@
 """What a run builds before its loop (:meth:`dlrun.runs.stages.Run.setup`): the device, task, model,
-optimizer and recipe, seeded (a :class:`~dlrun.engine.training.Training`), and its MLflow
-run. Kept beside stages.py so that the stages read in one sitting.
+optimizer and recipe, seeded (a :class:`~dlrun.engine.training.Training`), and what its
+loggers are opened with. Kept beside stages.py so that the stages read in one sitting.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,9 +22,10 @@ from dlrun.engine import steps
 from dlrun.engine.distributed import Strategy
 from dlrun.engine.training import Training
 from dlrun.errors import ConfigError, defined_at
+from dlrun.rundir.layout import RunDir
 from dlrun.rundir.summary import Summary, run_name
 from dlrun.tasks.base import CONTRACTS, Task
-from dlrun.tracking import mlflow_run as tracking
+from dlrun.tracking.loggers import RunContext
 
 if TYPE_CHECKING:
     from dlrun.runs.info import RunInfo
@@ -104,38 +106,40 @@ def check_first_batch(task: Task, model: torch.nn.Module, batch_size: int) -> No
         )
 
 
-def open_tracking(
+def logger_context(
     config: schema.Config,
     info: RunInfo,
     plain: dict[str, Any],
     training: Training,
+    run_dir: RunDir,
+    rows: list[dict[str, Any]],
     resume_epoch: int | None,
-    active: bool,
+    writes: bool,
     name: str | None = None,
-) -> Any:
-    """The run's MLflow run (only the writing rank's logs: the others' do nothing), named
-    ``name``; a sweep's parent is named by what the sweep varies (``sine-bp sweep lr=0.1,0.3``)."""
+    say: Callable[[str], None] | None = None,
+) -> RunContext:
+    """What the run's loggers are opened with, named ``name``; a sweep's parent is named by
+    what the sweep varies (``sine-bp sweep lr=0.1,0.3``)."""
     varied = [o for o in info.sweep_overrides if o not in info.overrides]
     parent_name = run_name(f"{training.task.name} sweep", varied) if info.sweep_dir else None
-
     tags = {
         "task": training.task.name,
         "optimizer": info.choices.get("optimizer"),
         "device": devices.describe(training.device),  # the real one, not device=auto
         "seed": config.seed,
     }
-    return tracking.MlflowRun(
-        config.logger.mlflow,
-        info.run_dir,
+    return RunContext(
+        run_dir,
+        rows,
+        resume_epoch,
+        name,
         plain,
-        tags,
-        experiment=training.task.name,
+        writes,
+        task=training.task.name,
+        tags=tags,
         sweep_dir=info.sweep_dir,
         sweep_overrides=info.sweep_overrides,
-        reproduces=info.reproduces,
-        resume_epoch=resume_epoch,
-        active=active,
-        name=name,
         parent_name=parent_name,
-        worker=info.mlflow_worker,
+        reproduces=info.reproduces,
+        say=say,
     )

@@ -40,7 +40,8 @@ from dlrun.runs.console import Console
 from dlrun.runs.info import RunInfo
 from dlrun.runs.interrupt import StopRequest
 from dlrun.runs.recorder import Outputs, Recorder
-from dlrun.tracking import loggers
+from dlrun.tracking import registry as loggers
+from dlrun.tracking.loggers import Logger
 
 log = logging.getLogger("dlrun")
 
@@ -101,7 +102,7 @@ class Run:
         self.console.on_closed = lambda: self.stop.request(signal.SIGPIPE)
         self.resumed: checkpoint.Restored | None = None
         self.recorder: Recorder | None = None
-        self.tracking: Any = None  # logger=mlflow's tracking.MlflowRun, from the loop's start
+        self.loggers: list[Logger] = []  # the chosen loggers, from the loop's start
         # a resume touches the run's records only once its checkpoint has been accepted
         self.recording = not config.resume
 
@@ -204,26 +205,20 @@ class Run:
             self.dir.write_env(environment(devices.describe(training.device)), kept is not None)
         resume_epoch = self.epoch if kept is not None else None
         history = metrics.MetricsLog(self.dir.metrics if self.writes else None, kept)
-        if self.writes:
-            history.loggers = loggers.open_loggers(
-                self.config.logger,
-                self.dir,
-                history.rows,
-                resume_epoch,
-                self.summary.name,
-                self.plain,
-            )
-        if self.config.logger.mlflow.enabled:
-            self.tracking = run_setup.open_tracking(
-                self.config,
-                self.info,
-                self.plain,
-                training,
-                resume_epoch,
-                self.writes,
-                self.summary.name,
-            )
-            history.loggers.append(self.tracking)
+        run = run_setup.logger_context(
+            self.config,
+            self.info,
+            self.plain,
+            training,
+            self.dir,
+            history.rows,
+            resume_epoch,
+            self.writes,
+            self.summary.name,
+            None if self.info.in_sweep else self.console.print,  # a sweep: a line per job
+        )
+        self.loggers = loggers.open_all(self.config.logger, run, self.info.early)
+        history.loggers = list(self.loggers)
         outputs = Outputs(self.dir, history, self.console)
         self.recorder = Recorder(
             outputs, training, self.strategy, self.stop, self.plain, self.resumed
@@ -299,17 +294,17 @@ class Run:
         self.dir.write_summary(self.summary)
 
     def _end_tracking(self, status: str) -> None:
-        """End the MLflow run; its wait is not in wall_s, its failure is noted in summary.json."""
-        if self.tracking is None:
-            return
-        say = None if self.info.in_sweep else self.console.print  # a sweep: a line per job
-        self.tracking.finish(status, say)
-        where = self.tracking.where()
-        if where is not None and not self.info.in_sweep:  # a sweep's end says it once
-            self.console.print(where)
-        if self.tracking.error is not None and self.writes:
-            self.summary.tracking_error = self.tracking.error
-            self.dir.write_summary(self.summary)
+        """End the loggers (once); their wait is not in wall_s, the first failure is noted in
+        summary.json."""
+        ending, self.loggers = self.loggers, []
+        for logger in ending:
+            logger.finish(status)
+            where = logger.where()
+            if where is not None and not self.info.in_sweep:  # a sweep's end says it once
+                self.console.print(where)
+            if logger.error is not None and self.writes and self.summary.tracking_error is None:
+                self.summary.tracking_error = logger.error
+                self.dir.write_summary(self.summary)
 
     def _explain(self, exc: Exception) -> DlrunError | None:
         def last_finite() -> int | None:  # last.pt gets the last finite epoch

@@ -16,11 +16,14 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dlrun.config.loggers import MLflowConfig
 from dlrun.tracking.mlflow_run import tracking_uri
 from dlrun.tracking.store_check import check_store
 from dlrun.tracking.worker import sqlite_path
+
+if TYPE_CHECKING:
+    from dlrun.tracking.mlflow_logger import MLflowConfig
 
 
 @dataclass

@@ -1,48 +1,86 @@
-"""Extra destinations for the metrics rows, besides metrics.jsonl: TensorBoard, CSV, MLflow.
+"""The logger API: what a logger is, and what it is opened with. Torch-free.
 
-Each logger receives every row that metrics.jsonl receives (``{"epoch", "split", <metrics>}``)
-through :class:`dlrun.rundir.metrics_log.MetricsLog`; the loop knows nothing about them.
+A logger receives every row that metrics.jsonl receives (``{"epoch", "split", <metrics>}``)
+through :class:`dlrun.rundir.metrics_log.MetricsLog`; the loop knows nothing about it. Each one,
+dlrun's own included, is a module holding one :class:`Logger` subclass, found by its entry point
+in the group ``dlrun.loggers`` (:mod:`dlrun.tracking.registry`), so that adding one touches no
+other module: its settings are ``logger.<name>``, chosen with ``logger=[jsonl,<name>]``.
 """
 
 from __future__ import annotations
 
-import csv
-import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
-from dlrun.config.loggers import LoggerConfig
-from dlrun.rundir import atomic as files
 from dlrun.rundir.layout import RunDir
 
 KEYS = ("epoch", "split")  # every row's coordinates; the rest are metrics
 
 
-class Logger(Protocol):
-    def append(self, row: dict[str, Any]) -> None: ...
+@dataclass(frozen=True)
+class RunContext:
+    """The run a logger is opened for, as plain values."""
 
-    def close(self) -> None: ...
+    run_dir: RunDir
+    rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's rows so far
+    resume_epoch: int | None = None  # a resumed run: the checkpoint's epoch
+    name: str | None = None  # the run's readable name
+    plain: dict[str, Any] = field(default_factory=dict)  # the run's whole config
+    writes: bool = True  # this process writes the run's records (rank 0 under torchrun)
+    task: str = ""  # the task's name
+    tags: dict[str, Any] = field(default_factory=dict)  # task, optimizer, device, seed
+    sweep_dir: Path | None = None  # a sweep's job: the sweep's directory
+    sweep_overrides: list[str] = field(default_factory=list)  # the whole sweep's, as typed
+    parent_name: str | None = None  # a sweep's job: the sweep's readable name
+    reproduces: Path | None = None  # dlrun-rerun: the run directory this one runs again
+    early: Any = None  # what the logger's prepare() returned when the command started
+    say: Callable[[str], None] | None = None  # a line on the console (None in a sweep)
 
 
-def open_loggers(
-    cfg: LoggerConfig,
-    run_dir: RunDir,
-    rows: list[dict[str, Any]],
-    resume_epoch: int | None,
-    name: str | None = None,
-    plain: dict[str, Any] | None = None,
-) -> list[Logger]:
-    """The chosen loggers, given the rows metrics.jsonl already holds (up to a resume's epoch);
-    ``name`` the run's readable name, ``plain`` its config (TensorBoard's HPARAMS)."""
-    chosen: list[Logger] = []
-    if cfg.csv:
-        chosen.append(CsvLog(run_dir.metrics_csv, rows))
-    if cfg.tensorboard:
-        folder = run_dir.tensorboard / folder_name(name) if name else run_dir.tensorboard
-        settings = {k: v for k, v in flat_settings(plain or {}).items() if _hparam(k)}
-        chosen.append(TensorBoardLog(folder, resume_epoch, settings, rows))
-    # logger=mlflow is the run's own (dlrun.tracking.mlflow_run): it ends after the run
-    return chosen
+class Logger:
+    """A destination for the metrics rows. A subclass names itself (``name``, the option of
+    the ``logger`` group) and, when it has settings, their dataclass (``settings``, with an
+    ``enabled: bool = False`` field its YAML sets true); without one, ``logger.<name>`` is a
+    bool. ``needs``: the module it imports, refused in one line when missing (the extra of
+    the same name installs it)."""
+
+    name: ClassVar[str]
+    settings: ClassVar[type | None] = None
+    needs: ClassVar[str | None] = None
+    error: str | None = None  # the first failure after the start, noted in summary.json
+
+    def __init__(self, settings: Any, run: RunContext) -> None:
+        self.run = run
+
+    @classmethod
+    def prepare(cls, settings: Any, main: bool) -> Any:
+        """When the command starts, before torch: refuse an unusable destination in one line,
+        or start what the run takes over (its ``run.early``; ``release()``d if unused)."""
+        return None
+
+    @classmethod
+    def open(cls, settings: Any, run: RunContext) -> Logger | None:
+        """The logger for a run when the loop starts; by default only where records are written."""
+        return cls(settings, run) if run.writes else None
+
+    @classmethod
+    def end_sweep(cls, sweep_dir: Path, manifest: dict[str, Any], status: str | None) -> None:
+        """After a sweep's last job (``status`` None: from its jobs')."""
+
+    def append(self, row: dict[str, Any]) -> None:
+        """One row, as metrics.jsonl gets it."""
+
+    def close(self) -> None:
+        """The loop has ended: no more rows."""
+
+    def finish(self, status: str) -> None:
+        """The run has ended (completed, failed, diverged, interrupted); its records are final."""
+
+    def where(self) -> str | None:
+        """A closing line saying where to see the run (None: nothing to say)."""
+        return None
 
 
 def folder_name(name: str) -> str:
@@ -63,104 +101,3 @@ def flat_settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value if isinstance(value, bool | int | float | str) else str(value)
     return out
-
-
-def _hparam(key: str) -> bool:
-    """TensorBoard's HPARAMS: what the run trained with, not where its records went."""
-    return not key.startswith("logger.") and key not in ("data.root", "task_file")
-
-
-def _cell(value: Any) -> Any:
-    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
-
-
-class CsvLog:
-    """metrics.csv: one row per metrics.jsonl row, one column per key (empty where a row has none).
-
-    It is rewritten from the rows kept in metrics.jsonl when a run resumes (so rows trained again
-    are never duplicated) and whenever a new column appears (e.g. the first validation row).
-    """
-
-    def __init__(self, path: Path, rows: list[dict[str, Any]]) -> None:
-        self.path = path
-        self.rows = list(rows)
-        self.columns: list[str] = list(KEYS)
-        self._file = None
-        self._rewrite()
-
-    def _add_columns(self, row: dict[str, Any]) -> bool:
-        new = [k for k in row if k not in self.columns]
-        self.columns += new
-        return bool(new)
-
-    def _rewrite(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        for row in self.rows:
-            self._add_columns(row)
-        with files.replace(self.path) as f:
-            writer = csv.DictWriter(f, self.columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({k: _cell(v) for k, v in r.items()} for r in self.rows)
-        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - open for the run
-        self._writer = csv.DictWriter(self._file, self.columns, lineterminator="\n")
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if self._add_columns(row):
-            self._rewrite()
-            return
-        self._writer.writerow({k: _cell(v) for k, v in row.items()})
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-class TensorBoardLog:
-    """Scalars ``<split>/<metric>`` (e.g. ``val/accuracy``) at step = epoch, in event files.
-
-    A resumed run's writer purges the events after the resume epoch (TensorBoard's own
-    ``purge_step``), so epochs trained again are not shown twice. At the end, the run's settings
-    and its last value of each metric go to TensorBoard's HPARAMS tab (one session per run).
-    """
-
-    def __init__(
-        self,
-        log_dir: Path,
-        resume_epoch: int | None,
-        settings: dict[str, Any] | None = None,
-        rows: list[dict[str, Any]] = (),  # type: ignore[assignment]
-    ) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        purge = None if resume_epoch is None else resume_epoch + 1
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge, flush_secs=10)
-        self.settings = settings or {}
-        self.last: dict[str, float] = {}  # tag -> its latest value, for HPARAMS
-        for row in rows:
-            self._scalars(row)
-
-    def _scalars(self, row: dict[str, Any]) -> list[tuple[str, float]]:
-        found = [
-            (f"{row['split']}/{key}", value)
-            for key, value in row.items()
-            if key not in KEYS and not isinstance(value, bool) and isinstance(value, int | float)
-        ]
-        self.last.update(found)
-        return found
-
-    def append(self, row: dict[str, Any]) -> None:
-        for tag, value in self._scalars(row):
-            self.writer.add_scalar(tag, value, row["epoch"])
-
-    def close(self) -> None:
-        if self.settings:
-            from torch.utils.tensorboard.summary import hparams
-
-            metrics = {k: v for k, v in self.last.items() if not k.endswith("/time_s")}
-            for summary in hparams(self.settings, metrics):
-                self.writer.file_writer.add_summary(summary)
-        self.writer.close()

@@ -15,8 +15,9 @@ under a file lock by the first job), so jobs in other processes (joblib, submiti
 find it, and the sweep's end (:func:`end_sweep`, called by the command) ends it with the best
 objective.
 
-The run (dlrun.runs.stages) opens an :class:`MlflowRun` when the loop starts, feeds it
-metrics.jsonl's rows, and finishes it once summary.json and plots/ are final.
+The logger ``mlflow`` (dlrun.tracking.mlflow_logger) opens an :class:`MlflowRun` when the
+loop starts, feeds it metrics.jsonl's rows, and finishes it once summary.json and plots/ are
+final.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun.config.loggers import MLflowConfig
 from dlrun.rundir.layout import MLFLOW_PARENT, RunDir
 from dlrun.tracking import worker as tracking_worker
 from dlrun.tracking.loggers import flat_settings
@@ -40,6 +40,7 @@ from dlrun.tracking.worker import STATUS, sqlite_path, stored_run_id
 
 if TYPE_CHECKING:
     from dlrun.tracking.early import Early
+    from dlrun.tracking.mlflow_logger import MLflowConfig
 
 log = logging.getLogger("dlrun")
 
