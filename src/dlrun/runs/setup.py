@@ -6,7 +6,6 @@ loggers are opened with. Kept beside stages.py so that the stages read in one si
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,40 +105,25 @@ def check_first_batch(task: Task, model: torch.nn.Module, batch_size: int) -> No
         )
 
 
-def logger_context(
-    config: schema.Config,
-    info: RunInfo,
-    plain: dict[str, Any],
-    training: Training,
-    run_dir: RunDir,
-    rows: list[dict[str, Any]],
-    resume_epoch: int | None,
-    writes: bool,
-    name: str | None = None,
-    say: Callable[[str], None] | None = None,
-) -> RunContext:
-    """What the run's loggers are opened with, named ``name``; a sweep's parent is named by
-    what the sweep varies (``sine-bp sweep lr=0.1,0.3``)."""
+def logger_context(info: RunInfo, plain: dict[str, Any], training: Training) -> RunContext:
+    """What the run's loggers are opened with, as far as the run's settings say it (the run
+    adds its rows, name and console); a sweep's parent is named by what the sweep varies
+    (``sine-bp sweep lr=0.1,0.3``)."""
     varied = [o for o in info.sweep_overrides if o not in info.overrides]
     parent_name = run_name(f"{training.task.name} sweep", varied) if info.sweep_dir else None
     tags = {
         "task": training.task.name,
         "optimizer": info.choices.get("optimizer"),
         "device": devices.describe(training.device),  # the real one, not device=auto
-        "seed": config.seed,
+        "seed": plain.get("seed"),
     }
     return RunContext(
-        run_dir,
-        rows,
-        resume_epoch,
-        name,
-        plain,
-        writes,
+        RunDir(info.run_dir),
+        plain=plain,
         task=training.task.name,
         tags=tags,
         sweep_dir=info.sweep_dir,
         sweep_overrides=info.sweep_overrides,
         parent_name=parent_name,
         reproduces=info.reproduces,
-        say=say,
     )

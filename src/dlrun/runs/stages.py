@@ -205,17 +205,13 @@ class Run:
             self.dir.write_env(environment(devices.describe(training.device)), kept is not None)
         resume_epoch = self.epoch if kept is not None else None
         history = metrics.MetricsLog(self.dir.metrics if self.writes else None, kept)
-        run = run_setup.logger_context(
-            self.config,
-            self.info,
-            self.plain,
-            training,
-            self.dir,
-            history.rows,
-            resume_epoch,
-            self.writes,
-            self.summary.name,
-            None if self.info.in_sweep else self.console.print,  # a sweep: a line per job
+        run = dataclasses.replace(
+            run_setup.logger_context(self.info, self.plain, training),
+            rows=history.rows,
+            resume_epoch=resume_epoch,
+            name=self.summary.name,
+            writes=self.writes,
+            say=None if self.info.in_sweep else self.console.print,  # a sweep: a line per job
         )
         self.loggers = loggers.open_all(self.config.logger, run, self.info.early)
         history.loggers = list(self.loggers)
