@@ -177,8 +177,10 @@ for line in sys.argv[1:]:
 
 
 def docs_commands() -> list[str]:
-    """The `dlrun ...` lines of docs/extending.md's shell blocks, comments dropped."""
-    blocks = EXTENDING.read_text().split("```bash\n")[1:]
+    """The `dlrun ...` lines of docs/extending.md's shell blocks about tasks, comments dropped
+    (its own-logger section's need that logger: tests/tracking/test_own_loggers.py runs them)."""
+    tasks_part = EXTENDING.read_text().split("\n## Your own logger")[0]
+    blocks = tasks_part.split("```bash\n")[1:]
     lines = [ln.split("#")[0].strip() for b in blocks for ln in b.split("```")[0].splitlines()]
     return [ln for ln in lines if ln.startswith("dlrun ")]
 
