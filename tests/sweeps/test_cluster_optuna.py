@@ -37,7 +37,7 @@ def search(study: Path, sweep: Path, n_trials: int) -> tuple[str, ...]:
         "hydra.sweeper.study_name=shared",
         f"hydra.sweeper.n_trials={n_trials}",
         "device=cpu",
-        "trainer.epochs=8",
+        "trainer.epochs=300",  # a trial of seconds: the test kills a process during one
         "trainer.checkpoint_every=1",
         "trainer.validate_every=1",
         "trainer.log_every=1",
