@@ -141,7 +141,8 @@ def test_a_gpu_iteration_never_waits_on_the_device_and_matches_scikit_learn() ->
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(20):
-            _, sums, counts, _ = lloyd.lloyd_device(xc, centers, x_sq)
+            d2, labels = kmeans.assign(xc, centers, x_sq)
+            _, sums, counts, _ = lloyd.lloyd_device(xc, centers, d2, labels)  # type: ignore[arg-type]
             centers = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centers)
     finally:
         torch.cuda.set_sync_debug_mode(0)

@@ -70,20 +70,17 @@ def lloyd_sums(
 
 
 def lloyd_device(
-    x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor
+    x: torch.Tensor, centers: torch.Tensor, d2: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Lloyd pass in torch ops of fixed shapes, so nothing waits on the device: the mean
     squared distance under ``centers``, each cluster's coordinate sums and size, and which
     clusters were empty (each re-seeded from a far point, as scikit-learn does).
 
-    The distances and labels come from ``assign`` in chunks of ``DEVICE_CHUNK_BYTES``; an
-    empty cluster takes a far point by index arithmetic, not by a branch on the host.
+    ``d2`` and ``labels``: each point's squared distance to its nearest centre and that
+    centre's index (task.py's ``assign``, in chunks of ``DEVICE_CHUNK_BYTES``); an empty
+    cluster takes a far point by index arithmetic, not by a branch on the host.
     """
-    from dlrun.tasks.kmeans.task import assign
-
     n, k = x.shape[0], centers.shape[0]
-    d2, labels = assign(x, centers, x_sq)
-    assert d2 is not None
     ones = torch.ones(n, dtype=x.dtype, device=x.device)
     counts = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, ones)
     empty = counts == 0

@@ -290,7 +290,9 @@ class KMeans(Task):
         """One Lloyd iteration with no host sync (lloyd.py ``lloyd_device``): the GPU's path,
         and the CPU's when a cluster is left empty. ``centers``: around the data's mean."""
         assert self.x_sq is not None
-        d2_mean, sums, counts, empty = lloyd_device(x, centers, self.x_sq)
+        d2, labels = assign(x, centers, self.x_sq)
+        assert d2 is not None
+        d2_mean, sums, counts, empty = lloyd_device(x, centers, d2, labels)
         self._move(model, sums, counts, empty)
         return d2_mean
 
