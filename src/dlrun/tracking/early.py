@@ -16,14 +16,9 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from dlrun.tracking.mlflow_run import tracking_uri
 from dlrun.tracking.store_check import check_store
 from dlrun.tracking.worker import sqlite_path
-
-if TYPE_CHECKING:
-    from dlrun.tracking.mlflow_logger import MLflowConfig
 
 
 @dataclass
@@ -55,10 +50,9 @@ class Early:
             self.proc.stdin.close()
 
 
-def prepare(settings: MLflowConfig, main: bool) -> Early | None:
-    """Refuse an unusable store in one line; else start its worker (``main``: the process that
-    logs, rank 0 under torchrun)."""
-    uri = tracking_uri(settings)
+def prepare(uri: str, main: bool) -> Early | None:
+    """Refuse an unusable store ``uri`` in one line; else start its worker (``main``: the
+    process that logs, rank 0 under torchrun)."""
     check_store(uri)
     return start(uri) if main else None
 

@@ -80,8 +80,9 @@ class MLflow(Logger):
         """An unusable store: one line, before any work; else its worker, started now, opens
         the store while the run imports torch and sets up."""
         from dlrun.tracking import early
+        from dlrun.tracking.mlflow_run import tracking_uri
 
-        return early.prepare(settings, main)
+        return early.prepare(tracking_uri(settings), main)
 
     @classmethod
     def open(cls, settings: MLflowConfig, run: RunContext) -> Logger | None:
